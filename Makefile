@@ -1,0 +1,29 @@
+# Tally: the two commands of the quick start, and their helpers.
+CARGO ?= cargo
+DEV_HOME ?= .tally/dev
+DEV_RPC ?= 127.0.0.1:7700
+
+.PHONY: dev test deps build fmt lint unit
+
+## Start a single-validator dev chain (RPC on http://127.0.0.1:7700).
+dev: deps
+	$(CARGO) run --quiet -p tally-node --bin tally -- dev --home $(DEV_HOME) --rpc-addr $(DEV_RPC)
+
+## Everything CI checks: formatting, clippy with warnings as errors, all tests.
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+## Install libclang/clang (for RocksDB) and rustfmt/clippy when missing.
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build -p tally-node --bin tally
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,94 @@
+//! The traits through which consensus, RPC and the node see the chain, so
+//! that none of them depends on RocksDB.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::Serialize;
+
+use crate::block::{Block, Commit};
+use crate::state::{Account, AccountRead};
+use crate::types::{Address, Hash};
+
+/// A storage failure. Reads and writes either succeed or say why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The storage engine failed (I/O error, disk full): retrying later may work.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// Stored bytes are not what was written: the data directory is damaged.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Where a committed transaction sits.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    serde::Deserialize,
+)]
+pub struct TxLocation {
+    /// Block height.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+}
+
+/// The identity of a committed block (or of genesis, at height 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BlockMeta {
+    /// Height; 0 is genesis.
+    pub height: u64,
+    /// Block hash; the genesis hash at height 0.
+    pub hash: Hash,
+    /// Block timestamp; the genesis time at height 0.
+    pub timestamp_ms: u64,
+}
+
+/// A committed block with the certificate that made it final.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct StoredBlock {
+    /// The block.
+    pub block: Block,
+    /// 2f+1 precommits for it.
+    pub commit: Commit,
+}
+
+/// Read access to the committed chain.
+pub trait ChainRead: AccountRead + Send + Sync {
+    /// The genesis hash this store was created for.
+    fn genesis_hash(&self) -> Hash;
+    /// The last committed block, or `None` before the first block.
+    fn tip(&self) -> Result<Option<BlockMeta>, StorageError>;
+    /// The committed block at `height`.
+    fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError>;
+    /// The height of the committed block with this hash.
+    fn height_of(&self, block_hash: &Hash) -> Result<Option<u64>, StorageError>;
+    /// Where the committed transaction with this id is.
+    fn tx_location(&self, tx_id: &Hash) -> Result<Option<TxLocation>, StorageError>;
+}
+
+/// Everything one block changes, written atomically by [`ChainWrite::commit`].
+#[derive(Debug, Clone)]
+pub struct BlockWrite<'a> {
+    /// The block and its certificate.
+    pub stored: &'a StoredBlock,
+    /// Its hash.
+    pub hash: Hash,
+    /// The ids of its transactions, in order.
+    pub tx_ids: &'a [Hash],
+    /// The accounts it changed, with their new values.
+    pub accounts: &'a [(Address, Account)],
+}
+
+/// Write access: the single way blocks enter the store.
+pub trait ChainWrite: ChainRead {
+    /// Atomically and durably stores a block, its index entries, the account
+    /// changes and the new tip. When this returns `Ok`, a crash cannot undo it;
+    /// when it returns `Err`, nothing of it is visible.
+    fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError>;
+}

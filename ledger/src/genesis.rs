@@ -1,0 +1,371 @@
+//! The genesis: the chain's identity, validators, initial balances and rules.
+
+use std::collections::BTreeSet;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{amount_string, Address, ChainId, Hash};
+
+/// Consensus and ledger parameters fixed at genesis.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Smallest fee a transaction may pay.
+    #[serde(with = "amount_string")]
+    pub min_fee: u64,
+    /// Most transactions in one block.
+    pub max_block_txs: u32,
+    /// Most bytes of encoded transactions in one block.
+    pub max_block_bytes: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            min_fee: 1,
+            max_block_txs: 10_000,
+            max_block_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A validator named in the genesis.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisValidator {
+    /// Human name, unique, 1 to 64 bytes.
+    pub name: String,
+    /// Its ed25519 public key, as an address.
+    pub address: Address,
+    /// Voting power, at least 1.
+    pub power: u64,
+}
+
+/// An initial balance.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisBalance {
+    /// The account.
+    pub address: Address,
+    /// Its starting balance.
+    #[serde(with = "amount_string")]
+    pub amount: u64,
+}
+
+/// The genesis document (`genesis.json`). Its hash, blake3 of its canonical
+/// borsh encoding, identifies the chain and is part of every signature.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// The chain id.
+    pub chain_id: ChainId,
+    /// Milliseconds since the Unix epoch; no block is older.
+    pub genesis_time_ms: u64,
+    /// Ledger and consensus parameters.
+    pub params: Params,
+    /// The validator set, in this order.
+    pub validators: Vec<GenesisValidator>,
+    /// Initial balances.
+    pub balances: Vec<GenesisBalance>,
+}
+
+/// Why a genesis was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    /// Not valid JSON of the right shape.
+    #[error("genesis is not valid: {0}")]
+    Parse(String),
+    /// No validators.
+    #[error("genesis has no validators")]
+    NoValidators,
+    /// More validators than supported.
+    #[error("genesis has {0} validators, at most {max} are supported", max = Genesis::MAX_VALIDATORS)]
+    TooManyValidators(usize),
+    /// Two validators with the same key.
+    #[error("validator key {0} appears twice")]
+    DuplicateValidator(Address),
+    /// Two validators with the same name.
+    #[error("validator name {0:?} appears twice")]
+    DuplicateName(String),
+    /// Bad validator name.
+    #[error("validator name {0:?} must be 1 to 64 bytes")]
+    BadName(String),
+    /// Zero voting power.
+    #[error("validator {0:?} has zero voting power")]
+    ZeroPower(String),
+    /// Total voting power too large.
+    #[error("total voting power exceeds {max}", max = Genesis::MAX_TOTAL_POWER)]
+    PowerOverflow,
+    /// A key that is not an ed25519 point.
+    #[error("{0} is not a valid ed25519 public key")]
+    BadKey(Address),
+    /// The same account twice in balances.
+    #[error("account {0} has two initial balances")]
+    DuplicateBalance(Address),
+    /// Total supply does not fit in u64.
+    #[error("initial balances add up to more than 2^64-1")]
+    BalanceOverflow,
+    /// Unusable parameters.
+    #[error("bad parameter: {0}")]
+    BadParams(String),
+}
+
+impl Genesis {
+    /// Most validators a genesis may name.
+    pub const MAX_VALIDATORS: usize = 256;
+    /// Largest total voting power (keeps quorum arithmetic far from overflow).
+    pub const MAX_TOTAL_POWER: u64 = 1 << 60;
+    /// Largest genesis file accepted, in bytes.
+    pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
+
+    /// Parses and validates genesis JSON.
+    pub fn from_json(text: &str) -> Result<Genesis, GenesisError> {
+        if text.len() > Self::MAX_JSON_BYTES {
+            return Err(GenesisError::Parse(format!(
+                "file is {} bytes, more than {}",
+                text.len(),
+                Self::MAX_JSON_BYTES
+            )));
+        }
+        let genesis: Genesis =
+            serde_json::from_str(text).map_err(|e| GenesisError::Parse(e.to_string()))?;
+        genesis.validate()?;
+        Ok(genesis)
+    }
+
+    /// Pretty JSON, as written to `genesis.json`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The genesis hash: blake3(borsh(genesis)).
+    pub fn hash(&self) -> Hash {
+        Hash::digest(&borsh::to_vec(self).unwrap_or_default())
+    }
+
+    /// Checks every rule a genesis must satisfy.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        self.validate_validators()?;
+        self.total_supply()?;
+        let mut accounts = BTreeSet::new();
+        for balance in &self.balances {
+            if !balance.address.is_valid_key() {
+                return Err(GenesisError::BadKey(balance.address));
+            }
+            if !accounts.insert(balance.address) {
+                return Err(GenesisError::DuplicateBalance(balance.address));
+            }
+        }
+        if self.params.max_block_txs == 0 {
+            return Err(GenesisError::BadParams(
+                "max_block_txs must be at least 1".into(),
+            ));
+        }
+        if (self.params.max_block_bytes as usize) < crate::tx::MAX_TX_BYTES {
+            return Err(GenesisError::BadParams(format!(
+                "max_block_bytes must be at least {}",
+                crate::tx::MAX_TX_BYTES
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_validators(&self) -> Result<(), GenesisError> {
+        if self.validators.is_empty() {
+            return Err(GenesisError::NoValidators);
+        }
+        if self.validators.len() > Self::MAX_VALIDATORS {
+            return Err(GenesisError::TooManyValidators(self.validators.len()));
+        }
+        let mut keys = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        let mut total: u64 = 0;
+        for v in &self.validators {
+            if v.name.is_empty() || v.name.len() > 64 {
+                return Err(GenesisError::BadName(v.name.clone()));
+            }
+            if !v.address.is_valid_key() {
+                return Err(GenesisError::BadKey(v.address));
+            }
+            if !keys.insert(v.address) {
+                return Err(GenesisError::DuplicateValidator(v.address));
+            }
+            if !names.insert(v.name.as_str()) {
+                return Err(GenesisError::DuplicateName(v.name.clone()));
+            }
+            if v.power == 0 {
+                return Err(GenesisError::ZeroPower(v.name.clone()));
+            }
+            total = total
+                .checked_add(v.power)
+                .filter(|t| *t <= Self::MAX_TOTAL_POWER)
+                .ok_or(GenesisError::PowerOverflow)?;
+        }
+        Ok(())
+    }
+
+    /// The sum of initial balances.
+    pub fn total_supply(&self) -> Result<u64, GenesisError> {
+        self.balances.iter().try_fold(0u64, |sum, b| {
+            sum.checked_add(b.amount)
+                .ok_or(GenesisError::BalanceOverflow)
+        })
+    }
+
+    /// The validator set.
+    pub fn validator_set(&self) -> ValidatorSet {
+        ValidatorSet {
+            validators: self.validators.clone(),
+        }
+    }
+}
+
+/// The validators and their voting power.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorSet {
+    validators: Vec<GenesisValidator>,
+}
+
+impl ValidatorSet {
+    /// The validators in genesis order.
+    pub fn validators(&self) -> &[GenesisValidator] {
+        &self.validators
+    }
+
+    /// The power of `address`, if it is a validator.
+    pub fn power_of(&self, address: &Address) -> Option<u64> {
+        self.validators
+            .iter()
+            .find(|v| &v.address == address)
+            .map(|v| v.power)
+    }
+
+    /// Sum of all voting power (validated to fit).
+    pub fn total_power(&self) -> u64 {
+        self.validators.iter().map(|v| v.power).sum()
+    }
+
+    /// The smallest power that is more than two thirds of the total: the
+    /// weight of 2f+1 of 3f+1 equal validators.
+    pub fn quorum_power(&self) -> u64 {
+        self.total_power() * 2 / 3 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devnet_key;
+
+    fn genesis() -> Genesis {
+        Genesis {
+            chain_id: ChainId::new("t").unwrap(),
+            genesis_time_ms: 0,
+            params: Params::default(),
+            validators: vec![GenesisValidator {
+                name: "v0".into(),
+                address: devnet_key("validator-0").address(),
+                power: 1,
+            }],
+            balances: vec![GenesisBalance {
+                address: devnet_key("alice").address(),
+                amount: 10,
+            }],
+        }
+    }
+
+    #[test]
+    fn json_round_trip_keeps_the_hash() {
+        let g = genesis();
+        let parsed = Genesis::from_json(&g.to_json()).unwrap();
+        assert_eq!(parsed.hash(), g.hash());
+    }
+
+    #[test]
+    fn each_rule_has_a_clear_error() {
+        let mut g = genesis();
+        g.validators.push(g.validators[0].clone());
+        g.validators[1].name = "v1".into();
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::DuplicateValidator(_))
+        ));
+
+        let mut g = genesis();
+        g.validators[0].power = 0;
+        assert_eq!(g.validate(), Err(GenesisError::ZeroPower("v0".into())));
+
+        let mut g = genesis();
+        g.balances.push(GenesisBalance {
+            address: devnet_key("bob").address(),
+            amount: u64::MAX,
+        });
+        assert_eq!(g.validate(), Err(GenesisError::BalanceOverflow));
+
+        let mut g = genesis();
+        g.validators.clear();
+        assert_eq!(g.validate(), Err(GenesisError::NoValidators));
+
+        let mut g = genesis();
+        g.balances.push(g.balances[0].clone());
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::DuplicateBalance(_))
+        ));
+
+        let text = genesis()
+            .to_json()
+            .replace(&devnet_key("validator-0").address().to_text(), "tally1qqqq");
+        assert!(matches!(
+            Genesis::from_json(&text),
+            Err(GenesisError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn quorum_is_more_than_two_thirds() {
+        let mut g = genesis();
+        for i in 1..4 {
+            g.validators.push(GenesisValidator {
+                name: format!("v{i}"),
+                address: devnet_key(&format!("validator-{i}")).address(),
+                power: 1,
+            });
+        }
+        assert_eq!(g.validator_set().quorum_power(), 3);
+        g.validators.truncate(1);
+        assert_eq!(g.validator_set().quorum_power(), 1);
+    }
+}
+
+/// A genesis with what is derived from it, computed once.
+#[derive(Debug, Clone)]
+pub struct ChainContext {
+    /// The genesis.
+    pub genesis: Genesis,
+    /// Its hash.
+    pub genesis_hash: Hash,
+    /// Its validator set.
+    pub validators: ValidatorSet,
+}
+
+impl ChainContext {
+    /// Derives the context of a validated genesis.
+    pub fn new(genesis: Genesis) -> ChainContext {
+        ChainContext {
+            genesis_hash: genesis.hash(),
+            validators: genesis.validator_set(),
+            genesis,
+        }
+    }
+
+    /// The parent of block 1: height 0 with the genesis hash and time.
+    pub fn genesis_meta(&self) -> crate::chain::BlockMeta {
+        crate::chain::BlockMeta {
+            height: 0,
+            hash: self.genesis_hash,
+            timestamp_ms: self.genesis.genesis_time_ms,
+        }
+    }
+}

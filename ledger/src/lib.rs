@@ -1,0 +1,68 @@
+//! Tally's ledger: the types every other crate speaks, their canonical
+//! encodings, the signing rules, the genesis, and the state transition.
+//!
+//! # Design
+//! This crate is pure: no clock, no I/O, no randomness. Time and state come in
+//! as arguments, so the same code runs in the node, in tests and in the
+//! simulator, and gives the same answer everywhere.
+//!
+//! Everything that is hashed or signed is encoded with borsh 1.x, strictly: a
+//! value decodes only from exactly its canonical bytes (no trailing bytes, no
+//! alternative encodings), so an id names exactly one transaction.
+//!
+//! # Guarantees
+//! - A transaction verifies only under the genesis (and so the chain id) it was
+//!   signed for; signatures are checked with `verify_strict` everywhere.
+//! - Applying a block either applies every transaction or returns an error and
+//!   changes nothing; amounts use checked arithmetic and the total supply is the
+//!   same before and after every block (fees move to the proposer).
+//!
+//! # Not guaranteed
+//! - Availability of anything: this crate decides validity, it does not store
+//!   or fetch.
+//! - Secrecy of keys in memory beyond what `ed25519-dalek` zeroizes on drop.
+
+mod block;
+mod chain;
+mod codec;
+mod crypto;
+pub mod devnet;
+mod genesis;
+mod state;
+mod tx;
+mod types;
+
+pub use block::{
+    tx_root, verify_commit, Block, Commit, CommitError, CommitSignature, Header, Vote, VoteKind,
+    BLOCK_VERSION,
+};
+pub use chain::{
+    BlockMeta, BlockWrite, ChainRead, ChainWrite, StorageError, StoredBlock, TxLocation,
+};
+pub use codec::{decode_strict, DecodeError};
+pub use crypto::{devnet_key, Keypair, Signature};
+pub use genesis::{
+    ChainContext, Genesis, GenesisBalance, GenesisError, GenesisValidator, Params, ValidatorSet,
+};
+pub use state::{
+    apply_transaction, build_block, execute_block, Account, AccountRead, ApplyError, BlockError,
+    BuiltBlock, ExecutedBlock, SigCheck, StateOverlay,
+};
+pub use tx::{SignedTransaction, Transaction, TxError, MAX_TX_BYTES};
+pub use types::{
+    amount_string, parse_hex, to_hex, Address, AddressError, ChainId, ChainIdError, Hash, HexError,
+    ADDRESS_HRP,
+};
+
+/// Domain tags put in front of every signed or Merkle-hashed message, so a
+/// signature for one purpose can never be replayed as another.
+pub mod domain {
+    /// Prefix of the message a transaction's signature covers.
+    pub const TX: &[u8] = b"tally/tx/v1";
+    /// Prefix of the message a consensus vote's signature covers.
+    pub const VOTE: &[u8] = b"tally/vote/v1";
+    /// Prefix of the block's transaction root.
+    pub const TX_ROOT: &[u8] = b"tally/txroot/v1";
+    /// Prefix of the seed of a devnet key.
+    pub const DEVNET_KEY: &[u8] = b"tally/devnet-key/v1";
+}

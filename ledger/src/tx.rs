@@ -1,0 +1,289 @@
+//! Transfers: the unsigned body, the signed envelope, and their rules.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::Serialize;
+
+use crate::codec::{decode_strict, DecodeError};
+use crate::crypto::{Keypair, Signature};
+use crate::types::{amount_string, Address, ChainId, Hash};
+
+/// Largest canonical encoding of a signed transaction, in bytes.
+///
+/// The largest possible is 4 + 64 (chain id) + 32 + 32 + 3 × 8 + 64 = 220.
+pub const MAX_TX_BYTES: usize = 256;
+
+/// A transfer of `amount` from `from` to `to`, paying `fee` to the block
+/// proposer, valid only at exactly the sender's next `nonce`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
+pub struct Transaction {
+    /// The chain this transfer is for.
+    pub chain_id: ChainId,
+    /// The sender, whose key signs.
+    pub from: Address,
+    /// The recipient.
+    pub to: Address,
+    /// Units moved from `from` to `to`.
+    #[serde(with = "amount_string")]
+    pub amount: u64,
+    /// Units moved from `from` to the proposer of the block.
+    #[serde(with = "amount_string")]
+    pub fee: u64,
+    /// The sender's transaction count before this one (0 for the first).
+    pub nonce: u64,
+}
+
+/// A transaction and the sender's signature over its signing message.
+#[derive(
+    Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
+pub struct SignedTransaction {
+    /// The transfer.
+    #[serde(flatten)]
+    pub tx: Transaction,
+    /// ed25519 signature by `tx.from` over [`Transaction::signing_message`].
+    pub signature: Signature,
+}
+
+/// Why a transaction is invalid. Each variant maps to one stable RPC error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// The bytes are not a canonical signed transaction.
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    /// Larger than [`MAX_TX_BYTES`].
+    #[error("transaction is {len} bytes, the limit is {max}")]
+    TooLarge {
+        /// Bytes given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Signed for another chain id.
+    #[error("transaction is for chain {got:?}, this chain is {expected:?}")]
+    WrongChain {
+        /// This chain.
+        expected: String,
+        /// The transaction's chain id.
+        got: String,
+    },
+    /// The signature does not verify (wrong key, wrong genesis, tampered).
+    #[error("invalid signature: not signed by the sender for this chain and genesis")]
+    InvalidSignature,
+    /// The recipient is not an ed25519 public key.
+    #[error("recipient is not a valid ed25519 public key")]
+    InvalidRecipient,
+    /// The fee is below the chain's minimum.
+    #[error("fee {got} is below the minimum fee {min}")]
+    FeeTooLow {
+        /// The minimum.
+        min: u64,
+        /// The fee given.
+        got: u64,
+    },
+    /// `amount + fee` does not fit in 64 bits.
+    #[error("amount plus fee overflows 64 bits")]
+    AmountOverflow,
+    /// The nonce was already used.
+    #[error("nonce {got} is too low: the account's next nonce is {expected}")]
+    NonceTooLow {
+        /// The account's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The nonce is ahead of the account's next nonce.
+    #[error("nonce {got} leaves a gap: the account's next nonce is {expected}")]
+    NonceGap {
+        /// The account's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The sender cannot pay amount + fee.
+    #[error("insufficient funds: balance {balance}, needed {needed}")]
+    InsufficientFunds {
+        /// The sender's balance.
+        balance: u64,
+        /// amount + fee (plus any pending transactions, where counted).
+        needed: u64,
+    },
+    /// A credit would overflow a balance (impossible while supply fits u64).
+    #[error("balance overflow")]
+    BalanceOverflow,
+}
+
+impl Transaction {
+    /// The 32-byte message the sender signs:
+    /// blake3("tally/tx/v1" ‖ genesis_hash ‖ borsh(tx)).
+    pub fn signing_message(&self, genesis_hash: &Hash) -> Hash {
+        let body = borsh::to_vec(self).unwrap_or_default();
+        Hash::digest_parts(&[crate::domain::TX, &genesis_hash.0, &body])
+    }
+
+    /// Signs this transaction for the chain whose genesis hash is given.
+    pub fn sign(self, key: &Keypair, genesis_hash: &Hash) -> SignedTransaction {
+        let signature = key.sign(&self.signing_message(genesis_hash));
+        SignedTransaction {
+            tx: self,
+            signature,
+        }
+    }
+
+    /// `amount + fee`, checked.
+    pub fn total_cost(&self) -> Result<u64, TxError> {
+        self.amount
+            .checked_add(self.fee)
+            .ok_or(TxError::AmountOverflow)
+    }
+}
+
+impl SignedTransaction {
+    /// The canonical encoding (borsh).
+    pub fn encode(&self) -> Vec<u8> {
+        borsh::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes exactly one canonical signed transaction.
+    pub fn decode(bytes: &[u8]) -> Result<SignedTransaction, TxError> {
+        decode_strict(bytes, MAX_TX_BYTES).map_err(|e| match e {
+            DecodeError::TooLarge { len, max } => TxError::TooLarge { len, max },
+            DecodeError::Malformed(m) => TxError::Malformed(m),
+        })
+    }
+
+    /// The transaction id: blake3 of the canonical signed encoding.
+    pub fn id(&self) -> Hash {
+        Hash::digest(&self.encode())
+    }
+
+    /// The checks that need no account state: chain, amounts, fee, recipient
+    /// and signature. Cheapest first; the signature is checked last.
+    pub fn verify_stateless(
+        &self,
+        chain_id: &ChainId,
+        genesis_hash: &Hash,
+        min_fee: u64,
+    ) -> Result<(), TxError> {
+        self.check_fields(chain_id, min_fee)?;
+        self.verify_signature(genesis_hash)
+    }
+
+    /// The field rules: chain id, minimum fee, amount + fee fits, recipient
+    /// is a public key.
+    pub fn check_fields(&self, chain_id: &ChainId, min_fee: u64) -> Result<(), TxError> {
+        let tx = &self.tx;
+        if &tx.chain_id != chain_id {
+            return Err(TxError::WrongChain {
+                expected: chain_id.to_string(),
+                got: tx.chain_id.to_string(),
+            });
+        }
+        if tx.fee < min_fee {
+            return Err(TxError::FeeTooLow {
+                min: min_fee,
+                got: tx.fee,
+            });
+        }
+        tx.total_cost()?;
+        if !tx.to.is_valid_key() {
+            return Err(TxError::InvalidRecipient);
+        }
+        Ok(())
+    }
+
+    /// The sender's signature over the signing message for this genesis.
+    pub fn verify_signature(&self, genesis_hash: &Hash) -> Result<(), TxError> {
+        if self
+            .signature
+            .verify(&self.tx.from, &self.tx.signing_message(genesis_hash))
+        {
+            Ok(())
+        } else {
+            Err(TxError::InvalidSignature)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devnet_key;
+
+    fn sample() -> (SignedTransaction, Hash, ChainId) {
+        let chain = ChainId::new("tally-test").unwrap();
+        let genesis = Hash::digest(b"genesis");
+        let tx = Transaction {
+            chain_id: chain.clone(),
+            from: devnet_key("alice").address(),
+            to: devnet_key("bob").address(),
+            amount: 5,
+            fee: 1,
+            nonce: 0,
+        };
+        (tx.sign(&devnet_key("alice"), &genesis), genesis, chain)
+    }
+
+    #[test]
+    fn round_trip_and_strict_decoding() {
+        let (stx, _, _) = sample();
+        let bytes = stx.encode();
+        assert_eq!(SignedTransaction::decode(&bytes).unwrap(), stx);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(
+            SignedTransaction::decode(&trailing),
+            Err(TxError::Malformed(_))
+        ));
+        for cut in 0..bytes.len() {
+            assert!(
+                SignedTransaction::decode(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
+        }
+        let oversized = vec![0u8; MAX_TX_BYTES + 1];
+        assert!(matches!(
+            SignedTransaction::decode(&oversized),
+            Err(TxError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn signature_binds_chain_and_genesis() {
+        let (stx, genesis, chain) = sample();
+        assert_eq!(stx.verify_stateless(&chain, &genesis, 1), Ok(()));
+        let other_genesis = Hash::digest(b"another genesis");
+        assert_eq!(
+            stx.verify_stateless(&chain, &other_genesis, 1),
+            Err(TxError::InvalidSignature)
+        );
+        let other_chain = ChainId::new("other").unwrap();
+        assert!(matches!(
+            stx.verify_stateless(&other_chain, &genesis, 1),
+            Err(TxError::WrongChain { .. })
+        ));
+        let mut tampered = stx.clone();
+        tampered.tx.amount += 1;
+        assert_eq!(
+            tampered.verify_stateless(&chain, &genesis, 1),
+            Err(TxError::InvalidSignature)
+        );
+    }
+
+    #[test]
+    fn fee_and_overflow_rules() {
+        let (stx, genesis, chain) = sample();
+        assert!(matches!(
+            stx.verify_stateless(&chain, &genesis, 2),
+            Err(TxError::FeeTooLow { min: 2, got: 1 })
+        ));
+        let mut tx = stx.tx.clone();
+        tx.amount = u64::MAX;
+        let signed = tx.sign(&devnet_key("alice"), &genesis);
+        assert_eq!(
+            signed.verify_stateless(&chain, &genesis, 1),
+            Err(TxError::AmountOverflow)
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! `config.toml`: everything an operator may tune, with units in the names.
+//! Every section and field is optional; a missing one takes its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Validator key file, relative to the home directory; a node without one
+    /// (or whose key is not in the genesis) serves as a full node.
+    pub validator_key_file: Option<PathBuf>,
+    /// JSON-RPC server.
+    pub rpc: RpcConfig,
+    /// Mempool limits.
+    pub mempool: MempoolConfig,
+    /// Block production.
+    pub producer: ProducerConfig,
+    /// Storage.
+    pub storage: StorageConfig,
+}
+
+/// JSON-RPC server limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Address the HTTP server binds.
+    pub listen_addr: SocketAddr,
+    /// Largest request body.
+    pub max_body_bytes: u32,
+    /// Largest response body.
+    pub max_response_bytes: u32,
+    /// Most calls in one batch.
+    pub max_batch_len: u32,
+    /// Most open TCP connections; further ones wait in the accept backlog.
+    pub max_connections: u32,
+    /// Most requests processed at once; more are answered 429.
+    pub max_concurrent_requests: u32,
+    /// Longest `tx_submit` waits with `wait = "committed"`.
+    pub wait_timeout_ms: u64,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], crate::DEFAULT_RPC_PORT)),
+            max_body_bytes: 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
+            max_batch_len: 100,
+            max_connections: 512,
+            max_concurrent_requests: 256,
+            wait_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Mempool limits (see tally-mempool).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MempoolConfig {
+    /// Most transactions held.
+    pub max_txs: usize,
+    /// Most bytes held.
+    pub max_bytes: usize,
+    /// Most transactions held per sender.
+    pub max_txs_per_sender: usize,
+    /// How far ahead of the next nonce a transaction may be queued.
+    pub max_nonce_gap: u64,
+    /// How long a queued transaction waits for its gap to fill.
+    pub queued_ttl_ms: u64,
+    /// How many rejected or expired transaction ids `tx_get` remembers.
+    pub max_remembered_outcomes: usize,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        let pool = tally_mempool::Config::default();
+        MempoolConfig {
+            max_txs: pool.max_txs,
+            max_bytes: pool.max_bytes,
+            max_txs_per_sender: pool.max_txs_per_sender,
+            max_nonce_gap: pool.max_nonce_gap,
+            queued_ttl_ms: pool.queued_ttl_ms,
+            max_remembered_outcomes: 100_000,
+        }
+    }
+}
+
+impl MempoolConfig {
+    /// The mempool crate's config.
+    pub fn pool(&self) -> tally_mempool::Config {
+        tally_mempool::Config {
+            max_txs: self.max_txs,
+            max_bytes: self.max_bytes,
+            max_txs_per_sender: self.max_txs_per_sender,
+            max_nonce_gap: self.max_nonce_gap,
+            queued_ttl_ms: self.queued_ttl_ms,
+        }
+    }
+}
+
+/// Block production.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducerConfig {
+    /// With no transactions, a block is still made this often (0: never).
+    /// With transactions, the next block starts as soon as the last commits.
+    pub empty_block_interval_ms: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            empty_block_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// RocksDB block cache.
+    pub block_cache_bytes: usize,
+    /// Most files RocksDB keeps open.
+    pub max_open_files: i32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let rocks = tally_store::RocksConfig::default();
+        StorageConfig {
+            block_cache_bytes: rocks.block_cache_bytes,
+            max_open_files: rocks.max_open_files,
+        }
+    }
+}
+
+/// Largest config file accepted.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+impl NodeConfig {
+    /// Reads and checks `config.toml`.
+    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text = crate::home::read_bounded(path, MAX_CONFIG_BYTES)?;
+        let config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a valid config: {e}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The TOML text written by `tally init`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Rejects limits that would make the node unusable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("rpc.max_body_bytes", self.rpc.max_body_bytes as u64),
+            ("rpc.max_response_bytes", self.rpc.max_response_bytes as u64),
+            ("rpc.max_batch_len", self.rpc.max_batch_len as u64),
+            ("rpc.max_connections", self.rpc.max_connections as u64),
+            (
+                "rpc.max_concurrent_requests",
+                self.rpc.max_concurrent_requests as u64,
+            ),
+            ("mempool.max_txs", self.mempool.max_txs as u64),
+            ("mempool.max_bytes", self.mempool.max_bytes as u64),
+            (
+                "mempool.max_txs_per_sender",
+                self.mempool.max_txs_per_sender as u64,
+            ),
+            (
+                "mempool.max_remembered_outcomes",
+                self.mempool.max_remembered_outcomes as u64,
+            ),
+            (
+                "storage.max_open_files",
+                self.storage.max_open_files.max(0) as u64,
+            ),
+        ];
+        for (name, value) in positive {
+            anyhow::ensure!(value > 0, "config: {name} must be at least 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! The node's home directory: `config.toml`, `genesis.json`, keys and data.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use tally_ledger::{devnet_key, to_hex, Address, Genesis, Keypair};
+
+use crate::config::NodeConfig;
+
+/// Paths inside a home directory.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// The home at `root`.
+    pub fn new(root: &Path) -> Home {
+        Home {
+            root: root.to_path_buf(),
+        }
+    }
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// `genesis.json`.
+    pub fn genesis(&self) -> PathBuf {
+        self.root.join("genesis.json")
+    }
+    /// The RocksDB directory.
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+    /// Default validator key location.
+    pub fn validator_key(&self) -> PathBuf {
+        self.root.join("keys").join("validator.json")
+    }
+    /// Whether `tally init` has run here.
+    pub fn is_initialised(&self) -> bool {
+        self.config().exists()
+    }
+
+    /// Lays out a new home: genesis, config and a validator key. Refuses to
+    /// overwrite an initialised home.
+    pub fn init(
+        &self,
+        genesis: &Genesis,
+        config: &NodeConfig,
+        key: &Keypair,
+    ) -> anyhow::Result<()> {
+        if self.is_initialised() {
+            bail!(
+                "{} is already initialised (it has a config.toml); use another --home",
+                self.root.display()
+            );
+        }
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        write_key_file(&self.validator_key(), key)?;
+        fs::write(self.genesis(), genesis.to_json())
+            .with_context(|| format!("cannot write {}", self.genesis().display()))?;
+        let mut config = config.clone();
+        config.validator_key_file = Some(PathBuf::from("keys/validator.json"));
+        fs::write(self.config(), config.to_toml())
+            .with_context(|| format!("cannot write {}", self.config().display()))?;
+        Ok(())
+    }
+
+    /// Reads the config.
+    pub fn load_config(&self) -> anyhow::Result<NodeConfig> {
+        if !self.is_initialised() {
+            bail!(
+                "{} has no config.toml: run `tally init --home {}` first",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        NodeConfig::load(&self.config())
+    }
+
+    /// Reads the genesis.
+    pub fn load_genesis(&self) -> anyhow::Result<Genesis> {
+        load_genesis(&self.genesis())
+    }
+
+    /// Reads the validator key named by the config, if any.
+    pub fn load_validator_key(&self, config: &NodeConfig) -> anyhow::Result<Option<Keypair>> {
+        match &config.validator_key_file {
+            Some(file) => Ok(Some(read_key_file(&self.root.join(file))?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Reads a genesis file and validates it.
+pub fn load_genesis(path: &Path) -> anyhow::Result<Genesis> {
+    let text = read_bounded(path, Genesis::MAX_JSON_BYTES as u64)?;
+    Genesis::from_json(&text).with_context(|| format!("{} is not a usable genesis", path.display()))
+}
+
+/// Reads a text file of at most `max_bytes`.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> anyhow::Result<String> {
+    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut text = String::new();
+    file.take(max_bytes + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+    if text.len() as u64 > max_bytes {
+        bail!("{} is larger than {max_bytes} bytes", path.display());
+    }
+    Ok(text)
+}
+
+/// A key file: JSON with the address, public key and secret seed.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// `tally1…` address.
+    pub address: Address,
+    /// The ed25519 public key, `0x` hex.
+    pub public_key: String,
+    /// The 32-byte secret seed, `0x` hex.
+    pub secret_key: String,
+}
+
+impl KeyFile {
+    /// The file contents for `key`.
+    pub fn of(key: &Keypair) -> KeyFile {
+        KeyFile {
+            address: key.address(),
+            public_key: to_hex(&key.address().0),
+            secret_key: to_hex(&key.seed()),
+        }
+    }
+}
+
+/// Writes a key file readable only by its owner (mode 0600); never overwrites.
+pub fn write_key_file(path: &Path, key: &Keypair) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "cannot create key file {} (it must not exist yet)",
+            path.display()
+        )
+    })?;
+    let text = serde_json::to_string_pretty(&KeyFile::of(key))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Reads a key file and checks that its address matches its secret.
+pub fn read_key_file(path: &Path) -> anyhow::Result<Keypair> {
+    let text = read_bounded(path, 4096)?;
+    let file: KeyFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a Tally key file", path.display()))?;
+    let seed = tally_ledger::parse_hex(&file.secret_key)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| {
+            format!(
+                "{}: secret_key must be 0x followed by 64 hex digits",
+                path.display()
+            )
+        })?;
+    let key = Keypair::from_seed(seed);
+    if key.address() != file.address {
+        bail!(
+            "{}: the address does not belong to the secret key",
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
+/// Resolves `--key`: a key file path, or `devnet:NAME` for a devnet key.
+pub fn resolve_key(spec: &str) -> anyhow::Result<Keypair> {
+    match spec.strip_prefix("devnet:") {
+        Some(name) => Ok(devnet_key(name)),
+        None => read_key_file(Path::new(spec)),
+    }
+}
+
+/// Resolves an address argument: `tally1…` text or `devnet:NAME`.
+pub fn resolve_address(spec: &str) -> anyhow::Result<Address> {
+    match spec.strip_prefix("devnet:") {
+        Some(name) => Ok(devnet_key(name).address()),
+        None => spec.parse::<Address>().map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}

@@ -1,0 +1,34 @@
+//! The `tally` binary as a library: configuration, the node's composition
+//! (store, mempool, block production, JSON-RPC), and the command line.
+//!
+//! # Design
+//! The node is a thin async shell around pure crates. [`node::Node`] owns the
+//! store and mempool and the single commit path every block goes through;
+//! [`producer`] decides blocks when the genesis has one validator;
+//! [`rpc_server`] serves the API. [`run::run`] takes an already bound
+//! listener and a shutdown future, so tests start real nodes side by side.
+//!
+//! # Guarantees
+//! - A block is acknowledged (to clients waiting for it) only after it is
+//!   durably written.
+//! - Every limit is configurable in `config.toml` and listed in
+//!   docs/OPERATIONS.md.
+//!
+//! # Not guaranteed
+//! - Multi-validator operation: a genesis with several validators needs the
+//!   consensus network, which this version does not run yet.
+
+pub mod cli;
+pub mod config;
+pub mod home;
+pub mod node;
+pub mod producer;
+pub mod rpc_server;
+pub mod run;
+mod wallet;
+
+/// The node's version, reported by `chain_status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Default JSON-RPC port.
+pub const DEFAULT_RPC_PORT: u16 = 7700;

@@ -1,0 +1,479 @@
+//! The node's state and its one commit path.
+//!
+//! Every block enters the chain through [`Node::commit_block`] (or its twin
+//! [`Node::produce_block`] for a block this node built and executed itself):
+//! verify the commit certificate, execute, write one synced batch, then bring
+//! the mempool and waiting clients up to date. Consensus drives this path.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tally_ledger::{
+    build_block, execute_block, verify_commit, BlockError, BlockMeta, BlockWrite, ChainContext,
+    ChainWrite, Commit, CommitError, CommitSignature, ExecutedBlock, Hash, Keypair, SigCheck,
+    SignedTransaction, StorageError, StoredBlock, TxError, TxLocation, Vote, VoteKind,
+};
+use tally_mempool::{Mempool, MempoolError, PoolState, Removal};
+use tally_rpc::{tx_error_code, TxRejection};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A transaction's place in its lifecycle, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Never seen, or forgotten.
+    Unknown,
+    /// In the mempool.
+    InPool {
+        /// Pending or queued.
+        state: PoolState,
+        /// The transaction.
+        tx: SignedTransaction,
+    },
+    /// In a committed block.
+    Committed {
+        /// Where.
+        location: TxLocation,
+        /// The block's hash.
+        block_hash: Hash,
+        /// The transaction.
+        tx: SignedTransaction,
+    },
+    /// Dropped as invalid.
+    Rejected(TxRejection),
+    /// Expired behind a nonce gap.
+    Expired,
+}
+
+impl TxStatus {
+    /// Whether the status can no longer change.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            TxStatus::Committed { .. } | TxStatus::Rejected(_) | TxStatus::Expired
+        )
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The transaction breaks a ledger rule.
+    #[error(transparent)]
+    Tx(#[from] TxError),
+    /// The mempool refused it.
+    #[error(transparent)]
+    Pool(#[from] MempoolError),
+    /// It is already in a committed block.
+    #[error("transaction is already committed at height {} index {}", .0.height, .0.index)]
+    AlreadyCommitted(TxLocation),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a block could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitFailure {
+    /// The certificate does not prove finality.
+    #[error("invalid commit certificate: {0}")]
+    Certificate(#[from] CommitError),
+    /// The block is invalid.
+    #[error("invalid block: {0}")]
+    Block(#[from] BlockError),
+    /// Storage failed: nothing was committed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Rejected(TxRejection),
+    Expired,
+}
+
+/// Recently rejected or expired transactions, oldest forgotten first.
+struct Outcomes {
+    map: HashMap<Hash, Outcome>,
+    order: VecDeque<Hash>,
+    capacity: usize,
+}
+
+impl Outcomes {
+    fn record(&mut self, id: Hash, outcome: Outcome) {
+        if self.map.insert(id, outcome).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
+/// Node limits that are not the mempool's own.
+#[derive(Debug, Clone)]
+pub struct NodeLimits {
+    /// Longest `tx_submit` waits for a commit.
+    pub wait_timeout: Duration,
+    /// How many rejected or expired ids to remember.
+    pub max_remembered_outcomes: usize,
+}
+
+/// The running node's shared state.
+pub struct Node {
+    chain: ChainContext,
+    store: Arc<dyn ChainWrite>,
+    pool: Mutex<Mempool>,
+    outcomes: Mutex<Outcomes>,
+    /// Bumped whenever a transaction's status may have changed.
+    changes: watch::Sender<u64>,
+    /// Woken when the mempool has new work for the block producer.
+    work: Notify,
+    /// Serialises the commit path.
+    commit_lock: Mutex<()>,
+    /// The last storage failure, cleared by the next successful commit.
+    storage_failure: Mutex<Option<String>>,
+    closing: watch::Sender<bool>,
+    validator: Option<Keypair>,
+    limits: NodeLimits,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves state that is still consistent for
+    // these structures (every mutation completes before any call that could
+    // panic), so recover the guard instead of spreading the panic.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Node {
+    /// A node over `store` for `chain`.
+    pub fn new(
+        chain: ChainContext,
+        store: Arc<dyn ChainWrite>,
+        pool: Mempool,
+        validator: Option<Keypair>,
+        limits: NodeLimits,
+    ) -> Arc<Node> {
+        Arc::new(Node {
+            chain,
+            store,
+            pool: Mutex::new(pool),
+            outcomes: Mutex::new(Outcomes {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                capacity: limits.max_remembered_outcomes,
+            }),
+            changes: watch::channel(0).0,
+            work: Notify::new(),
+            commit_lock: Mutex::new(()),
+            storage_failure: Mutex::new(None),
+            closing: watch::channel(false).0,
+            validator,
+            limits,
+        })
+    }
+
+    /// The chain this node follows.
+    pub fn chain(&self) -> &ChainContext {
+        &self.chain
+    }
+
+    /// The committed chain.
+    pub fn store(&self) -> &dyn ChainWrite {
+        &*self.store
+    }
+
+    /// This node's validator key, if it validates.
+    pub fn validator(&self) -> Option<&Keypair> {
+        self.validator.as_ref()
+    }
+
+    /// The last committed block, or genesis.
+    pub fn tip(&self) -> Result<BlockMeta, StorageError> {
+        Ok(self
+            .store
+            .tip()?
+            .unwrap_or_else(|| self.chain.genesis_meta()))
+    }
+
+    /// Transactions in the mempool.
+    pub fn mempool_len(&self) -> usize {
+        lock(&self.pool).len()
+    }
+
+    /// Whether the mempool has transactions ready for a block.
+    pub fn has_pending(&self) -> bool {
+        lock(&self.pool).has_pending()
+    }
+
+    /// The nonce the account's next transaction should carry.
+    pub fn next_nonce(
+        &self,
+        address: &tally_ledger::Address,
+        account: &tally_ledger::Account,
+    ) -> u64 {
+        lock(&self.pool).next_nonce(address, account)
+    }
+
+    /// Resolves when new mempool work arrives.
+    pub async fn work_arrived(&self) {
+        self.work.notified().await
+    }
+
+    /// The last storage failure, if the node is currently unable to commit.
+    pub fn storage_failure(&self) -> Option<String> {
+        lock(&self.storage_failure).clone()
+    }
+
+    /// Tells waiting clients the node is shutting down.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Decodes, verifies and admits a transaction to the mempool.
+    pub fn submit(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(SignedTransaction, Hash, PoolState), SubmitError> {
+        let tx = SignedTransaction::decode(bytes)?;
+        let id = tx.id();
+        if let Some(location) = self.store.tx_location(&id)? {
+            return Err(SubmitError::AlreadyCommitted(location));
+        }
+        let genesis = &self.chain.genesis;
+        tx.verify_stateless(
+            &genesis.chain_id,
+            &self.chain.genesis_hash,
+            genesis.params.min_fee,
+        )?;
+        let admission = {
+            let mut pool = lock(&self.pool);
+            // Read the account under the pool lock so a commit cannot slip
+            // between the read and the admission.
+            let account = self.store.account(&tx.tx.from)?;
+            pool.insert(tx.clone(), id, account, now_ms())?
+        };
+        if let Some(replaced) = admission.replaced {
+            self.record(
+                replaced,
+                Outcome::Rejected(rejection(
+                    tally_rpc::codes::REPLACEMENT_UNDERPRICED,
+                    "replaced",
+                    format!("replaced by {id}, which pays a higher fee"),
+                )),
+            );
+        }
+        if admission.state == PoolState::Pending {
+            self.work.notify_one();
+        }
+        self.changes.send_modify(|n| *n += 1);
+        Ok((tx, id, admission.state))
+    }
+
+    fn record(&self, id: Hash, outcome: Outcome) {
+        lock(&self.outcomes).record(id, outcome);
+    }
+
+    /// Where a transaction is.
+    pub fn tx_status(&self, id: &Hash) -> Result<TxStatus, StorageError> {
+        if let Some(location) = self.store.tx_location(id)? {
+            let stored = self.store.block(location.height)?.ok_or_else(|| {
+                StorageError::Corrupt(format!("indexed block {} is missing", location.height))
+            })?;
+            let tx = stored
+                .block
+                .txs
+                .get(location.index as usize)
+                .cloned()
+                .ok_or_else(|| {
+                    StorageError::Corrupt(format!("indexed tx {id} is missing from its block"))
+                })?;
+            return Ok(TxStatus::Committed {
+                location,
+                block_hash: stored.block.hash(),
+                tx,
+            });
+        }
+        {
+            let pool = lock(&self.pool);
+            if let (Some(state), Some(tx)) = (pool.status(id), pool.get(id)) {
+                return Ok(TxStatus::InPool {
+                    state,
+                    tx: tx.clone(),
+                });
+            }
+        }
+        Ok(match lock(&self.outcomes).map.get(id) {
+            Some(Outcome::Rejected(r)) => TxStatus::Rejected(r.clone()),
+            Some(Outcome::Expired) => TxStatus::Expired,
+            None => TxStatus::Unknown,
+        })
+    }
+
+    /// Waits until the transaction's status is final, the timeout passes, or
+    /// the node shuts down; returns the status then.
+    pub async fn wait_final(&self, id: &Hash) -> Result<TxStatus, StorageError> {
+        let mut changes = self.changes.subscribe();
+        let mut closing = self.closing.subscribe();
+        let deadline = tokio::time::Instant::now() + self.limits.wait_timeout;
+        loop {
+            changes.borrow_and_update();
+            let status = self.tx_status(id)?;
+            if status.is_final() || *closing.borrow() {
+                return Ok(status);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return self.tx_status(id),
+                _ = closing.changed() => return self.tx_status(id),
+                changed = changes.changed() => if changed.is_err() { return self.tx_status(id) },
+            }
+        }
+    }
+
+    /// Drops queued transactions that waited too long.
+    pub fn expire(&self, now_ms: u64) {
+        let expired = lock(&self.pool).expire(now_ms);
+        if expired.is_empty() {
+            return;
+        }
+        for id in &expired {
+            self.record(*id, Outcome::Expired);
+        }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Commits a block from elsewhere (consensus or sync): checks the
+    /// certificate, executes the block with full signature checks, stores it.
+    pub fn commit_block(&self, stored: StoredBlock) -> Result<BlockMeta, CommitFailure> {
+        let _guard = lock(&self.commit_lock);
+        let parent = self.tip()?;
+        let executed = execute_block(
+            &*self.store,
+            &self.chain,
+            &parent,
+            &stored.block,
+            SigCheck::Verify,
+        )?;
+        self.finish_commit(stored, executed)
+    }
+
+    /// As the single validator: builds the next block from the mempool,
+    /// signs its precommit and commits it. Returns the new tip.
+    pub fn produce_block(&self, key: &Keypair) -> Result<BlockMeta, CommitFailure> {
+        let _guard = lock(&self.commit_lock);
+        let parent = self.tip()?;
+        let params = &self.chain.genesis.params;
+        let candidates = lock(&self.pool).select(
+            params.max_block_txs as usize,
+            params.max_block_bytes as usize,
+        );
+        let built = build_block(
+            &*self.store,
+            &self.chain,
+            &parent,
+            key.address(),
+            now_ms(),
+            candidates,
+        )?;
+        if !built.rejected.is_empty() {
+            let mut pool = lock(&self.pool);
+            for (id, error) in &built.rejected {
+                pool.remove(id);
+                self.record(*id, Outcome::Rejected(tx_rejection(error)));
+            }
+        }
+        let vote = Vote {
+            chain_id: self.chain.genesis.chain_id.clone(),
+            height: built.block.header.height,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block_hash: Some(built.executed.hash),
+        };
+        let commit = Commit {
+            height: vote.height,
+            round: 0,
+            block_hash: built.executed.hash,
+            signatures: vec![CommitSignature {
+                validator: key.address(),
+                signature: vote.sign(key, &self.chain.genesis_hash),
+            }],
+        };
+        self.finish_commit(
+            StoredBlock {
+                block: built.block,
+                commit,
+            },
+            built.executed,
+        )
+    }
+
+    /// The tail of the commit path, shared by every block.
+    fn finish_commit(
+        &self,
+        stored: StoredBlock,
+        executed: ExecutedBlock,
+    ) -> Result<BlockMeta, CommitFailure> {
+        let header = &stored.block.header;
+        verify_commit(
+            &stored.commit,
+            header.height,
+            &executed.hash,
+            &self.chain.validators,
+            &self.chain.genesis.chain_id,
+            &self.chain.genesis_hash,
+        )?;
+        let write = BlockWrite {
+            stored: &stored,
+            hash: executed.hash,
+            tx_ids: &executed.tx_ids,
+            accounts: &executed.accounts,
+        };
+        if let Err(e) = self.store.commit(&write) {
+            warn!(height = header.height, error = %e, "block commit failed; the node stops committing until storage recovers");
+            *lock(&self.storage_failure) = Some(e.to_string());
+            return Err(e.into());
+        }
+        *lock(&self.storage_failure) = None;
+        let removed = lock(&self.pool).on_block_committed(&executed.tx_ids, &executed.accounts);
+        for (id, removal) in removed {
+            if let Removal::Invalid(error) = removal {
+                self.record(id, Outcome::Rejected(tx_rejection(&error)));
+            }
+        }
+        self.changes.send_modify(|n| *n += 1);
+        let meta = BlockMeta {
+            height: header.height,
+            hash: executed.hash,
+            timestamp_ms: header.timestamp_ms,
+        };
+        info!(height = meta.height, txs = executed.tx_ids.len(), hash = %meta.hash, "committed block");
+        Ok(meta)
+    }
+}
+
+fn rejection(code: i32, reason: &str, message: String) -> TxRejection {
+    TxRejection {
+        code,
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+/// The RPC description of a ledger rejection.
+pub fn tx_rejection(error: &TxError) -> TxRejection {
+    let (code, reason) = tx_error_code(error);
+    rejection(code, reason, error.to_string())
+}

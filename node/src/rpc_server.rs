@@ -1,0 +1,390 @@
+//! The HTTP server: JSON-RPC (jsonrpsee, mounted in axum) at `POST /` and
+//! `GET /health`, behind a cap on open connections.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jsonrpsee::core::{async_trait, RpcResult};
+use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
+use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::json;
+use tally_ledger::{Address, Hash, StorageError};
+use tally_mempool::{MempoolError, PoolState};
+use tally_rpc::codes::{self, error};
+use tally_rpc::{
+    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, FullTx, SubmitResult, TallyApiServer,
+    TxInfo, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::RpcConfig;
+use crate::node::{Node, SubmitError, TxStatus};
+
+struct Api {
+    node: Arc<Node>,
+}
+
+fn unavailable(e: StorageError) -> ErrorObjectOwned {
+    error(
+        codes::UNAVAILABLE,
+        "storage",
+        format!("the node cannot read its chain: {e}"),
+    )
+}
+
+fn submit_error(e: SubmitError) -> ErrorObjectOwned {
+    match e {
+        SubmitError::Tx(e) => tally_rpc::tx_error(&e),
+        SubmitError::AlreadyCommitted(_) => {
+            error(codes::DUPLICATE_TX, "already_committed", e.to_string())
+        }
+        SubmitError::Storage(e) => unavailable(e),
+        SubmitError::Pool(p) => match p {
+            MempoolError::Invalid(e) => tally_rpc::tx_error(&e),
+            MempoolError::Duplicate => error(codes::DUPLICATE_TX, "duplicate", p.to_string()),
+            MempoolError::NonceTooFarAhead { .. } => {
+                error(codes::NONCE_GAP, "nonce_gap", p.to_string())
+            }
+            MempoolError::ReplacementUnderpriced { .. } => error(
+                codes::REPLACEMENT_UNDERPRICED,
+                "replacement_underpriced",
+                p.to_string(),
+            ),
+            MempoolError::SenderFull { .. } => {
+                error(codes::SENDER_QUEUE_FULL, "sender_queue_full", p.to_string())
+            }
+            MempoolError::Full(_) => error(codes::MEMPOOL_FULL, "mempool_full", p.to_string()),
+        },
+    }
+}
+
+fn parse_hash(text: &str) -> RpcResult<Hash> {
+    text.parse::<Hash>().map_err(|e| {
+        error(
+            codes::MALFORMED_HEX,
+            "malformed_hex",
+            format!("hash {:?}: {e}", truncate(text)),
+        )
+    })
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn tx_info(hash: Hash, status: TxStatus) -> TxInfo {
+    let mut info = TxInfo {
+        hash,
+        status: TxState::Unknown,
+        waiting_for_nonce: None,
+        height: None,
+        index: None,
+        block_hash: None,
+        error: None,
+        tx: None,
+    };
+    match status {
+        TxStatus::Unknown => {}
+        TxStatus::InPool { state, tx } => {
+            info.tx = Some(tx);
+            match state {
+                PoolState::Pending => info.status = TxState::Pending,
+                PoolState::Queued { waiting_for } => {
+                    info.status = TxState::Queued;
+                    info.waiting_for_nonce = Some(waiting_for);
+                }
+            }
+        }
+        TxStatus::Committed {
+            location,
+            block_hash,
+            tx,
+        } => {
+            info.status = TxState::Committed;
+            info.height = Some(location.height);
+            info.index = Some(location.index);
+            info.block_hash = Some(block_hash);
+            info.tx = Some(tx);
+        }
+        TxStatus::Rejected(r) => {
+            info.status = TxState::Rejected;
+            info.error = Some(r);
+        }
+        TxStatus::Expired => info.status = TxState::Expired,
+    }
+    info
+}
+
+#[async_trait]
+impl TallyApiServer for Api {
+    async fn tx_submit(&self, tx: String, wait: Option<WaitMode>) -> RpcResult<SubmitResult> {
+        let bytes = tally_ledger::parse_hex(&tx).map_err(|e| {
+            error(
+                codes::MALFORMED_HEX,
+                "malformed_hex",
+                format!("tx must be 0x-prefixed hex of the signed transaction: {e}"),
+            )
+        })?;
+        let (tx, hash, state) = self.node.submit(&bytes).map_err(submit_error)?;
+        let status = match wait.unwrap_or_default() {
+            WaitMode::None => TxStatus::InPool { state, tx },
+            WaitMode::Committed => self.node.wait_final(&hash).await.map_err(unavailable)?,
+        };
+        let info = tx_info(hash, status);
+        Ok(SubmitResult {
+            hash,
+            status: info.status,
+            height: info.height,
+            index: info.index,
+            block_hash: info.block_hash,
+            waiting_for_nonce: info.waiting_for_nonce,
+        })
+    }
+
+    async fn tx_get(&self, hash: String) -> RpcResult<TxInfo> {
+        let hash = parse_hash(&hash)?;
+        let status = self.node.tx_status(&hash).map_err(unavailable)?;
+        Ok(tx_info(hash, status))
+    }
+
+    async fn account_get(&self, address: String) -> RpcResult<AccountInfo> {
+        let address: Address = address.parse().map_err(|e| {
+            error(
+                codes::MALFORMED_ADDRESS,
+                "malformed_address",
+                format!("{e}"),
+            )
+        })?;
+        let account = self.node.store().account(&address).map_err(unavailable)?;
+        Ok(AccountInfo {
+            address,
+            balance: account.balance,
+            nonce: account.nonce,
+            next_nonce: self.node.next_nonce(&address, &account),
+        })
+    }
+
+    async fn chain_get_block(&self, block: BlockId, full: Option<bool>) -> RpcResult<BlockInfo> {
+        let store = self.node.store();
+        let height = match &block {
+            BlockId::Height(h) => Some(*h),
+            BlockId::Latest => store.tip().map_err(unavailable)?.map(|t| t.height),
+            BlockId::Hash { hash } => store.height_of(&parse_hash(hash)?).map_err(unavailable)?,
+        };
+        let stored = match height {
+            Some(h) => store.block(h).map_err(unavailable)?,
+            None => None,
+        };
+        let Some(stored) = stored else {
+            let tip = self.node.tip().map_err(unavailable)?.height;
+            return Err(error(
+                codes::UNKNOWN_BLOCK,
+                "unknown_block",
+                format!("no committed block matches {} (the chain is at height {tip}; blocks start at 1)", serde_json::to_string(&block).unwrap_or_default()),
+            ));
+        };
+        let txs = if full.unwrap_or(false) {
+            BlockTxs::Full(
+                stored
+                    .block
+                    .txs
+                    .iter()
+                    .map(|tx| FullTx {
+                        hash: tx.id(),
+                        tx: tx.clone(),
+                    })
+                    .collect(),
+            )
+        } else {
+            BlockTxs::Ids(stored.block.txs.iter().map(|tx| tx.id()).collect())
+        };
+        Ok(BlockInfo {
+            hash: stored.block.hash(),
+            header: stored.block.header,
+            txs,
+            commit: stored.commit,
+        })
+    }
+
+    async fn chain_status(&self) -> RpcResult<ChainStatus> {
+        let chain = self.node.chain();
+        let tip = self.node.tip().map_err(unavailable)?;
+        Ok(ChainStatus {
+            chain_id: chain.genesis.chain_id.clone(),
+            genesis_hash: chain.genesis_hash,
+            height: tip.height,
+            tip_hash: tip.hash,
+            tip_time_ms: tip.timestamp_ms,
+            min_fee: chain.genesis.params.min_fee,
+            mempool_size: self.node.mempool_len() as u64,
+            validator: self.node.validator().map(|k| k.address()),
+            node_version: crate::VERSION.to_owned(),
+        })
+    }
+
+    async fn chain_get_validators(&self) -> RpcResult<ValidatorsInfo> {
+        let set = &self.node.chain().validators;
+        Ok(ValidatorsInfo {
+            validators: set
+                .validators()
+                .iter()
+                .map(|v| ValidatorInfo {
+                    name: v.name.clone(),
+                    address: v.address,
+                    power: v.power,
+                })
+                .collect(),
+            total_power: set.total_power(),
+            quorum_power: set.quorum_power(),
+        })
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    node: Arc<Node>,
+    config: &RpcConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let server_config = ServerConfig::builder()
+        .max_request_body_size(config.max_body_bytes)
+        .max_response_body_size(config.max_response_bytes)
+        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_len))
+        .max_connections(config.max_concurrent_requests)
+        .http_only()
+        .build();
+    let (stop_handle, server_handle) = jsonrpsee::server::stop_channel();
+    let methods = Api { node: node.clone() }.into_rpc();
+    let service = Server::builder()
+        .set_config(server_config)
+        .to_service_builder()
+        .build(methods, stop_handle);
+
+    let rpc = move |request: Request| {
+        let mut service = service.clone();
+        async move {
+            match tower::Service::call(&mut service, request).await {
+                Ok(response) => response.map(axum::body::Body::new),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            }
+        }
+    };
+    let health_node = node.clone();
+    let app = Router::new()
+        .route("/", post(rpc))
+        .route("/health", get(move || health(health_node.clone())));
+    let listener = LimitedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(config.max_connections as usize)),
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = server_handle.stop();
+        })
+        .await?;
+    Ok(())
+}
+
+async fn health(node: Arc<Node>) -> Response {
+    let height = node.tip().map(|t| t.height);
+    match (node.storage_failure(), height) {
+        (None, Ok(height)) => Json(json!({ "status": "ok", "height": height })).into_response(),
+        (Some(failure), _)
+        | (
+            None,
+            Err(
+                tally_ledger::StorageError::Io(failure)
+                | tally_ledger::StorageError::Corrupt(failure),
+            ),
+        ) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unhealthy", "error": failure })),
+        )
+            .into_response(),
+    }
+}
+
+/// A TCP listener that holds at most `permits` connections open; the next
+/// accept waits until one closes (the kernel backlog queues the rest).
+struct LimitedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection holding one of the listener's permits until it is dropped.
+struct LimitedStream {
+    stream: TcpStream,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // The semaphore is never closed, so acquiring only waits.
+        let permit = self.permits.clone().acquire_owned().await.ok();
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let _ = stream.set_nodelay(true);
+        (
+            LimitedStream {
+                stream,
+                _permit: permit,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}

@@ -1,0 +1,75 @@
+//! Error codes of the Tally API. docs/RPC.md lists them; they never change
+//! meaning.
+//!
+//! Standard JSON-RPC codes are used for malformed requests: -32700 parse
+//! error, -32600 invalid request, -32601 method not found, -32602 invalid
+//! params (wrong type or count), -32603 internal error; jsonrpsee adds -32007
+//! request too big and -32010 batch too big.
+
+use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::json;
+use tally_ledger::TxError;
+
+/// The transaction bytes are not a canonical signed transaction.
+pub const MALFORMED_TX: i32 = 1001;
+/// The transaction is larger than the limit.
+pub const TX_TOO_LARGE: i32 = 1002;
+/// Signed for another chain id.
+pub const WRONG_CHAIN: i32 = 1003;
+/// The signature does not verify for this chain and genesis.
+pub const INVALID_SIGNATURE: i32 = 1004;
+/// The recipient is not an ed25519 public key.
+pub const INVALID_RECIPIENT: i32 = 1005;
+/// The fee is below the chain's minimum.
+pub const FEE_TOO_LOW: i32 = 1006;
+/// amount + fee overflows.
+pub const AMOUNT_OVERFLOW: i32 = 1007;
+/// The nonce was already used.
+pub const NONCE_TOO_LOW: i32 = 1008;
+/// The nonce is too far ahead of the account's next nonce.
+pub const NONCE_GAP: i32 = 1009;
+/// The sender cannot pay amount + fee (with its other pending transactions).
+pub const INSUFFICIENT_FUNDS: i32 = 1010;
+/// The transaction is already pending or committed.
+pub const DUPLICATE_TX: i32 = 1011;
+/// A replacement must pay a higher fee than the transaction it replaces.
+pub const REPLACEMENT_UNDERPRICED: i32 = 1012;
+/// The sender has the most pending transactions allowed.
+pub const SENDER_QUEUE_FULL: i32 = 1013;
+/// The mempool is full; retry later.
+pub const MEMPOOL_FULL: i32 = 1014;
+/// An address is not valid `tally1…` text.
+pub const MALFORMED_ADDRESS: i32 = 2001;
+/// A hash or hex string is malformed.
+pub const MALFORMED_HEX: i32 = 2002;
+/// No committed block matches.
+pub const UNKNOWN_BLOCK: i32 = 2003;
+/// The node cannot serve the request now (storage failure, shutting down).
+pub const UNAVAILABLE: i32 = 3001;
+
+/// An error object with `data = {"reason": reason}`.
+pub fn error(code: i32, reason: &str, message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(code, message, Some(json!({ "reason": reason })))
+}
+
+/// The code and reason name of a transaction rule.
+pub fn tx_error_code(e: &TxError) -> (i32, &'static str) {
+    match e {
+        TxError::Malformed(_) => (MALFORMED_TX, "malformed_tx"),
+        TxError::TooLarge { .. } => (TX_TOO_LARGE, "tx_too_large"),
+        TxError::WrongChain { .. } => (WRONG_CHAIN, "wrong_chain"),
+        TxError::InvalidSignature => (INVALID_SIGNATURE, "invalid_signature"),
+        TxError::InvalidRecipient => (INVALID_RECIPIENT, "invalid_recipient"),
+        TxError::FeeTooLow { .. } => (FEE_TOO_LOW, "fee_too_low"),
+        TxError::AmountOverflow | TxError::BalanceOverflow => (AMOUNT_OVERFLOW, "amount_overflow"),
+        TxError::NonceTooLow { .. } => (NONCE_TOO_LOW, "nonce_too_low"),
+        TxError::NonceGap { .. } => (NONCE_GAP, "nonce_gap"),
+        TxError::InsufficientFunds { .. } => (INSUFFICIENT_FUNDS, "insufficient_funds"),
+    }
+}
+
+/// The error object for a transaction rule.
+pub fn tx_error(e: &TxError) -> ErrorObjectOwned {
+    let (code, reason) = tx_error_code(e);
+    error(code, reason, e.to_string())
+}

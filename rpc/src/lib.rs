@@ -1,0 +1,58 @@
+//! Tally's JSON-RPC 2.0 API: one trait from which jsonrpsee generates both the
+//! server (mounted by the node) and the typed client (used by the SDK), the
+//! request and response types, and the error codes.
+//!
+//! # Design
+//! Methods take parameters by position or by name. Amounts are decimal
+//! strings, hashes `0x` hex, addresses bech32m (`tally1…`). Every failure is
+//! a JSON-RPC error whose `code` is one of [`codes`] (or a JSON-RPC standard
+//! code for malformed requests) and whose `data.reason` names it in words.
+//!
+//! # Guarantees
+//! - The error codes and reasons are stable: clients may match on them.
+//!
+//! # Not guaranteed
+//! - Anything about transport limits: the server that mounts this API sets
+//!   body, batch and connection limits.
+
+pub mod codes;
+mod types;
+
+use jsonrpsee::core::RpcResult;
+use jsonrpsee::proc_macros::rpc;
+
+pub use codes::{error, tx_error, tx_error_code};
+pub use types::{
+    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, FullTx, SubmitResult, TxInfo,
+    TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
+};
+
+/// The Tally JSON-RPC API.
+#[rpc(server, client)]
+pub trait TallyApi {
+    /// Submits a signed transaction (hex of its canonical encoding); with
+    /// `wait = "committed"` answers once it is committed or the wait times out.
+    #[method(name = "tx_submit")]
+    async fn tx_submit(&self, tx: String, wait: Option<WaitMode>) -> RpcResult<SubmitResult>;
+
+    /// Where a transaction is in its lifecycle.
+    #[method(name = "tx_get")]
+    async fn tx_get(&self, hash: String) -> RpcResult<TxInfo>;
+
+    /// An account's balance and nonces.
+    #[method(name = "account_get")]
+    async fn account_get(&self, address: String) -> RpcResult<AccountInfo>;
+
+    /// A committed block by height, `"latest"`, or `{"hash": …}`; with
+    /// `full = true` the transactions themselves, otherwise their ids.
+    #[method(name = "chain_getBlock")]
+    async fn chain_get_block(&self, block: BlockId, full: Option<bool>) -> RpcResult<BlockInfo>;
+
+    /// The node's view of the chain.
+    #[method(name = "chain_status")]
+    async fn chain_status(&self) -> RpcResult<ChainStatus>;
+
+    /// The validator set.
+    #[method(name = "chain_getValidators")]
+    async fn chain_get_validators(&self) -> RpcResult<ValidatorsInfo>;
+}

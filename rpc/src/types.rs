@@ -1,0 +1,278 @@
+//! Request and response types of the API.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use tally_ledger::{amount_string, Address, ChainId, Commit, Hash, Header, SignedTransaction};
+
+/// How long `tx_submit` waits before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitMode {
+    /// Answer once the transaction is admitted to the mempool.
+    #[default]
+    None,
+    /// Answer once it is committed (or the node's wait timeout passes).
+    Committed,
+}
+
+/// Where a transaction is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TxState {
+    /// This node has never seen it (or forgot a rejection long ago).
+    Unknown,
+    /// In the mempool behind a nonce gap.
+    Queued,
+    /// In the mempool, ready for the next block.
+    Pending,
+    /// In a committed block: final.
+    Committed,
+    /// Dropped as invalid; see `error`.
+    Rejected,
+    /// Waited too long behind a nonce gap and was dropped.
+    Expired,
+}
+
+/// The answer of `tx_submit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResult {
+    /// Transaction id.
+    pub hash: Hash,
+    /// `pending`, `queued` or `committed` (or `rejected`/`expired` if that
+    /// happened while waiting).
+    pub status: TxState,
+    /// Block height, when committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    /// Position in the block, when committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// Block hash, when committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<Hash>,
+    /// The missing nonce, when queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_nonce: Option<u64>,
+}
+
+/// Why a transaction was rejected after admission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxRejection {
+    /// The error code (see `codes`).
+    pub code: i32,
+    /// The reason name.
+    pub reason: String,
+    /// A sentence.
+    pub message: String,
+}
+
+/// The answer of `tx_get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxInfo {
+    /// Transaction id.
+    pub hash: Hash,
+    /// Lifecycle state.
+    pub status: TxState,
+    /// The missing nonce, when queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_nonce: Option<u64>,
+    /// Block height, when committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    /// Position in the block, when committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// Block hash, when committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<Hash>,
+    /// Why, when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TxRejection>,
+    /// The decoded transaction, when this node has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<SignedTransaction>,
+}
+
+/// The answer of `account_get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// The account.
+    pub address: Address,
+    /// Committed balance.
+    #[serde(with = "amount_string")]
+    pub balance: u64,
+    /// Committed nonce: transactions applied so far.
+    pub nonce: u64,
+    /// The nonce for the sender's next transaction, counting its pending ones.
+    pub next_nonce: u64,
+}
+
+/// Which block `chain_getBlock` returns: a height, `"latest"`, or
+/// `{"hash": "0x…"}` (the hash is parsed by the server so that a malformed
+/// one gets its own error code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockId {
+    /// By height.
+    Height(u64),
+    /// The tip.
+    Latest,
+    /// By hash.
+    Hash {
+        /// The block hash, `0x` hex.
+        hash: String,
+    },
+}
+
+impl BlockId {
+    /// The tip.
+    pub fn latest() -> BlockId {
+        BlockId::Latest
+    }
+}
+
+impl Serialize for BlockId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BlockId::Height(h) => serializer.serialize_u64(*h),
+            BlockId::Latest => serializer.serialize_str("latest"),
+            BlockId::Hash { hash } => {
+                use serde::ser::SerializeMap;
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("hash", hash)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let expected = "a height, \"latest\", or {\"hash\": \"0x…\"}";
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .map(BlockId::Height)
+                .ok_or_else(|| D::Error::custom(format!("block must be {expected}"))),
+            serde_json::Value::String(s) if s == "latest" => Ok(BlockId::Latest),
+            serde_json::Value::Object(map) => match (map.len(), map.get("hash")) {
+                (1, Some(serde_json::Value::String(hash))) => {
+                    Ok(BlockId::Hash { hash: hash.clone() })
+                }
+                _ => Err(D::Error::custom(format!("block must be {expected}"))),
+            },
+            _ => Err(D::Error::custom(format!("block must be {expected}"))),
+        }
+    }
+}
+
+/// A transaction inside a full block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullTx {
+    /// Its id.
+    pub hash: Hash,
+    /// The transaction.
+    #[serde(flatten)]
+    pub tx: SignedTransaction,
+}
+
+/// A block's transactions: ids, or the transactions themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BlockTxs {
+    /// Full transactions (`full = true`).
+    Full(Vec<FullTx>),
+    /// Transaction ids.
+    Ids(Vec<Hash>),
+}
+
+/// The answer of `chain_getBlock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockInfo {
+    /// Block hash.
+    pub hash: Hash,
+    /// The header.
+    pub header: Header,
+    /// Transaction ids or transactions.
+    pub txs: BlockTxs,
+    /// The commit certificate proving finality.
+    pub commit: Commit,
+}
+
+/// The answer of `chain_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStatus {
+    /// Chain id.
+    pub chain_id: ChainId,
+    /// Genesis hash.
+    pub genesis_hash: Hash,
+    /// Height of the last committed block (0 before the first).
+    pub height: u64,
+    /// Hash of the last committed block (the genesis hash at height 0).
+    pub tip_hash: Hash,
+    /// Its timestamp.
+    pub tip_time_ms: u64,
+    /// Smallest fee a transaction may pay.
+    #[serde(with = "amount_string")]
+    pub min_fee: u64,
+    /// Transactions in the mempool.
+    pub mempool_size: u64,
+    /// This node's validator address, if it validates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator: Option<Address>,
+    /// The node's version.
+    pub node_version: String,
+}
+
+/// A validator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorInfo {
+    /// Name from the genesis.
+    pub name: String,
+    /// Public key as an address.
+    pub address: Address,
+    /// Voting power.
+    pub power: u64,
+}
+
+/// The answer of `chain_getValidators`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorsInfo {
+    /// The set, in genesis order.
+    pub validators: Vec<ValidatorInfo>,
+    /// Sum of voting power.
+    pub total_power: u64,
+    /// Power a commit certificate must carry (more than two thirds).
+    pub quorum_power: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_id_json_round_trips() {
+        for (id, text) in [
+            (BlockId::Height(7), "7"),
+            (BlockId::Latest, "\"latest\""),
+            (
+                BlockId::Hash {
+                    hash: "0xab".into(),
+                },
+                "{\"hash\":\"0xab\"}",
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&id).unwrap(), text);
+            assert_eq!(serde_json::from_str::<BlockId>(text).unwrap(), id);
+        }
+        for bad in [
+            "-1",
+            "1.5",
+            "\"tip\"",
+            "{\"height\":1}",
+            "{\"hash\":1}",
+            "null",
+        ] {
+            assert!(serde_json::from_str::<BlockId>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Tally's chain store: committed blocks, their commit certificates, the
+//! transaction index and account state.
+//!
+//! # Design
+//! Two implementations of the ledger's [`ChainRead`]/[`ChainWrite`] traits:
+//! [`RocksStore`] for nodes and [`MemoryStore`] for tests and simulation.
+//! Everything one block changes — the block with its certificate, the hash
+//! and transaction indexes, the account changes and the tip — goes into one
+//! RocksDB `WriteBatch` written with `sync = true` (the WAL is on). RocksDB
+//! recovers to the last fully written batch after a crash
+//! (`PointInTimeRecovery`), so a reopened store holds exactly a prefix of the
+//! committed chain, ending at a block that was acknowledged as durable.
+//!
+//! # Guarantees
+//! - `commit` returning `Ok` means the block survives `kill -9` and power loss
+//!   (as far as fsync is honoured by the disk).
+//! - A store created for one genesis refuses to open for another.
+//! - Bytes read back are decoded strictly; damage is reported as
+//!   [`StorageError::Corrupt`], never silently skipped.
+//!
+//! # Not guaranteed
+//! - Concurrent writers: one process owns a data directory (RocksDB's lock).
+
+mod memory;
+mod rocks;
+
+pub use memory::MemoryStore;
+pub use rocks::{RocksConfig, RocksStore};
+
+use tally_ledger::{Hash, StorageError};
+
+pub use tally_ledger::{ChainRead, ChainWrite};
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory belongs to another chain.
+    #[error(
+        "data directory {path} was created for genesis {found}, but this node's genesis is {expected}; \
+         point the node at the right genesis, or use a fresh data directory"
+    )]
+    GenesisMismatch {
+        /// The directory.
+        path: String,
+        /// The genesis hash stored in it.
+        found: Hash,
+        /// The genesis hash of the node.
+        expected: Hash,
+    },
+    /// The storage engine failed or the data is damaged.
+    #[error("cannot open the data directory {path}: {source}")]
+    Storage {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: StorageError,
+    },
+}

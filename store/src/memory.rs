@@ -1,0 +1,114 @@
+//! The in-memory store: the same contract as RocksDB without durability.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+use tally_ledger::{
+    Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainRead, ChainWrite,
+    Hash, StorageError, StoredBlock, TxLocation,
+};
+
+#[derive(Default)]
+struct Inner {
+    blocks: BTreeMap<u64, StoredBlock>,
+    heights: HashMap<Hash, u64>,
+    txs: HashMap<Hash, TxLocation>,
+    accounts: BTreeMap<Address, Account>,
+    tip: Option<BlockMeta>,
+}
+
+/// A chain store held in memory, for tests and the simulator.
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+    genesis_hash: Hash,
+}
+
+impl MemoryStore {
+    /// A store holding the genesis state of `chain`.
+    pub fn new(chain: &ChainContext) -> MemoryStore {
+        let accounts = chain
+            .genesis
+            .balances
+            .iter()
+            .map(|b| {
+                (
+                    b.address,
+                    Account {
+                        balance: b.amount,
+                        nonce: 0,
+                    },
+                )
+            })
+            .collect();
+        MemoryStore {
+            inner: RwLock::new(Inner {
+                accounts,
+                ..Inner::default()
+            }),
+            genesis_hash: chain.genesis_hash,
+        }
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Inner>, StorageError> {
+        self.inner
+            .read()
+            .map_err(|_| StorageError::Io("store lock poisoned".into()))
+    }
+}
+
+impl AccountRead for MemoryStore {
+    fn account(&self, address: &Address) -> Result<Account, StorageError> {
+        Ok(self
+            .read()?
+            .accounts
+            .get(address)
+            .copied()
+            .unwrap_or_default())
+    }
+}
+
+impl ChainRead for MemoryStore {
+    fn genesis_hash(&self) -> Hash {
+        self.genesis_hash
+    }
+    fn tip(&self) -> Result<Option<BlockMeta>, StorageError> {
+        Ok(self.read()?.tip)
+    }
+    fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
+        Ok(self.read()?.blocks.get(&height).cloned())
+    }
+    fn height_of(&self, block_hash: &Hash) -> Result<Option<u64>, StorageError> {
+        Ok(self.read()?.heights.get(block_hash).copied())
+    }
+    fn tx_location(&self, tx_id: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        Ok(self.read()?.txs.get(tx_id).copied())
+    }
+}
+
+impl ChainWrite for MemoryStore {
+    fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError> {
+        let mut inner = self
+            .inner
+            .write()
+            .map_err(|_| StorageError::Io("store lock poisoned".into()))?;
+        let header = &write.stored.block.header;
+        inner.blocks.insert(header.height, write.stored.clone());
+        inner.heights.insert(write.hash, header.height);
+        for (index, id) in write.tx_ids.iter().enumerate() {
+            inner.txs.insert(
+                *id,
+                TxLocation {
+                    height: header.height,
+                    index: index as u32,
+                },
+            );
+        }
+        inner.accounts.extend(write.accounts.iter().copied());
+        inner.tip = Some(BlockMeta {
+            height: header.height,
+            hash: write.hash,
+            timestamp_ms: header.timestamp_ms,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! The RocksDB store.
+
+use std::path::Path;
+
+use borsh::BorshDeserialize;
+use rocksdb::{
+    BoundColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, DBWithThreadMode, MultiThreaded,
+    Options, WriteBatch, WriteOptions,
+};
+use std::sync::Arc;
+use tally_ledger::{
+    Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainRead, ChainWrite,
+    Hash, StorageError, StoredBlock, TxLocation,
+};
+
+use crate::OpenError;
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+const CF_BLOCKS: &str = "blocks";
+const CF_BLOCK_HASHES: &str = "block_hashes";
+const CF_TXS: &str = "txs";
+const CF_ACCOUNTS: &str = "accounts";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 5] = [CF_BLOCKS, CF_BLOCK_HASHES, CF_TXS, CF_ACCOUNTS, CF_META];
+
+const KEY_GENESIS: &[u8] = b"genesis_hash";
+const KEY_TIP: &[u8] = b"tip";
+
+/// Largest stored value the store will decode (a block of the largest size
+/// with its certificate fits many times over).
+const MAX_VALUE_BYTES: usize = 256 * 1024 * 1024;
+
+/// RocksDB tuning; defaults suit a laptop devnet and a small server alike.
+#[derive(Debug, Clone)]
+pub struct RocksConfig {
+    /// Size of the shared block cache.
+    pub block_cache_bytes: usize,
+    /// Most files RocksDB keeps open.
+    pub max_open_files: i32,
+}
+
+impl Default for RocksConfig {
+    fn default() -> Self {
+        RocksConfig {
+            block_cache_bytes: 64 * 1024 * 1024,
+            max_open_files: 512,
+        }
+    }
+}
+
+/// The RocksDB chain store.
+pub struct RocksStore {
+    db: Db,
+    genesis_hash: Hash,
+}
+
+fn io(e: rocksdb::Error) -> StorageError {
+    StorageError::Io(e.into_string())
+}
+
+fn decode<T: BorshDeserialize>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
+    tally_ledger::decode_strict(bytes, MAX_VALUE_BYTES)
+        .map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+}
+
+fn encode<T: borsh::BorshSerialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    borsh::to_vec(value).map_err(|e| StorageError::Io(format!("encoding failed: {e}")))
+}
+
+impl RocksStore {
+    /// Opens (or creates) the store in `path` for the chain `chain`. A new
+    /// store is initialised with the genesis balances; an existing one must
+    /// have been created for the same genesis.
+    pub fn open(
+        path: &Path,
+        chain: &ChainContext,
+        config: &RocksConfig,
+    ) -> Result<RocksStore, OpenError> {
+        let display = path.display().to_string();
+        let storage = |source| OpenError::Storage {
+            path: display.clone(),
+            source,
+        };
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        options.set_paranoid_checks(true);
+        options.set_max_open_files(config.max_open_files);
+        let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        options.set_block_based_table_factory(&table);
+        let descriptors = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, options.clone()));
+        let db =
+            Db::open_cf_descriptors(&options, path, descriptors).map_err(|e| storage(io(e)))?;
+        let store = RocksStore {
+            db,
+            genesis_hash: chain.genesis_hash,
+        };
+        match store.get(CF_META, KEY_GENESIS).map_err(storage)? {
+            Some(found) => {
+                let found = Hash(found.as_slice().try_into().map_err(|_| {
+                    storage(StorageError::Corrupt(
+                        "stored genesis hash is not 32 bytes".into(),
+                    ))
+                })?);
+                if found != chain.genesis_hash {
+                    return Err(OpenError::GenesisMismatch {
+                        path: display,
+                        found,
+                        expected: chain.genesis_hash,
+                    });
+                }
+                store.check_tip().map_err(storage)?;
+            }
+            None => store.initialise(chain).map_err(storage)?,
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<Arc<BoundColumnFamily<'_>>, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::Corrupt(format!("column family {name} is missing")))
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db.get_cf(&self.cf(cf)?, key).map_err(io)
+    }
+
+    fn initialise(&self, chain: &ChainContext) -> Result<(), StorageError> {
+        if self
+            .db
+            .iterator_cf(&self.cf(CF_BLOCKS)?, rocksdb::IteratorMode::Start)
+            .next()
+            .is_some()
+        {
+            return Err(StorageError::Corrupt(
+                "blocks exist but no genesis hash is recorded".into(),
+            ));
+        }
+        let mut batch = WriteBatch::default();
+        let accounts = self.cf(CF_ACCOUNTS)?;
+        for balance in &chain.genesis.balances {
+            let account = Account {
+                balance: balance.amount,
+                nonce: 0,
+            };
+            batch.put_cf(&accounts, balance.address.0, encode(&account)?);
+        }
+        batch.put_cf(&self.cf(CF_META)?, KEY_GENESIS, chain.genesis_hash.0);
+        self.write_synced(batch)
+    }
+
+    /// The tip must name a stored block with that hash: anything else means
+    /// the directory was damaged outside RocksDB's guarantees.
+    fn check_tip(&self) -> Result<(), StorageError> {
+        let Some(tip) = self.tip()? else {
+            return Ok(());
+        };
+        let stored = self
+            .block(tip.height)?
+            .ok_or_else(|| StorageError::Corrupt(format!("tip block {} is missing", tip.height)))?;
+        if stored.block.hash() != tip.hash {
+            return Err(StorageError::Corrupt(format!(
+                "block {} does not match the recorded tip hash",
+                tip.height
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(io)
+    }
+}
+
+impl AccountRead for RocksStore {
+    fn account(&self, address: &Address) -> Result<Account, StorageError> {
+        match self.get(CF_ACCOUNTS, &address.0)? {
+            Some(bytes) => decode("account", &bytes),
+            None => Ok(Account::default()),
+        }
+    }
+}
+
+impl ChainRead for RocksStore {
+    fn genesis_hash(&self) -> Hash {
+        self.genesis_hash
+    }
+
+    fn tip(&self) -> Result<Option<BlockMeta>, StorageError> {
+        self.get(CF_META, KEY_TIP)?
+            .map(|b| decode("tip", &b))
+            .transpose()
+    }
+
+    fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
+        self.get(CF_BLOCKS, &height.to_be_bytes())?
+            .map(|b| decode("block", &b))
+            .transpose()
+    }
+
+    fn height_of(&self, block_hash: &Hash) -> Result<Option<u64>, StorageError> {
+        self.get(CF_BLOCK_HASHES, &block_hash.0)?
+            .map(|b| decode("block height", &b))
+            .transpose()
+    }
+
+    fn tx_location(&self, tx_id: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        self.get(CF_TXS, &tx_id.0)?
+            .map(|b| decode("tx location", &b))
+            .transpose()
+    }
+}
+
+impl ChainWrite for RocksStore {
+    fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError> {
+        let header = &write.stored.block.header;
+        let height = header.height;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            &self.cf(CF_BLOCKS)?,
+            height.to_be_bytes(),
+            encode(write.stored)?,
+        );
+        batch.put_cf(&self.cf(CF_BLOCK_HASHES)?, write.hash.0, encode(&height)?);
+        let txs = self.cf(CF_TXS)?;
+        for (index, id) in write.tx_ids.iter().enumerate() {
+            let location = TxLocation {
+                height,
+                index: index as u32,
+            };
+            batch.put_cf(&txs, id.0, encode(&location)?);
+        }
+        let accounts = self.cf(CF_ACCOUNTS)?;
+        for (address, account) in write.accounts {
+            batch.put_cf(&accounts, address.0, encode(account)?);
+        }
+        let tip = BlockMeta {
+            height,
+            hash: write.hash,
+            timestamp_ms: header.timestamp_ms,
+        };
+        batch.put_cf(&self.cf(CF_META)?, KEY_TIP, encode(&tip)?);
+        self.write_synced(batch)
+    }
+}

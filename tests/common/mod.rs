@@ -1,0 +1,197 @@
+//! Helpers for end-to-end tests: start real `tally` processes on ports the
+//! OS picks, find their RPC URL from their output, and stop them.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tally_client::Client;
+
+/// The `tally` binary under test.
+pub fn tally_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tally"))
+}
+
+/// Runs `tally ARGS` to completion; returns (success, stdout, stderr).
+pub fn tally(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(tally_bin())
+        .args(args)
+        .env_remove("TALLY_RPC")
+        .env_remove("TALLY_HOME")
+        .output()
+        .expect("run tally");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Longest a node may take to print its RPC address.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `tally` node process, killed on drop.
+pub struct NodeProcess {
+    child: Child,
+    /// Its JSON-RPC URL.
+    pub url: String,
+    /// Its home.
+    pub home: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `tally ARGS` (which must print "RPC listening on URL").
+    pub fn start(args: &[&str], home: &Path) -> NodeProcess {
+        let mut child = Command::new(tally_bin())
+            .args(args)
+            .env("TALLY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tally");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("RPC listening on ") {
+                    if !sent {
+                        let _ = tx.send(url.trim().to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!("tally {args:?} did not start (exit: {status:?})");
+            }
+        };
+        NodeProcess {
+            child,
+            url,
+            home: home.to_path_buf(),
+        }
+    }
+
+    /// `tally dev --home HOME --rpc-addr 127.0.0.1:0`.
+    pub fn dev(home: &Path) -> NodeProcess {
+        let home_arg = home.to_str().expect("utf-8 path");
+        Self::start(
+            &["dev", "--home", home_arg, "--rpc-addr", "127.0.0.1:0"],
+            home,
+        )
+    }
+
+    /// `tally run --home HOME --rpc-addr 127.0.0.1:0`.
+    pub fn run(home: &Path) -> NodeProcess {
+        let home_arg = home.to_str().expect("utf-8 path");
+        Self::start(
+            &["run", "--home", home_arg, "--rpc-addr", "127.0.0.1:0"],
+            home,
+        )
+    }
+
+    /// An SDK client for this node.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url).expect("client")
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited 0.
+    pub fn terminate(mut self) -> bool {
+        // The standard library only sends SIGKILL; `kill` sends SIGTERM.
+        let pid = self.child.id() as i32;
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs a raw body to the node; returns (HTTP status, body text).
+pub async fn post_raw(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+    content_type: &str,
+) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("http request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// POSTs a JSON-RPC request value; returns the parsed response.
+pub async fn call_raw(url: &str, request: serde_json::Value) -> serde_json::Value {
+    let (_, body) = post_raw(url, request.to_string(), "application/json").await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("response is not JSON ({e}): {body}"))
+}
+
+/// Edits a home's config.toml: `edit` gets the parsed table.
+pub fn edit_config(home: &Path, edit: impl FnOnce(&mut toml::Table)) {
+    let path = home.join("config.toml");
+    let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    edit(&mut table);
+    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+}
+
+/// Initialises a dev-chain home (single validator, funded devnet accounts)
+/// without starting it.
+pub fn init_dev_home(home: &Path) {
+    let genesis = home.with_extension("genesis.json");
+    let (ok, _, err) = tally(&[
+        "genesis",
+        "new",
+        "--devnet",
+        "1",
+        "--chain-id",
+        "tally-dev",
+        "--out",
+        genesis.to_str().unwrap(),
+    ]);
+    assert!(ok, "genesis new failed: {err}");
+    let (ok, _, err) = tally(&[
+        "init",
+        "--home",
+        home.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--devnet-key",
+        "validator-0",
+    ]);
+    assert!(ok, "init failed: {err}");
+}

@@ -1,0 +1,223 @@
+//! A real `tally dev` process killed with SIGKILL while committing under load
+//! reopens at a consistent tip: every transaction acknowledged as committed
+//! is still committed at the same place, and the account state equals the
+//! replay of the stored blocks from genesis.
+
+#![allow(clippy::unwrap_used)] // tests report failure by panicking
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::NodeProcess;
+use tally_client::{BlockId, BlockTxs, Client, TxState, WaitMode};
+use tally_ledger::{
+    devnet_key, execute_block, verify_commit, Account, Address, Block, BlockMeta, ChainContext,
+    Genesis, Hash, SigCheck,
+};
+
+/// A transaction the node acknowledged as committed, and where.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    id: Hash,
+    height: u64,
+    index: u32,
+}
+
+/// Kill cycles, each after a different number of acknowledgements so the
+/// kill lands at different points of the commit cycle.
+const KILL_AFTER_ACKS: [usize; 4] = [5, 13, 8, 21];
+/// Bound on how long one cycle may take to reach its acknowledgements.
+const CYCLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One sender's load: bursts of transfers, the last of each waited on.
+async fn load(client: Client, sender: &'static str, acks: Arc<Mutex<Vec<Ack>>>) {
+    let key = devnet_key(sender);
+    let to = devnet_key("carol").address();
+    let Ok(status) = client.status().await else {
+        return;
+    };
+    let Ok(account) = client.account(&key.address()).await else {
+        return;
+    };
+    let mut nonce = account.next_nonce;
+    loop {
+        for i in 0..4u64 {
+            let tx = tally_ledger::Transaction {
+                chain_id: status.chain_id.clone(),
+                from: key.address(),
+                to,
+                amount: 1 + i,
+                fee: 1,
+                nonce,
+            }
+            .sign(&key, &status.genesis_hash);
+            let wait = if i == 3 {
+                WaitMode::Committed
+            } else {
+                WaitMode::None
+            };
+            match client.submit(&tx, wait).await {
+                Ok(result) => {
+                    nonce += 1;
+                    if let (TxState::Committed, Some(height), Some(index)) =
+                        (result.status, result.height, result.index)
+                    {
+                        acks.lock().unwrap().push(Ack {
+                            id: result.hash,
+                            height,
+                            index,
+                        });
+                    }
+                }
+                Err(_) => return, // the node is gone
+            }
+        }
+    }
+}
+
+async fn check_acks(client: &Client, acks: &[Ack]) {
+    for ack in acks {
+        let info = client.tx(&ack.id).await.unwrap();
+        assert_eq!(
+            info.status,
+            TxState::Committed,
+            "acknowledged transaction {} was lost",
+            ack.id
+        );
+        assert_eq!(
+            (info.height, info.index),
+            (Some(ack.height), Some(ack.index)),
+            "{} moved",
+            ack.id
+        );
+    }
+}
+
+/// Replays every stored block from genesis, checking certificates and
+/// execution, and compares the result with the node's account state.
+async fn check_replay(client: &Client, chain: &ChainContext) {
+    let tip = client.status().await.unwrap().height;
+    let mut state: BTreeMap<Address, Account> = chain
+        .genesis
+        .balances
+        .iter()
+        .map(|b| {
+            (
+                b.address,
+                Account {
+                    balance: b.amount,
+                    nonce: 0,
+                },
+            )
+        })
+        .collect();
+    let mut parent = chain.genesis_meta();
+    for height in 1..=tip {
+        let info = client.block(BlockId::Height(height), true).await.unwrap();
+        let BlockTxs::Full(txs) = info.txs else {
+            panic!("asked for full transactions")
+        };
+        let block = Block {
+            header: info.header,
+            txs: txs.into_iter().map(|t| t.tx).collect(),
+        };
+        assert_eq!(block.hash(), info.hash);
+        verify_commit(
+            &info.commit,
+            height,
+            &info.hash,
+            &chain.validators,
+            &chain.genesis.chain_id,
+            &chain.genesis_hash,
+        )
+        .unwrap();
+        let executed = execute_block(&state, chain, &parent, &block, SigCheck::Verify)
+            .unwrap_or_else(|e| panic!("stored block {height} does not replay: {e}"));
+        state.extend(executed.accounts);
+        parent = BlockMeta {
+            height,
+            hash: info.hash,
+            timestamp_ms: block.header.timestamp_ms,
+        };
+    }
+    let supply: u128 = state.values().map(|a| a.balance as u128).sum();
+    assert_eq!(
+        supply,
+        chain.genesis.total_supply().unwrap() as u128,
+        "supply changed"
+    );
+    for (address, account) in &state {
+        let live = client.account(address).await.unwrap();
+        assert_eq!(
+            (live.balance, live.nonce),
+            (account.balance, account.nonce),
+            "state of {address} differs from the replay"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_committed_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let mut all_acks: Vec<Ack> = Vec::new();
+    for (cycle, kill_after) in KILL_AFTER_ACKS.iter().enumerate() {
+        let node = NodeProcess::dev(&home);
+        let client = node.client();
+        check_acks(&client, &all_acks).await;
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = ["alice", "bob"]
+            .into_iter()
+            .map(|sender| tokio::spawn(load(client.clone(), sender, acks.clone())))
+            .collect();
+        let deadline = Instant::now() + CYCLE_TIMEOUT;
+        while acks.lock().unwrap().len() < *kill_after {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: only {} acknowledgements",
+                acks.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Kill while the load is still running: blocks are being committed.
+        node.kill9();
+        for task in tasks {
+            let _ = task.await;
+        }
+        let acks = acks.lock().unwrap();
+        eprintln!(
+            "cycle {cycle}: killed after {} acknowledgements, last at height {:?}",
+            acks.len(),
+            acks.iter().map(|a| a.height).max()
+        );
+        all_acks.extend(acks.iter().copied());
+    }
+    let node = NodeProcess::dev(&home);
+    let client = node.client();
+    check_acks(&client, &all_acks).await;
+    let genesis =
+        Genesis::from_json(&std::fs::read_to_string(home.join("genesis.json")).unwrap()).unwrap();
+    check_replay(&client, &ChainContext::new(genesis)).await;
+    let status = client.status().await.unwrap();
+    eprintln!(
+        "replayed {} blocks; {} acknowledged transactions all present",
+        status.height,
+        all_acks.len()
+    );
+    // The chain goes on after all the crashes.
+    let (_, result) = client
+        .transfer(
+            &devnet_key("alice"),
+            devnet_key("bob").address(),
+            1,
+            1,
+            WaitMode::Committed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.status, TxState::Committed);
+    assert!(node.terminate(), "clean shutdown after recovery");
+}
