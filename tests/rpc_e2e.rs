@@ -25,6 +25,9 @@ async fn transfer_commits_and_every_query_agrees() {
 
     let status = client.status().await.unwrap();
     assert_eq!(status.chain_id.as_str(), "tally-dev");
+    let served = client.genesis().await.unwrap();
+    assert_eq!(served.genesis, chain.genesis);
+    assert_eq!(served.genesis.hash(), served.genesis_hash);
     assert_eq!(status.genesis_hash, chain.genesis_hash);
     assert_eq!(status.validator, Some(devnet_key("validator-0").address()));
 

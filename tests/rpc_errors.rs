@@ -184,6 +184,15 @@ async fn every_transaction_error_code_from_a_real_request() {
         Some("invalid_recipient"),
         "recipient",
     );
+    let mut identity = [0u8; 32];
+    identity[0] = 1; // a canonical point of small order: nobody could spend from it
+    assert_error(
+        &ctx.submit(&ctx.tx(&alice, Address(identity), 1, 1, nonce))
+            .await,
+        codes::INVALID_RECIPIENT,
+        Some("invalid_recipient"),
+        "small-order recipient",
+    );
     assert_error(
         &ctx.submit(&ctx.tx(&alice, to, 1, 0, nonce)).await,
         codes::FEE_TOO_LOW,
@@ -348,7 +357,8 @@ async fn malformed_requests_get_errors_and_the_node_keeps_serving() {
         None,
         "parse error",
     );
-    let (_, body) = post_raw(url, vec![0xffu8, 0xfe, 0x7b], "application/json").await;
+    let (status, body) = post_raw(url, vec![0xffu8, 0xfe, 0x7b], "application/json").await;
+    assert_eq!(status, 400, "a body that is not UTF-8: {body}");
     assert_error(
         &serde_json::from_str(&body).unwrap(),
         -32700,

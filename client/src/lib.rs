@@ -18,8 +18,8 @@ use tally_ledger::{Address, Hash, Keypair, SignedTransaction, Transaction};
 use tally_rpc::TallyApiClient;
 
 pub use tally_rpc::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, SubmitResult, TxInfo, TxState,
-    ValidatorsInfo, WaitMode,
+    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, GenesisInfo, SubmitResult, TxInfo,
+    TxState, ValidatorsInfo, WaitMode,
 };
 
 /// What went wrong talking to a node.
@@ -152,6 +152,11 @@ impl Client {
             .chain_get_validators()
             .await
             .map_err(|e| self.map(e))
+    }
+
+    /// The genesis and its hash.
+    pub async fn genesis(&self) -> Result<GenesisInfo, ClientError> {
+        self.http.chain_get_genesis().await.map_err(|e| self.map(e))
     }
 
     /// Builds a transfer from `key` at the sender's next nonce (counting its

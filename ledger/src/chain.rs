@@ -4,7 +4,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
-use crate::block::{Block, Commit};
+use crate::block::{Block, Commit, Header};
 use crate::state::{Account, AccountRead};
 use crate::types::{Address, Hash};
 
@@ -66,6 +66,8 @@ pub trait ChainRead: AccountRead + Send + Sync {
     fn tip(&self) -> Result<Option<BlockMeta>, StorageError>;
     /// The committed block at `height`.
     fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError>;
+    /// The header of the committed block at `height` (cheaper than the block).
+    fn header(&self, height: u64) -> Result<Option<Header>, StorageError>;
     /// The height of the committed block with this hash.
     fn height_of(&self, block_hash: &Hash) -> Result<Option<u64>, StorageError>;
     /// Where the committed transaction with this id is.

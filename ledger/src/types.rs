@@ -6,6 +6,7 @@ use std::str::FromStr;
 use bech32::primitives::decode::CheckedHrpstring;
 use bech32::{Bech32m, Hrp};
 use borsh::{BorshDeserialize, BorshSerialize};
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A blake3 digest. Text form: `0x` followed by 64 lowercase hex digits.
@@ -121,7 +122,9 @@ pub enum AddressError {
     #[error("address holds {0} bytes, expected 32")]
     Length(usize),
     /// The 32 bytes are not an ed25519 public key.
-    #[error("address is not a valid ed25519 public key")]
+    #[error(
+        "address is not a usable ed25519 public key (not a canonical point, or of small order)"
+    )]
     NotAKey,
 }
 
@@ -133,9 +136,15 @@ impl Address {
         bech32::encode::<Bech32m>(hrp, &self.0).unwrap_or_default()
     }
 
-    /// Whether the bytes decode to an ed25519 public key (a point on the curve).
+    /// Whether the bytes are a public key that can sign: the canonical
+    /// encoding of a curve point (y < p, re-encodes to the same bytes) that
+    /// is not of small order. Funds sent to anything else could never be
+    /// spent, because `verify_strict` refuses such keys as signers.
     pub fn is_valid_key(&self) -> bool {
-        ed25519_dalek::VerifyingKey::from_bytes(&self.0).is_ok()
+        let Some(point) = CompressedEdwardsY(self.0).decompress() else {
+            return false;
+        };
+        point.compress().0 == self.0 && !point.is_small_order()
     }
 }
 
@@ -359,6 +368,46 @@ mod tests {
             Address(not_point).to_text().parse::<Address>(),
             Err(AddressError::NotAKey)
         );
+    }
+
+    #[test]
+    fn address_must_be_a_canonical_point_of_large_order() {
+        // y + p for a small y (< 19) is a second, non-canonical encoding of
+        // the point with that y; find ones whose point is not small-order.
+        let mut found = 0;
+        for y in 2u8..19 {
+            let mut canonical = [0u8; 32];
+            canonical[0] = y;
+            let Some(point) = CompressedEdwardsY(canonical).decompress() else {
+                continue;
+            };
+            if point.is_small_order() {
+                continue;
+            }
+            let mut plus_p = [0xffu8; 32];
+            plus_p[0] = 0xed + y; // p = 2^255 - 19 = 0x7fff…ffed, little-endian
+            plus_p[31] = 0x7f;
+            assert!(
+                CompressedEdwardsY(plus_p).decompress().is_some(),
+                "y + p decodes"
+            );
+            assert!(Address(canonical).is_valid_key());
+            assert!(
+                !Address(plus_p).is_valid_key(),
+                "non-canonical encoding of y = {y}"
+            );
+            assert_eq!(
+                Address(plus_p).to_text().parse::<Address>(),
+                Err(AddressError::NotAKey)
+            );
+            found += 1;
+        }
+        assert!(found > 0, "no small y on the curve to test with");
+        // The identity (y = 1) is a canonical point of small order.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(!Address(identity).is_valid_key());
+        assert!(crate::devnet_key("alice").address().is_valid_key());
     }
 
     #[test]

@@ -4,7 +4,10 @@
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
 use tally_ledger::devnet::devnet_genesis;
-use tally_ledger::{devnet_key, to_hex, ChainId, SignedTransaction, Transaction};
+use tally_ledger::{
+    devnet_key, to_hex, tx_root, ChainId, Hash, Header, SignedTransaction, Transaction, Vote,
+    VoteKind, BLOCK_VERSION,
+};
 
 #[test]
 fn protocol_md_worked_example() {
@@ -59,4 +62,40 @@ fn protocol_md_worked_example() {
         signed.verify_stateless(&genesis.chain_id, &genesis_hash, 1),
         Ok(())
     );
+
+    let root = tx_root(&[signed.id()]);
+    assert_eq!(
+        root.to_hex(),
+        "0xd26e20ae866b96940e1ae7447383562e46d99dd764755e44b19d02c99ccf68cf"
+    );
+    let header = Header {
+        version: BLOCK_VERSION,
+        chain_id: genesis.chain_id.clone(),
+        height: 1,
+        parent_hash: genesis_hash,
+        timestamp_ms: genesis.genesis_time_ms + 1000,
+        proposer: devnet_key("validator-0").address(),
+        tx_root: root,
+        tx_count: 1,
+        state_root: Hash::ZERO,
+    };
+    assert_eq!(to_hex(&borsh::to_vec(&header).unwrap()), "0x010000000c00000074616c6c792d6465766e65740100000000000000f33302b3225664d464d78e9c41ba0596be528a47303f75b4af216d2c40012604e8abda769b01000013ea97a87bea43b3129b932224c65525004c06b765f83f0a0a1210863a880233d26e20ae866b96940e1ae7447383562e46d99dd764755e44b19d02c99ccf68cf010000000000000000000000000000000000000000000000000000000000000000000000");
+    assert_eq!(
+        header.hash().to_hex(),
+        "0xb74a5877a7abba56bb937186dcedad6d0949d18aefd7fd437b398c302bf54417"
+    );
+    let vote = Vote {
+        chain_id: genesis.chain_id.clone(),
+        height: 1,
+        round: 0,
+        kind: VoteKind::Precommit,
+        block_hash: Some(header.hash()),
+    };
+    assert_eq!(to_hex(&borsh::to_vec(&vote).unwrap()), "0x0c00000074616c6c792d6465766e65740100000000000000000000000101b74a5877a7abba56bb937186dcedad6d0949d18aefd7fd437b398c302bf54417");
+    assert_eq!(
+        vote.signing_message(&genesis_hash).to_hex(),
+        "0xd3aad6e83d63b1759596d1fae6bd570f236a3279ec80e61eb7a3acf2b8ab4913"
+    );
+    let signature = vote.sign(&devnet_key("validator-0"), &genesis_hash);
+    assert_eq!(to_hex(&signature.0), "0xe145199604452d8242e2a78f87ca419f50b1848966817338aef11013e62c8fc6c44733bb4cae22607a5ba22129c36b31ee8161b750fa82b49159cd48f1d86207");
 }

@@ -149,7 +149,8 @@ impl Sender {
     }
 
     fn first_gap(&self) -> u64 {
-        self.next_nonce + self.pending().count() as u64
+        self.next_nonce
+            .saturating_add(self.pending().count() as u64)
     }
 
     fn total_cost(&self) -> u64 {

@@ -45,8 +45,8 @@ pub enum TxStatus {
         location: TxLocation,
         /// The block's hash.
         block_hash: Hash,
-        /// The transaction.
-        tx: SignedTransaction,
+        /// The transaction, when asked for (it costs reading the block).
+        tx: Option<SignedTransaction>,
     },
     /// Dropped as invalid.
     Rejected(TxRejection),
@@ -279,7 +279,10 @@ impl Node {
         if admission.state == PoolState::Pending {
             self.work.notify_one();
         }
-        self.changes.send_modify(|n| *n += 1);
+        if admission.replaced.is_some() {
+            // The replaced transaction's status is now final.
+            self.changes.send_modify(|n| *n += 1);
+        }
         Ok((tx, id, admission.state))
     }
 
@@ -287,25 +290,11 @@ impl Node {
         lock(&self.outcomes).record(id, outcome);
     }
 
-    /// Where a transaction is.
-    pub fn tx_status(&self, id: &Hash) -> Result<TxStatus, StorageError> {
+    /// Where a transaction is; `with_tx` also returns a committed
+    /// transaction's body, which costs reading its whole block.
+    pub fn tx_status(&self, id: &Hash, with_tx: bool) -> Result<TxStatus, StorageError> {
         if let Some(location) = self.store.tx_location(id)? {
-            let stored = self.store.block(location.height)?.ok_or_else(|| {
-                StorageError::Corrupt(format!("indexed block {} is missing", location.height))
-            })?;
-            let tx = stored
-                .block
-                .txs
-                .get(location.index as usize)
-                .cloned()
-                .ok_or_else(|| {
-                    StorageError::Corrupt(format!("indexed tx {id} is missing from its block"))
-                })?;
-            return Ok(TxStatus::Committed {
-                location,
-                block_hash: stored.block.hash(),
-                tx,
-            });
+            return self.committed_status(id, location, with_tx);
         }
         {
             let pool = lock(&self.pool);
@@ -323,6 +312,38 @@ impl Node {
         })
     }
 
+    fn committed_status(
+        &self,
+        id: &Hash,
+        location: TxLocation,
+        with_tx: bool,
+    ) -> Result<TxStatus, StorageError> {
+        let missing =
+            || StorageError::Corrupt(format!("indexed block {} is missing", location.height));
+        if !with_tx {
+            let header = self.store.header(location.height)?.ok_or_else(missing)?;
+            return Ok(TxStatus::Committed {
+                location,
+                block_hash: header.hash(),
+                tx: None,
+            });
+        }
+        let stored = self.store.block(location.height)?.ok_or_else(missing)?;
+        let tx = stored
+            .block
+            .txs
+            .get(location.index as usize)
+            .cloned()
+            .ok_or_else(|| {
+                StorageError::Corrupt(format!("indexed tx {id} is missing from its block"))
+            })?;
+        Ok(TxStatus::Committed {
+            location,
+            block_hash: stored.block.hash(),
+            tx: Some(tx),
+        })
+    }
+
     /// Waits until the transaction's status is final, the timeout passes, or
     /// the node shuts down; returns the status then.
     pub async fn wait_final(&self, id: &Hash) -> Result<TxStatus, StorageError> {
@@ -331,14 +352,14 @@ impl Node {
         let deadline = tokio::time::Instant::now() + self.limits.wait_timeout;
         loop {
             changes.borrow_and_update();
-            let status = self.tx_status(id)?;
+            let status = self.tx_status(id, false)?;
             if status.is_final() || *closing.borrow() {
                 return Ok(status);
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return self.tx_status(id),
-                _ = closing.changed() => return self.tx_status(id),
-                changed = changes.changed() => if changed.is_err() { return self.tx_status(id) },
+                _ = tokio::time::sleep_until(deadline) => return self.tx_status(id, false),
+                _ = closing.changed() => return self.tx_status(id, false),
+                changed = changes.changed() => if changed.is_err() { return self.tx_status(id, false) },
             }
         }
     }

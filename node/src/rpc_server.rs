@@ -21,8 +21,8 @@ use tally_ledger::{Address, Hash, StorageError};
 use tally_mempool::{MempoolError, PoolState};
 use tally_rpc::codes::{self, error};
 use tally_rpc::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, FullTx, SubmitResult, TallyApiServer,
-    TxInfo, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
+    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, FullTx, GenesisInfo, SubmitResult,
+    TallyApiServer, TxInfo, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -115,7 +115,7 @@ fn tx_info(hash: Hash, status: TxStatus) -> TxInfo {
             info.height = Some(location.height);
             info.index = Some(location.index);
             info.block_hash = Some(block_hash);
-            info.tx = Some(tx);
+            info.tx = tx;
         }
         TxStatus::Rejected(r) => {
             info.status = TxState::Rejected;
@@ -154,7 +154,7 @@ impl TallyApiServer for Api {
 
     async fn tx_get(&self, hash: String) -> RpcResult<TxInfo> {
         let hash = parse_hash(&hash)?;
-        let status = self.node.tx_status(&hash).map_err(unavailable)?;
+        let status = self.node.tx_status(&hash, true).map_err(unavailable)?;
         Ok(tx_info(hash, status))
     }
 
@@ -247,6 +247,14 @@ impl TallyApiServer for Api {
                 .collect(),
             total_power: set.total_power(),
             quorum_power: set.quorum_power(),
+        })
+    }
+
+    async fn chain_get_genesis(&self) -> RpcResult<GenesisInfo> {
+        let chain = self.node.chain();
+        Ok(GenesisInfo {
+            genesis_hash: chain.genesis_hash,
+            genesis: chain.genesis.clone(),
         })
     }
 }

@@ -23,8 +23,8 @@ use jsonrpsee::proc_macros::rpc;
 
 pub use codes::{error, tx_error, tx_error_code};
 pub use types::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, FullTx, SubmitResult, TxInfo,
-    TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
+    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, FullTx, GenesisInfo, SubmitResult,
+    TxInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
 };
 
 /// The Tally JSON-RPC API.
@@ -55,4 +55,8 @@ pub trait TallyApi {
     /// The validator set.
     #[method(name = "chain_getValidators")]
     async fn chain_get_validators(&self) -> RpcResult<ValidatorsInfo>;
+
+    /// The genesis document and its hash.
+    #[method(name = "chain_getGenesis")]
+    async fn chain_get_genesis(&self) -> RpcResult<GenesisInfo>;
 }

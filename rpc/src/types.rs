@@ -1,7 +1,9 @@
 //! Request and response types of the API.
 
 use serde::{Deserialize, Deserializer, Serialize};
-use tally_ledger::{amount_string, Address, ChainId, Commit, Hash, Header, SignedTransaction};
+use tally_ledger::{
+    amount_string, Address, ChainId, Commit, Genesis, Hash, Header, SignedTransaction,
+};
 
 /// How long `tx_submit` waits before answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -221,6 +223,15 @@ pub struct ChainStatus {
     pub validator: Option<Address>,
     /// The node's version.
     pub node_version: String,
+}
+
+/// The answer of `chain_getGenesis`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisInfo {
+    /// blake3 of the genesis's canonical encoding.
+    pub genesis_hash: Hash,
+    /// The genesis, as in `genesis.json`.
+    pub genesis: Genesis,
 }
 
 /// A validator.

@@ -5,7 +5,7 @@ use std::sync::RwLock;
 
 use tally_ledger::{
     Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainRead, ChainWrite,
-    Hash, StorageError, StoredBlock, TxLocation,
+    Hash, Header, StorageError, StoredBlock, TxLocation,
 };
 
 #[derive(Default)]
@@ -76,6 +76,13 @@ impl ChainRead for MemoryStore {
     }
     fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
         Ok(self.read()?.blocks.get(&height).cloned())
+    }
+    fn header(&self, height: u64) -> Result<Option<Header>, StorageError> {
+        Ok(self
+            .read()?
+            .blocks
+            .get(&height)
+            .map(|b| b.block.header.clone()))
     }
     fn height_of(&self, block_hash: &Hash) -> Result<Option<u64>, StorageError> {
         Ok(self.read()?.heights.get(block_hash).copied())

@@ -10,7 +10,7 @@ use rocksdb::{
 use std::sync::Arc;
 use tally_ledger::{
     Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainRead, ChainWrite,
-    Hash, StorageError, StoredBlock, TxLocation,
+    Hash, Header, StorageError, StoredBlock, TxLocation,
 };
 
 use crate::OpenError;
@@ -18,11 +18,19 @@ use crate::OpenError;
 type Db = DBWithThreadMode<MultiThreaded>;
 
 const CF_BLOCKS: &str = "blocks";
+const CF_HEADERS: &str = "headers";
 const CF_BLOCK_HASHES: &str = "block_hashes";
 const CF_TXS: &str = "txs";
 const CF_ACCOUNTS: &str = "accounts";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 5] = [CF_BLOCKS, CF_BLOCK_HASHES, CF_TXS, CF_ACCOUNTS, CF_META];
+const COLUMN_FAMILIES: [&str; 6] = [
+    CF_BLOCKS,
+    CF_HEADERS,
+    CF_BLOCK_HASHES,
+    CF_TXS,
+    CF_ACCOUNTS,
+    CF_META,
+];
 
 const KEY_GENESIS: &[u8] = b"genesis_hash";
 const KEY_TIP: &[u8] = b"tip";
@@ -207,6 +215,12 @@ impl ChainRead for RocksStore {
             .transpose()
     }
 
+    fn header(&self, height: u64) -> Result<Option<Header>, StorageError> {
+        self.get(CF_HEADERS, &height.to_be_bytes())?
+            .map(|b| decode("header", &b))
+            .transpose()
+    }
+
     fn height_of(&self, block_hash: &Hash) -> Result<Option<u64>, StorageError> {
         self.get(CF_BLOCK_HASHES, &block_hash.0)?
             .map(|b| decode("block height", &b))
@@ -230,6 +244,7 @@ impl ChainWrite for RocksStore {
             height.to_be_bytes(),
             encode(write.stored)?,
         );
+        batch.put_cf(&self.cf(CF_HEADERS)?, height.to_be_bytes(), encode(header)?);
         batch.put_cf(&self.cf(CF_BLOCK_HASHES)?, write.hash.0, encode(&height)?);
         let txs = self.cf(CF_TXS)?;
         for (index, id) in write.tx_ids.iter().enumerate() {
