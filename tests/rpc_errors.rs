@@ -440,3 +440,96 @@ async fn malformed_requests_get_errors_and_the_node_keeps_serving() {
     let health = reqwest::get(format!("{url}/health")).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_and_frees_its_slot() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    init_dev_home(&home);
+    edit_config(&home, |config| {
+        let rpc = config
+            .entry("rpc")
+            .or_insert(toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+        rpc.insert("max_connections".into(), toml::Value::Integer(2));
+        rpc.insert("wait_timeout_ms".into(), toml::Value::Integer(500));
+        rpc.insert("idle_timeout_ms".into(), toml::Value::Integer(1_000));
+    });
+    let node = NodeProcess::run(&home);
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    // Two silent connections take both slots ...
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // ... and are closed by the node (read returns end-of-stream or an error).
+    for mut conn in silent {
+        let mut buf = [0u8; 16];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(20), conn.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the node must close an idle connection: {read:?}"
+        );
+    }
+    // The slots are free again.
+    let status = node.client().status().await.unwrap();
+    assert_eq!(status.chain_id.as_str(), "tally-dev");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_produces_no_blocks_refuses_transactions_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let genesis = dir.path().join("genesis.json");
+    let (ok, _, err) = common::tally(&[
+        "genesis",
+        "new",
+        "--devnet",
+        "1",
+        "--chain-id",
+        "tally-dev",
+        "--out",
+        genesis.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    // alice's key is not the validator's: this node serves but does not produce.
+    let (ok, _, err) = common::tally(&[
+        "init",
+        "--home",
+        home.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--devnet-key",
+        "alice",
+    ]);
+    assert!(ok, "{err}");
+    let node = NodeProcess::run(&home);
+    let client = node.client();
+    assert_eq!(client.status().await.unwrap().validator, None);
+    match client
+        .transfer(
+            &devnet_key("alice"),
+            devnet_key("bob").address(),
+            1,
+            1,
+            WaitMode::None,
+        )
+        .await
+    {
+        Err(ClientError::Rpc {
+            code,
+            reason,
+            message,
+        }) => {
+            assert_eq!(
+                (code, reason.as_deref()),
+                (codes::UNAVAILABLE, Some("not_producing"))
+            );
+            assert!(message.contains("does not produce blocks"), "{message}");
+        }
+        other => panic!("expected not_producing, got {other:?}"),
+    }
+}

@@ -78,6 +78,9 @@ pub fn tx_root(ids: &[Hash]) -> Hash {
     Copy,
     PartialEq,
     Eq,
+    PartialOrd,
+    Ord,
+    Hash,
     BorshSerialize,
     BorshDeserialize,
     Serialize,
@@ -93,7 +96,9 @@ pub enum VoteKind {
 
 /// A consensus vote: what a validator signs. `block_hash` `None` is a vote
 /// for nothing (nil).
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
 pub struct Vote {
     /// The chain.
     pub chain_id: ChainId,

@@ -116,6 +116,11 @@ impl Genesis {
     pub const MAX_VALIDATORS: usize = 256;
     /// Largest total voting power (keeps quorum arithmetic far from overflow).
     pub const MAX_TOTAL_POWER: u64 = 1 << 60;
+    /// Largest `max_block_txs` a genesis may set.
+    pub const MAX_BLOCK_TXS: u32 = 100_000;
+    /// Largest `max_block_bytes` a genesis may set (keeps every stored block
+    /// and message far below the storage and network limits).
+    pub const MAX_BLOCK_BYTES: u32 = 32 * 1024 * 1024;
     /// Largest genesis file accepted, in bytes.
     pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
 
@@ -157,10 +162,17 @@ impl Genesis {
                 return Err(GenesisError::DuplicateBalance(balance.address));
             }
         }
-        if self.params.max_block_txs == 0 {
-            return Err(GenesisError::BadParams(
-                "max_block_txs must be at least 1".into(),
-            ));
+        if self.params.max_block_txs == 0 || self.params.max_block_txs > Self::MAX_BLOCK_TXS {
+            return Err(GenesisError::BadParams(format!(
+                "max_block_txs must be 1 to {}",
+                Self::MAX_BLOCK_TXS
+            )));
+        }
+        if self.params.max_block_bytes > Self::MAX_BLOCK_BYTES {
+            return Err(GenesisError::BadParams(format!(
+                "max_block_bytes must be at most {}",
+                Self::MAX_BLOCK_BYTES
+            )));
         }
         if (self.params.max_block_bytes as usize) < crate::tx::MAX_TX_BYTES {
             return Err(GenesisError::BadParams(format!(
@@ -306,6 +318,13 @@ mod tests {
         let mut g = genesis();
         g.validators.clear();
         assert_eq!(g.validate(), Err(GenesisError::NoValidators));
+
+        let mut g = genesis();
+        g.params.max_block_bytes = Genesis::MAX_BLOCK_BYTES + 1;
+        assert!(matches!(g.validate(), Err(GenesisError::BadParams(_))));
+        let mut g = genesis();
+        g.params.max_block_txs = 0;
+        assert!(matches!(g.validate(), Err(GenesisError::BadParams(_))));
 
         let mut g = genesis();
         g.balances.push(g.balances[0].clone());

@@ -25,6 +25,7 @@
 mod block;
 mod chain;
 mod codec;
+mod consensus_msg;
 mod crypto;
 pub mod devnet;
 mod genesis;
@@ -40,6 +41,10 @@ pub use chain::{
     BlockMeta, BlockWrite, ChainRead, ChainWrite, StorageError, StoredBlock, TxLocation,
 };
 pub use codec::{decode_strict, DecodeError};
+pub use consensus_msg::{
+    ConsensusMessage, DuplicateVoteEvidence, ProposalCore, SignedProposal, SignedVote,
+    PROPOSAL_DOMAIN,
+};
 pub use crypto::{devnet_key, Keypair, Signature};
 pub use genesis::{
     ChainContext, Genesis, GenesisBalance, GenesisError, GenesisValidator, Params, ValidatorSet,

@@ -34,7 +34,8 @@ pub struct Config {
     pub max_bytes: usize,
     /// Most transactions held for one sender.
     pub max_txs_per_sender: usize,
-    /// How far past the sender's next nonce a transaction may be queued.
+    /// How far past the sender's next nonce (counting its pending run) a
+    /// transaction may be queued.
     pub max_nonce_gap: u64,
     /// How long a queued (gapped) transaction waits before it expires.
     pub queued_ttl_ms: u64,
@@ -87,6 +88,13 @@ pub enum MempoolError {
     /// The pool is at its count or byte limit.
     #[error("mempool full: {0}")]
     Full(String),
+    /// The transaction with this sender and nonce is in the block being
+    /// committed right now; it can no longer be replaced.
+    #[error("the transaction with nonce {nonce} is in the block being committed and can no longer be replaced")]
+    InBlock {
+        /// The nonce.
+        nonce: u64,
+    },
 }
 
 /// Where an admitted transaction waits.
@@ -166,6 +174,8 @@ pub struct Mempool {
     config: Config,
     senders: BTreeMap<Address, Sender>,
     index: HashMap<Hash, (Address, u64)>,
+    /// Selected for the block being built and committed: not replaceable.
+    in_block: std::collections::HashSet<Hash>,
     bytes: usize,
     next_seq: u64,
 }
@@ -177,6 +187,7 @@ impl Mempool {
             config,
             senders: BTreeMap::new(),
             index: HashMap::new(),
+            in_block: std::collections::HashSet::new(),
             bytes: 0,
             next_seq: 0,
         }
@@ -223,15 +234,19 @@ impl Mempool {
             }
             .into());
         }
-        if nonce - next_nonce > self.config.max_nonce_gap {
+        let first_gap = sender.map_or(next_nonce, Sender::first_gap);
+        if nonce.saturating_sub(first_gap) > self.config.max_nonce_gap {
             return Err(MempoolError::NonceTooFarAhead {
-                expected: next_nonce,
+                expected: first_gap,
                 got: nonce,
                 max_gap: self.config.max_nonce_gap,
             });
         }
         let existing = sender.and_then(|s| s.txs.get(&nonce));
         if let Some(old) = existing {
+            if self.in_block.contains(&old.id) {
+                return Err(MempoolError::InBlock { nonce });
+            }
             if tx.tx.fee <= old.tx.tx.fee {
                 return Err(MempoolError::ReplacementUnderpriced {
                     existing_fee: old.tx.tx.fee,
@@ -355,6 +370,21 @@ impl Mempool {
         out
     }
 
+    /// Like [`Mempool::select`], and marks the chosen transactions as in the
+    /// block being committed, so that they cannot be replaced until
+    /// [`Mempool::on_block_committed`] or [`Mempool::release_block`].
+    pub fn select_for_block(&mut self, max_txs: usize, max_bytes: usize) -> Vec<SignedTransaction> {
+        let chosen = self.select(max_txs, max_bytes);
+        self.in_block = chosen.iter().map(SignedTransaction::id).collect();
+        chosen
+    }
+
+    /// The block being committed was abandoned: its transactions may be
+    /// replaced again.
+    pub fn release_block(&mut self) {
+        self.in_block.clear();
+    }
+
     /// Brings the pool up to date after a block: `committed` are the block's
     /// transaction ids, `accounts` the accounts it changed. Returns every
     /// transaction that left the pool and why.
@@ -364,6 +394,7 @@ impl Mempool {
         accounts: &[(Address, Account)],
     ) -> Vec<(Hash, Removal)> {
         let committed: std::collections::HashSet<&Hash> = committed.iter().collect();
+        self.in_block.clear();
         let mut removed = Vec::new();
         for (address, account) in accounts {
             let Some(sender) = self.senders.get_mut(address) else {

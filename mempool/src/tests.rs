@@ -259,3 +259,40 @@ fn select_respects_limits_and_keeps_nonce_order() {
     assert_eq!(picked.len(), 2);
     assert!(picked.iter().all(|t| t.tx.from == key("alice").address()));
 }
+
+#[test]
+fn a_transaction_in_the_block_being_committed_cannot_be_replaced() {
+    let mut pool = Mempool::new(Config::default());
+    add(&mut pool, "alice", 0, 1, rich()).unwrap();
+    assert_eq!(pool.select_for_block(10, 1 << 20).len(), 1);
+    assert_eq!(
+        add(&mut pool, "alice", 0, 9, rich()),
+        Err(MempoolError::InBlock { nonce: 0 })
+    );
+    pool.release_block();
+    assert!(
+        add(&mut pool, "alice", 0, 9, rich()).is_ok(),
+        "replaceable again once released"
+    );
+}
+
+#[test]
+fn the_nonce_gap_is_measured_from_the_end_of_the_pending_run() {
+    let mut pool = Mempool::new(Config {
+        max_nonce_gap: 2,
+        ..Config::default()
+    });
+    for n in 0..10 {
+        add(&mut pool, "alice", n, 1, rich()).unwrap();
+    }
+    // Ten pending in a row is no gap; 12 is two past the next free nonce 10.
+    assert!(add(&mut pool, "alice", 12, 1, rich()).is_ok());
+    assert!(matches!(
+        add(&mut pool, "alice", 13, 1, rich()),
+        Err(MempoolError::NonceTooFarAhead {
+            expected: 10,
+            got: 13,
+            max_gap: 2
+        })
+    ));
+}

@@ -41,6 +41,9 @@ pub struct RpcConfig {
     pub max_concurrent_requests: u32,
     /// Longest `tx_submit` waits with `wait = "committed"`.
     pub wait_timeout_ms: u64,
+    /// A connection that sends and receives nothing this long is closed;
+    /// must exceed `wait_timeout_ms`.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for RpcConfig {
@@ -53,6 +56,7 @@ impl Default for RpcConfig {
             max_connections: 512,
             max_concurrent_requests: 256,
             wait_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -186,6 +190,13 @@ impl NodeConfig {
         for (name, value) in positive {
             anyhow::ensure!(value > 0, "config: {name} must be at least 1");
         }
+        anyhow::ensure!(
+            self.rpc.idle_timeout_ms > self.rpc.wait_timeout_ms,
+            "config: rpc.idle_timeout_ms ({}) must be longer than rpc.wait_timeout_ms ({}), \
+             or waiting clients would be cut off",
+            self.rpc.idle_timeout_ms,
+            self.rpc.wait_timeout_ms
+        );
         Ok(())
     }
 }

@@ -49,7 +49,10 @@ impl Home {
     }
 
     /// Lays out a new home: genesis, config and a validator key. Refuses to
-    /// overwrite an initialised home.
+    /// overwrite an initialised home. Each file is written to a temporary
+    /// name, synced and renamed, and `config.toml` comes last: a crash leaves
+    /// either an initialised home or one that `init` can complete (a key
+    /// file already there is kept if it is the same key).
     pub fn init(
         &self,
         genesis: &Genesis,
@@ -64,13 +67,23 @@ impl Home {
         }
         fs::create_dir_all(&self.root)
             .with_context(|| format!("cannot create {}", self.root.display()))?;
-        write_key_file(&self.validator_key(), key)?;
-        fs::write(self.genesis(), genesis.to_json())
-            .with_context(|| format!("cannot write {}", self.genesis().display()))?;
+        let key_path = self.validator_key();
+        if key_path.exists() {
+            let existing = read_key_file(&key_path)?;
+            if existing.address() != key.address() {
+                bail!(
+                    "{} already holds another key ({}); move it away or use another --home",
+                    key_path.display(),
+                    existing.address()
+                );
+            }
+        } else {
+            write_key_file(&key_path, key)?;
+        }
+        write_atomically(&self.genesis(), genesis.to_json().as_bytes())?;
         let mut config = config.clone();
         config.validator_key_file = Some(PathBuf::from("keys/validator.json"));
-        fs::write(self.config(), config.to_toml())
-            .with_context(|| format!("cannot write {}", self.config().display()))?;
+        write_atomically(&self.config(), config.to_toml().as_bytes())?;
         Ok(())
     }
 
@@ -98,6 +111,22 @@ impl Home {
             None => Ok(None),
         }
     }
+}
+
+/// Writes `path` so that it holds either its old contents or all of
+/// `bytes`, never a part: write a temporary file, sync it, rename it over
+/// `path`, sync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file = fs::File::create(&temporary)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    Ok(())
 }
 
 /// Reads a genesis file and validates it.

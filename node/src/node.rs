@@ -79,6 +79,12 @@ pub enum SubmitError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// This node does not produce blocks, so a transaction would wait forever.
+    #[error(
+        "this node is not the chain's validator and does not produce blocks; \
+         submit transactions to the validator's node"
+    )]
+    NotProducing,
 }
 
 /// Why a block could not be committed.
@@ -142,8 +148,12 @@ pub struct Node {
     work: Notify,
     /// Serialises the commit path.
     commit_lock: Mutex<()>,
-    /// The last storage failure, cleared by the next successful commit.
-    storage_failure: Mutex<Option<String>>,
+    /// Why the node cannot commit right now (storage failure, stopped
+    /// producer), cleared by the next successful commit.
+    failure: Mutex<Option<String>>,
+    /// A block whose commit failed: retried as it is, never rebuilt, so that
+    /// a write that reached the WAL despite the error replays identically.
+    unfinished: Mutex<Option<(StoredBlock, ExecutedBlock)>>,
     closing: watch::Sender<bool>,
     validator: Option<Keypair>,
     limits: NodeLimits,
@@ -179,7 +189,8 @@ impl Node {
             changes: watch::channel(0).0,
             work: Notify::new(),
             commit_lock: Mutex::new(()),
-            storage_failure: Mutex::new(None),
+            failure: Mutex::new(None),
+            unfinished: Mutex::new(None),
             closing: watch::channel(false).0,
             validator,
             limits,
@@ -233,9 +244,19 @@ impl Node {
         self.work.notified().await
     }
 
-    /// The last storage failure, if the node is currently unable to commit.
-    pub fn storage_failure(&self) -> Option<String> {
-        lock(&self.storage_failure).clone()
+    /// Why the node cannot commit right now, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    /// Marks the node as unable to commit (shown by `/health`).
+    pub fn set_failure(&self, reason: String) {
+        *lock(&self.failure) = Some(reason);
+    }
+
+    /// Whether a block whose commit failed waits to be retried.
+    pub fn has_unfinished_block(&self) -> bool {
+        lock(&self.unfinished).is_some()
     }
 
     /// Tells waiting clients the node is shutting down.
@@ -248,6 +269,9 @@ impl Node {
         &self,
         bytes: &[u8],
     ) -> Result<(SignedTransaction, Hash, PoolState), SubmitError> {
+        if self.validator.is_none() {
+            return Err(SubmitError::NotProducing);
+        }
         let tx = SignedTransaction::decode(bytes)?;
         let id = tx.id();
         if let Some(location) = self.store.tx_location(&id)? {
@@ -264,18 +288,15 @@ impl Node {
             // Read the account under the pool lock so a commit cannot slip
             // between the read and the admission.
             let account = self.store.account(&tx.tx.from)?;
-            pool.insert(tx.clone(), id, account, now_ms())?
+            let admission = pool.insert(tx.clone(), id, account, now_ms())?;
+            if let Some(replaced) = admission.replaced {
+                let reason = format!("replaced by {id}, which pays a higher fee");
+                let code = tally_rpc::codes::REPLACEMENT_UNDERPRICED;
+                let outcome = Outcome::Rejected(rejection(code, "replaced", reason));
+                lock(&self.outcomes).record(replaced, outcome);
+            }
+            admission
         };
-        if let Some(replaced) = admission.replaced {
-            self.record(
-                replaced,
-                Outcome::Rejected(rejection(
-                    tally_rpc::codes::REPLACEMENT_UNDERPRICED,
-                    "replaced",
-                    format!("replaced by {id}, which pays a higher fee"),
-                )),
-            );
-        }
         if admission.state == PoolState::Pending {
             self.work.notify_one();
         }
@@ -286,16 +307,12 @@ impl Node {
         Ok((tx, id, admission.state))
     }
 
-    fn record(&self, id: Hash, outcome: Outcome) {
-        lock(&self.outcomes).record(id, outcome);
-    }
-
     /// Where a transaction is; `with_tx` also returns a committed
     /// transaction's body, which costs reading its whole block.
     pub fn tx_status(&self, id: &Hash, with_tx: bool) -> Result<TxStatus, StorageError> {
-        if let Some(location) = self.store.tx_location(id)? {
-            return self.committed_status(id, location, with_tx);
-        }
+        // Pool, then store, then outcomes: a transaction leaves the pool only
+        // after its block is stored, or with its outcome recorded under the
+        // pool lock, so one of the three always knows it.
         {
             let pool = lock(&self.pool);
             if let (Some(state), Some(tx)) = (pool.status(id), pool.get(id)) {
@@ -304,6 +321,9 @@ impl Node {
                     tx: tx.clone(),
                 });
             }
+        }
+        if let Some(location) = self.store.tx_location(id)? {
+            return self.committed_status(id, location, with_tx);
         }
         Ok(match lock(&self.outcomes).map.get(id) {
             Some(Outcome::Rejected(r)) => TxStatus::Rejected(r.clone()),
@@ -366,12 +386,16 @@ impl Node {
 
     /// Drops queued transactions that waited too long.
     pub fn expire(&self, now_ms: u64) {
-        let expired = lock(&self.pool).expire(now_ms);
-        if expired.is_empty() {
-            return;
-        }
-        for id in &expired {
-            self.record(*id, Outcome::Expired);
+        {
+            let mut pool = lock(&self.pool);
+            let expired = pool.expire(now_ms);
+            if expired.is_empty() {
+                return;
+            }
+            let mut outcomes = lock(&self.outcomes);
+            for id in expired {
+                outcomes.record(id, Outcome::Expired);
+            }
         }
         self.changes.send_modify(|n| *n += 1);
     }
@@ -392,15 +416,23 @@ impl Node {
     }
 
     /// As the single validator: builds the next block from the mempool,
-    /// signs its precommit and commits it. Returns the new tip.
+    /// signs its precommit and commits it. Returns the new tip. After a
+    /// failed commit the same block is retried, never rebuilt.
     pub fn produce_block(&self, key: &Keypair) -> Result<BlockMeta, CommitFailure> {
         let _guard = lock(&self.commit_lock);
+        // Take it out first: the guard must not live into finish_commit,
+        // which puts the block back if the retry fails too.
+        let unfinished = lock(&self.unfinished).take();
+        if let Some((stored, executed)) = unfinished {
+            return self.finish_commit(stored, executed);
+        }
         let parent = self.tip()?;
         let params = &self.chain.genesis.params;
-        let candidates = lock(&self.pool).select(
+        let (max_txs, max_bytes) = (
             params.max_block_txs as usize,
             params.max_block_bytes as usize,
         );
+        let candidates = lock(&self.pool).select_for_block(max_txs, max_bytes);
         let built = build_block(
             &*self.store,
             &self.chain,
@@ -408,12 +440,14 @@ impl Node {
             key.address(),
             now_ms(),
             candidates,
-        )?;
+        )
+        .inspect_err(|_| lock(&self.pool).release_block())?;
         if !built.rejected.is_empty() {
             let mut pool = lock(&self.pool);
+            let mut outcomes = lock(&self.outcomes);
             for (id, error) in &built.rejected {
                 pool.remove(id);
-                self.record(*id, Outcome::Rejected(tx_rejection(error)));
+                outcomes.record(*id, Outcome::Rejected(tx_rejection(error)));
             }
         }
         let vote = Vote {
@@ -432,13 +466,11 @@ impl Node {
                 signature: vote.sign(key, &self.chain.genesis_hash),
             }],
         };
-        self.finish_commit(
-            StoredBlock {
-                block: built.block,
-                commit,
-            },
-            built.executed,
-        )
+        let stored = StoredBlock {
+            block: built.block,
+            commit,
+        };
+        self.finish_commit(stored, built.executed)
     }
 
     /// The tail of the commit path, shared by every block.
@@ -463,15 +495,20 @@ impl Node {
             accounts: &executed.accounts,
         };
         if let Err(e) = self.store.commit(&write) {
-            warn!(height = header.height, error = %e, "block commit failed; the node stops committing until storage recovers");
-            *lock(&self.storage_failure) = Some(e.to_string());
+            warn!(height = header.height, error = %e, "block commit failed; retrying the same block until storage recovers");
+            self.set_failure(format!("cannot commit block {}: {e}", header.height));
+            *lock(&self.unfinished) = Some((stored, executed));
             return Err(e.into());
         }
-        *lock(&self.storage_failure) = None;
-        let removed = lock(&self.pool).on_block_committed(&executed.tx_ids, &executed.accounts);
-        for (id, removal) in removed {
-            if let Removal::Invalid(error) = removal {
-                self.record(id, Outcome::Rejected(tx_rejection(&error)));
+        *lock(&self.failure) = None;
+        {
+            let mut pool = lock(&self.pool);
+            let removed = pool.on_block_committed(&executed.tx_ids, &executed.accounts);
+            let mut outcomes = lock(&self.outcomes);
+            for (id, removal) in removed {
+                if let Removal::Invalid(error) = removal {
+                    outcomes.record(id, Outcome::Rejected(tx_rejection(&error)));
+                }
             }
         }
         self.changes.send_modify(|n| *n += 1);
@@ -497,4 +534,130 @@ fn rejection(code: i32, reason: &str, message: String) -> TxRejection {
 pub fn tx_rejection(error: &TxError) -> TxRejection {
     let (code, reason) = tx_error_code(error);
     rejection(code, reason, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tally_ledger::devnet::devnet_genesis;
+    use tally_ledger::{devnet_key, Account, AccountRead, Address, ChainRead, Header, Transaction};
+    use tally_store::MemoryStore;
+
+    /// A store whose commits fail while `failing` is set (a full disk).
+    struct FlakyStore {
+        inner: MemoryStore,
+        failing: AtomicBool,
+    }
+
+    impl AccountRead for FlakyStore {
+        fn account(&self, address: &Address) -> Result<Account, StorageError> {
+            self.inner.account(address)
+        }
+    }
+
+    impl ChainRead for FlakyStore {
+        fn genesis_hash(&self) -> Hash {
+            self.inner.genesis_hash()
+        }
+        fn tip(&self) -> Result<Option<BlockMeta>, StorageError> {
+            self.inner.tip()
+        }
+        fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
+            self.inner.block(height)
+        }
+        fn header(&self, height: u64) -> Result<Option<Header>, StorageError> {
+            self.inner.header(height)
+        }
+        fn height_of(&self, hash: &Hash) -> Result<Option<u64>, StorageError> {
+            self.inner.height_of(hash)
+        }
+        fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, StorageError> {
+            self.inner.tx_location(id)
+        }
+    }
+
+    impl ChainWrite for FlakyStore {
+        fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StorageError::Io("No space left on device".into()));
+            }
+            self.inner.commit(write)
+        }
+    }
+
+    fn node() -> (Arc<Node>, Arc<FlakyStore>, ChainContext) {
+        let chain = ChainContext::new(devnet_genesis(1, "tally-dev").unwrap());
+        let store = Arc::new(FlakyStore {
+            inner: MemoryStore::new(&chain),
+            failing: AtomicBool::new(false),
+        });
+        let limits = NodeLimits {
+            wait_timeout: Duration::from_secs(1),
+            max_remembered_outcomes: 10,
+        };
+        let pool = Mempool::new(tally_mempool::Config::default());
+        let key = devnet_key("validator-0");
+        let node = Node::new(chain.clone(), store.clone(), pool, Some(key), limits);
+        (node, store, chain)
+    }
+
+    fn transfer(chain: &ChainContext, nonce: u64, fee: u64) -> SignedTransaction {
+        let alice = devnet_key("alice");
+        Transaction {
+            chain_id: chain.genesis.chain_id.clone(),
+            from: alice.address(),
+            to: devnet_key("bob").address(),
+            amount: 1,
+            fee,
+            nonce,
+        }
+        .sign(&alice, &chain.genesis_hash)
+    }
+
+    #[test]
+    fn a_failed_commit_is_retried_with_the_identical_block() {
+        let (node, store, chain) = node();
+        let key = devnet_key("validator-0");
+        node.submit(&transfer(&chain, 0, 1).encode()).unwrap();
+        store.failing.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            node.produce_block(&key),
+            Err(CommitFailure::Storage(_))
+        ));
+        assert!(node.failure().is_some(), "health reports the failure");
+        assert!(node.has_unfinished_block());
+        let unfinished = lock(&node.unfinished).as_ref().map(|(s, _)| s.block.hash());
+        // Meanwhile the transaction in the unfinished block cannot be replaced.
+        let replacement = transfer(&chain, 0, 5).encode();
+        assert!(matches!(
+            node.submit(&replacement),
+            Err(SubmitError::Pool(MempoolError::InBlock { nonce: 0 }))
+        ));
+        assert!(node.produce_block(&key).is_err(), "still failing");
+        store.failing.store(false, Ordering::SeqCst);
+        let tip = node.produce_block(&key).unwrap();
+        assert_eq!(
+            Some(tip.hash),
+            unfinished,
+            "the same block, not a rebuilt one"
+        );
+        assert!(node.failure().is_none());
+        assert!(!node.has_unfinished_block());
+        assert_eq!(node.mempool_len(), 0);
+    }
+
+    #[test]
+    fn a_node_that_does_not_produce_refuses_transactions() {
+        let chain = ChainContext::new(devnet_genesis(1, "tally-dev").unwrap());
+        let store = Arc::new(MemoryStore::new(&chain));
+        let limits = NodeLimits {
+            wait_timeout: Duration::from_secs(1),
+            max_remembered_outcomes: 10,
+        };
+        let pool = Mempool::new(tally_mempool::Config::default());
+        let node = Node::new(chain.clone(), store, pool, None, limits);
+        let result = node.submit(&transfer(&chain, 0, 1).encode());
+        assert!(matches!(result, Err(SubmitError::NotProducing)));
+    }
 }

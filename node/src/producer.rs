@@ -15,7 +15,9 @@ use crate::node::Node;
 /// How long to wait before retrying after a failed commit (disk full, I/O).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 
-/// Produces blocks until `shutdown` turns true.
+/// Produces blocks until `shutdown` turns true: whenever transactions are
+/// ready (one block after another while they keep coming), when the
+/// heartbeat is due, and until a failed commit has been retried successfully.
 pub async fn run(
     node: Arc<Node>,
     key: Keypair,
@@ -29,13 +31,13 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let mut heartbeat_due = tokio::select! {
             _ = shutdown.changed() => return,
-            _ = node.work_arrived() => {}
-            _ = heartbeat => {}
-        }
-        // Drain: one block after another while transactions are ready.
-        loop {
+            _ = node.work_arrived() => false,
+            _ = heartbeat => true,
+        };
+        while heartbeat_due || node.has_pending() || node.has_unfinished_block() {
+            heartbeat_due = false;
             if *shutdown.borrow() {
                 return;
             }
@@ -51,11 +53,9 @@ pub async fn run(
                 }
                 Err(e) => {
                     error!(error = %e, "block producer task failed");
+                    node.set_failure(format!("the block producer stopped: {e}"));
                     return;
                 }
-            }
-            if !node.has_pending() {
-                break;
             }
         }
     }

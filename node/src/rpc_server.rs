@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -27,6 +28,7 @@ use tally_rpc::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 use crate::config::RpcConfig;
 use crate::node::{Node, SubmitError, TxStatus};
@@ -50,6 +52,7 @@ fn submit_error(e: SubmitError) -> ErrorObjectOwned {
             error(codes::DUPLICATE_TX, "already_committed", e.to_string())
         }
         SubmitError::Storage(e) => unavailable(e),
+        SubmitError::NotProducing => error(codes::UNAVAILABLE, "not_producing", e.to_string()),
         SubmitError::Pool(p) => match p {
             MempoolError::Invalid(e) => tally_rpc::tx_error(&e),
             MempoolError::Duplicate => error(codes::DUPLICATE_TX, "duplicate", p.to_string()),
@@ -65,6 +68,7 @@ fn submit_error(e: SubmitError) -> ErrorObjectOwned {
                 error(codes::SENDER_QUEUE_FULL, "sender_queue_full", p.to_string())
             }
             MempoolError::Full(_) => error(codes::MEMPOOL_FULL, "mempool_full", p.to_string()),
+            MempoolError::InBlock { .. } => error(codes::NONCE_TOO_LOW, "in_block", p.to_string()),
         },
     }
 }
@@ -296,6 +300,7 @@ pub async fn serve(
     let listener = LimitedListener {
         inner: listener,
         permits: Arc::new(Semaphore::new(config.max_connections as usize)),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -308,7 +313,7 @@ pub async fn serve(
 
 async fn health(node: Arc<Node>) -> Response {
     let height = node.tip().map(|t| t.height);
-    match (node.storage_failure(), height) {
+    match (node.failure(), height) {
         (None, Ok(height)) => Json(json!({ "status": "ok", "height": height })).into_response(),
         (Some(failure), _)
         | (
@@ -326,16 +331,36 @@ async fn health(node: Arc<Node>) -> Response {
 }
 
 /// A TCP listener that holds at most `permits` connections open; the next
-/// accept waits until one closes (the kernel backlog queues the rest).
+/// accept waits until one closes (the kernel backlog queues the rest). A
+/// connection that neither sends nor receives a byte for `idle_timeout` is
+/// closed, so silent clients cannot hold the slots forever.
 struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    idle_timeout: Duration,
 }
 
 /// A connection holding one of the listener's permits until it is dropped.
 struct LimitedStream {
     stream: TcpStream,
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl LimitedStream {
+    fn touch(&mut self) {
+        self.idle.as_mut().reset(Instant::now() + self.idle_timeout);
+    }
+
+    /// After the inner stream said "not ready": has the idle limit passed?
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.idle.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")
 }
 
 impl axum::serve::Listener for LimitedListener {
@@ -347,13 +372,14 @@ impl axum::serve::Listener for LimitedListener {
         let permit = self.permits.clone().acquire_owned().await.ok();
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         let _ = stream.set_nodelay(true);
-        (
-            LimitedStream {
-                stream,
-                _permit: permit,
-            },
-            addr,
-        )
+        let idle = Box::pin(tokio::time::sleep(self.idle_timeout));
+        let io = LimitedStream {
+            stream,
+            idle,
+            idle_timeout: self.idle_timeout,
+            _permit: permit,
+        };
+        (io, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -363,36 +389,42 @@ impl axum::serve::Listener for LimitedListener {
 
 impl AsyncRead for LimitedStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.touch();
+                Poll::Ready(result)
+            }
+            Poll::Pending if this.idle_expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
 impl AsyncWrite for LimitedStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                this.touch();
+                Poll::Ready(result)
+            }
+            Poll::Pending if this.idle_expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }

@@ -11,7 +11,7 @@ use tally_mempool::Mempool;
 use tally_store::{RocksConfig, RocksStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::home::Home;
@@ -50,6 +50,13 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || RocksStore::open(&data, &open_chain, &rocks))
         .await
         .context("store task failed")??;
+    if let (Some(key), false) = (&key, is_validator) {
+        warn!(
+            address = %key.address(),
+            "the configured key is not a validator in this genesis: running as a node that serves \
+             the chain but produces no blocks and accepts no transactions"
+        );
+    }
     let validator = if is_validator { key } else { None };
     let node = Node::new(
         chain,

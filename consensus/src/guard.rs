@@ -1,0 +1,125 @@
+//! The durable signing record: what this validator last signed, and its
+//! lock. The rule: never sign a message for an earlier (height, round, step)
+//! than the record's, and at the record's own (height, round, step) only the
+//! very same message again.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use tally_ledger::Hash;
+
+/// The step a signature belongs to, in protocol order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
+pub enum SignStep {
+    /// A proposal.
+    Propose,
+    /// A prevote.
+    Prevote,
+    /// A precommit.
+    Precommit,
+}
+
+/// The record a validator persists (and fsyncs) before anything it signed
+/// leaves the process.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SignState {
+    /// Height of the last signature.
+    pub height: u64,
+    /// Round of the last signature.
+    pub round: u32,
+    /// Step of the last signature.
+    pub step: SignStep,
+    /// What was signed: the block hash (none for a nil vote).
+    pub block_hash: Option<Hash>,
+    /// The lock at that time (`lockedRound`, `lockedValue`), if any.
+    pub locked: Option<(u32, Hash)>,
+    /// The valid value (`validRound`, `validValue`), if any.
+    pub valid: Option<(u32, Hash)>,
+}
+
+/// A signature the record forbids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing to sign {step:?} at height {height} round {round}: already signed at height {signed_height} round {signed_round} step {signed_step:?}")]
+pub struct SignConflict {
+    /// Requested height.
+    pub height: u64,
+    /// Requested round.
+    pub round: u32,
+    /// Requested step.
+    pub step: SignStep,
+    /// Recorded height.
+    pub signed_height: u64,
+    /// Recorded round.
+    pub signed_round: u32,
+    /// Recorded step.
+    pub signed_step: SignStep,
+}
+
+impl SignState {
+    /// Whether signing `(height, round, step, block_hash)` is allowed after
+    /// this record: strictly later, or exactly the recorded message again.
+    pub fn check(
+        &self,
+        height: u64,
+        round: u32,
+        step: SignStep,
+        block_hash: Option<Hash>,
+    ) -> Result<(), SignConflict> {
+        let requested = (height, round, step);
+        let recorded = (self.height, self.round, self.step);
+        if requested > recorded || (requested == recorded && block_hash == self.block_hash) {
+            return Ok(());
+        }
+        Err(SignConflict {
+            height,
+            round,
+            step,
+            signed_height: self.height,
+            signed_round: self.round,
+            signed_step: self.step,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> SignState {
+        SignState {
+            height: 5,
+            round: 2,
+            step: SignStep::Prevote,
+            block_hash: Some(Hash::digest(b"b")),
+            locked: None,
+            valid: None,
+        }
+    }
+
+    #[test]
+    fn later_messages_are_allowed() {
+        let r = record();
+        assert!(r.check(5, 2, SignStep::Precommit, None).is_ok());
+        assert!(r.check(5, 3, SignStep::Propose, Some(Hash::ZERO)).is_ok());
+        assert!(r.check(6, 0, SignStep::Propose, Some(Hash::ZERO)).is_ok());
+    }
+
+    #[test]
+    fn the_same_message_may_be_signed_again() {
+        assert!(record()
+            .check(5, 2, SignStep::Prevote, Some(Hash::digest(b"b")))
+            .is_ok());
+    }
+
+    #[test]
+    fn conflicting_or_earlier_messages_are_refused() {
+        let r = record();
+        assert!(r
+            .check(5, 2, SignStep::Prevote, Some(Hash::digest(b"other")))
+            .is_err());
+        assert!(r.check(5, 2, SignStep::Prevote, None).is_err());
+        assert!(r
+            .check(5, 2, SignStep::Propose, Some(Hash::digest(b"b")))
+            .is_err());
+        assert!(r.check(5, 1, SignStep::Precommit, None).is_err());
+        assert!(r.check(4, 9, SignStep::Precommit, None).is_err());
+    }
+}

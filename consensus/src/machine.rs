@@ -1,0 +1,702 @@
+//! The Tendermint state machine (Algorithm 1 of arXiv:1807.04938).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use tally_ledger::{
+    Address, Block, ChainId, Commit, ConsensusMessage, DuplicateVoteEvidence, Hash, Keypair,
+    ProposalCore, SignedProposal, SignedVote, ValidatorSet, Vote, VoteKind,
+};
+
+use crate::guard::{SignState, SignStep};
+use crate::proposer::proposer;
+use crate::votes::{VoteBook, VoteOutcome};
+
+/// Timeouts and bounds. Timeout of round r = base + r × `timeout_delta_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Base wait for a proposal (`timeoutPropose`).
+    pub propose_timeout_ms: u64,
+    /// Base wait after 2f+1 prevotes of mixed values (`timeoutPrevote`).
+    pub prevote_timeout_ms: u64,
+    /// Base wait after 2f+1 precommits of mixed values (`timeoutPrecommit`).
+    pub precommit_timeout_ms: u64,
+    /// Added to every timeout per round, so rounds grow until the network
+    /// is fast enough.
+    pub timeout_delta_ms: u64,
+    /// Messages for the next height kept until it starts.
+    pub max_future_messages: usize,
+    /// Messages for rounds further ahead than this are dropped.
+    pub max_rounds_ahead: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            propose_timeout_ms: 3_000,
+            prevote_timeout_ms: 1_000,
+            precommit_timeout_ms: 1_000,
+            timeout_delta_ms: 500,
+            max_future_messages: 10_000,
+            max_rounds_ahead: 1_000,
+        }
+    }
+}
+
+/// The three timeouts of the algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeoutKind {
+    /// Line 21 → `OnTimeoutPropose`, line 57.
+    Propose,
+    /// Line 34 → `OnTimeoutPrevote`, line 61.
+    Prevote,
+    /// Line 47 → `OnTimeoutPrecommit`, line 65.
+    Precommit,
+}
+
+/// A timeout to schedule, and to feed back as [`Input::Timeout`] when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timeout {
+    /// Which.
+    pub kind: TimeoutKind,
+    /// For which height.
+    pub height: u64,
+    /// For which round.
+    pub round: u32,
+}
+
+/// The step within a round (`step_p`), plus the end state of a height.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// Waiting for a proposal.
+    Propose,
+    /// Prevoted.
+    Prevote,
+    /// Precommitted.
+    Precommit,
+    /// Decided this height; waiting for the shell to commit and start the next.
+    Decided,
+}
+
+/// What the shell tells the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Start this height (the previous one is committed), at round 0 or at
+    /// the round of the sign-state record if it is for this height.
+    StartHeight(u64),
+    /// A proposal or vote from the network (or from this node's own past).
+    Message(ConsensusMessage),
+    /// A scheduled timeout fired.
+    Timeout(Timeout),
+    /// The block built for [`Action::BuildProposal`] (`getValue()`).
+    ProposalBlock {
+        /// Height it was built for.
+        height: u64,
+        /// Round it was built for.
+        round: u32,
+        /// The block.
+        block: Block,
+    },
+    /// The result of [`Action::ValidateBlock`] (`valid(v)`).
+    BlockValidated {
+        /// Height.
+        height: u64,
+        /// The block's hash.
+        block_hash: Hash,
+        /// Whether it is a valid child of the committed chain.
+        valid: bool,
+    },
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write this record durably (fsync) before carrying out any later action.
+    PersistSignState(SignState),
+    /// Send to all peers.
+    Broadcast(ConsensusMessage),
+    /// Feed [`Input::Timeout`] back after `after_ms`.
+    ScheduleTimeout {
+        /// The timeout.
+        timeout: Timeout,
+        /// Delay.
+        after_ms: u64,
+    },
+    /// Build a block for this height and round from the mempool and answer
+    /// with [`Input::ProposalBlock`].
+    BuildProposal {
+        /// Height.
+        height: u64,
+        /// Round.
+        round: u32,
+    },
+    /// Execute this block against the committed parent and answer with
+    /// [`Input::BlockValidated`].
+    ValidateBlock {
+        /// Height.
+        height: u64,
+        /// The block.
+        block: Block,
+    },
+    /// The height is decided: commit this block with this certificate, then
+    /// send [`Input::StartHeight`] for the next height.
+    Commit {
+        /// The block.
+        block: Block,
+        /// Precommits of more than two thirds of the power for it.
+        commit: Commit,
+    },
+    /// A validator equivocated.
+    Evidence(DuplicateVoteEvidence),
+}
+
+/// Rules that fire once per round ("for the first time").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Once {
+    PrevoteTimeout,
+    Lock,
+    PrecommitTimeout,
+}
+
+/// One validator's (or full node's) consensus state.
+pub struct Consensus {
+    config: Config,
+    chain_id: ChainId,
+    genesis_hash: Hash,
+    validators: ValidatorSet,
+    key: Option<Keypair>,
+    sign_state: Option<SignState>,
+    started: bool,
+    height: u64,
+    round: u32,
+    step: Step,
+    locked: Option<(u32, Hash)>,
+    valid: Option<(u32, Hash)>,
+    proposals: BTreeMap<u32, SignedProposal>,
+    blocks: HashMap<Hash, Block>,
+    validity: HashMap<Hash, bool>,
+    validation_requested: HashSet<Hash>,
+    votes: VoteBook,
+    fired: HashSet<(u32, Once)>,
+    future: VecDeque<ConsensusMessage>,
+}
+
+/// Upper bound on rule applications per input; each application changes
+/// the step, the round or a once-flag, so the real number is far smaller.
+const MAX_RULE_STEPS: usize = 1_000;
+
+impl Consensus {
+    /// A state machine for the chain `chain_id` with `validators`. `key` is
+    /// this node's validator key (none for a full node, which follows but
+    /// never signs); `sign_state` is the durable record from before a
+    /// restart.
+    pub fn new(
+        config: Config,
+        chain_id: ChainId,
+        genesis_hash: Hash,
+        validators: ValidatorSet,
+        key: Option<Keypair>,
+        sign_state: Option<SignState>,
+    ) -> Consensus {
+        Consensus {
+            config,
+            chain_id,
+            genesis_hash,
+            validators,
+            key,
+            sign_state,
+            started: false,
+            height: 0,
+            round: 0,
+            step: Step::Propose,
+            locked: None,
+            valid: None,
+            proposals: BTreeMap::new(),
+            blocks: HashMap::new(),
+            validity: HashMap::new(),
+            validation_requested: HashSet::new(),
+            votes: VoteBook::default(),
+            fired: HashSet::new(),
+            future: VecDeque::new(),
+        }
+    }
+
+    /// Current height.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Current round.
+    pub fn round(&self) -> u32 {
+        self.round
+    }
+
+    /// Current step.
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    /// The lock (`lockedRound`, hash of `lockedValue`).
+    pub fn locked(&self) -> Option<(u32, Hash)> {
+        self.locked
+    }
+
+    /// The votes of the current height.
+    pub fn votes(&self) -> &VoteBook {
+        &self.votes
+    }
+
+    /// Processes one input; returns what to do, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::StartHeight(height) => self.start_height(height, &mut out),
+            Input::Message(message) => self.on_message(message, &mut out),
+            Input::Timeout(timeout) => self.on_timeout(timeout, &mut out),
+            Input::ProposalBlock {
+                height,
+                round,
+                block,
+            } => self.on_proposal_block(height, round, block, &mut out),
+            Input::BlockValidated {
+                height,
+                block_hash,
+                valid,
+            } => {
+                if height == self.height && self.blocks.contains_key(&block_hash) {
+                    self.validity.insert(block_hash, valid);
+                }
+            }
+        }
+        self.apply_rules(&mut out);
+        out
+    }
+
+    fn quorum(&self) -> u64 {
+        self.validators.quorum_power()
+    }
+
+    fn my_address(&self) -> Option<Address> {
+        self.key.as_ref().map(Keypair::address)
+    }
+
+    fn timeout_after(&self, kind: TimeoutKind, round: u32) -> u64 {
+        let base = match kind {
+            TimeoutKind::Propose => self.config.propose_timeout_ms,
+            TimeoutKind::Prevote => self.config.prevote_timeout_ms,
+            TimeoutKind::Precommit => self.config.precommit_timeout_ms,
+        };
+        base.saturating_add(self.config.timeout_delta_ms.saturating_mul(round as u64))
+    }
+
+    fn schedule(&self, kind: TimeoutKind, out: &mut Vec<Action>) {
+        let timeout = Timeout {
+            kind,
+            height: self.height,
+            round: self.round,
+        };
+        out.push(Action::ScheduleTimeout {
+            timeout,
+            after_ms: self.timeout_after(kind, self.round),
+        });
+    }
+
+    fn start_height(&mut self, height: u64, out: &mut Vec<Action>) {
+        if self.started && height <= self.height {
+            return;
+        }
+        self.started = true;
+        self.height = height;
+        self.proposals.clear();
+        self.blocks.clear();
+        self.validity.clear();
+        self.validation_requested.clear();
+        self.votes = VoteBook::default();
+        self.fired.clear();
+        // Lines 2-8 (initial values), except that a restarted validator
+        // resumes the round and the lock it recorded before it signed.
+        let (round, locked, valid) = match &self.sign_state {
+            Some(s) if s.height == height => (s.round, s.locked, s.valid),
+            _ => (0, None, None),
+        };
+        self.locked = locked;
+        self.valid = valid;
+        self.start_round(round, out);
+        let buffered: Vec<ConsensusMessage> = self.future.drain(..).collect();
+        for message in buffered {
+            self.on_message(message, out);
+        }
+    }
+
+    /// StartRound, lines 11-21.
+    fn start_round(&mut self, round: u32, out: &mut Vec<Action>) {
+        self.round = round;
+        self.step = Step::Propose;
+        let is_proposer = self.my_address() == Some(proposer(&self.validators, self.height, round));
+        if is_proposer {
+            // Lines 14-15: re-propose the valid value if there is one.
+            let reproposal = self.valid.and_then(|(valid_round, hash)| {
+                self.blocks.get(&hash).map(|b| (valid_round, b.clone()))
+            });
+            match reproposal {
+                Some((valid_round, block)) => self.propose(block, Some(valid_round), out),
+                // Line 17: getValue().
+                None => out.push(Action::BuildProposal {
+                    height: self.height,
+                    round,
+                }),
+            }
+        }
+        // Line 21. A proposer schedules it too, so that a block that never
+        // comes back from the shell cannot stall the round.
+        self.schedule(TimeoutKind::Propose, out);
+    }
+
+    fn on_proposal_block(&mut self, height: u64, round: u32, block: Block, out: &mut Vec<Action>) {
+        let is_proposer = self.my_address() == Some(proposer(&self.validators, height, round));
+        if height != self.height
+            || round != self.round
+            || self.step != Step::Propose
+            || !is_proposer
+        {
+            return;
+        }
+        // The shell built it by executing it against the committed state.
+        self.validity.insert(block.hash(), true);
+        self.propose(block, None, out);
+    }
+
+    /// Line 19: sign and broadcast a proposal, and take it as received.
+    fn propose(&mut self, block: Block, valid_round: Option<u32>, out: &mut Vec<Action>) {
+        let block_hash = block.hash();
+        if !self.guard(SignStep::Propose, Some(block_hash), out) {
+            return;
+        }
+        let Some(key) = &self.key else { return };
+        let core = ProposalCore {
+            chain_id: self.chain_id.clone(),
+            height: self.height,
+            round: self.round,
+            valid_round,
+            block_hash,
+        };
+        let proposal = SignedProposal::sign(core, block, key, &self.genesis_hash);
+        out.push(Action::Broadcast(ConsensusMessage::Proposal(Box::new(
+            proposal.clone(),
+        ))));
+        self.accept_proposal(proposal, out);
+    }
+
+    /// The signing rule: allowed only strictly after the record (or the same
+    /// message again); the new record goes out before the signed message.
+    fn guard(&mut self, step: SignStep, block_hash: Option<Hash>, out: &mut Vec<Action>) -> bool {
+        let Some(me) = self.my_address() else {
+            return false;
+        };
+        if self.validators.power_of(&me).is_none() {
+            return false;
+        }
+        if let Some(record) = &self.sign_state {
+            if record
+                .check(self.height, self.round, step, block_hash)
+                .is_err()
+            {
+                return false;
+            }
+        }
+        let record = SignState {
+            height: self.height,
+            round: self.round,
+            step,
+            block_hash,
+            locked: self.locked,
+            valid: self.valid,
+        };
+        self.sign_state = Some(record.clone());
+        out.push(Action::PersistSignState(record));
+        true
+    }
+
+    /// Signs and broadcasts a vote of `kind` for `value` in the current round.
+    fn vote(&mut self, kind: VoteKind, value: Option<Hash>, out: &mut Vec<Action>) {
+        let step = match kind {
+            VoteKind::Prevote => SignStep::Prevote,
+            VoteKind::Precommit => SignStep::Precommit,
+        };
+        if !self.guard(step, value, out) {
+            return;
+        }
+        let Some(key) = &self.key else { return };
+        let vote = Vote {
+            chain_id: self.chain_id.clone(),
+            height: self.height,
+            round: self.round,
+            kind,
+            block_hash: value,
+        };
+        let signed = SignedVote::sign(vote, key, &self.genesis_hash);
+        out.push(Action::Broadcast(ConsensusMessage::Vote(signed.clone())));
+        self.count_vote(signed, out);
+    }
+
+    fn on_message(&mut self, message: ConsensusMessage, out: &mut Vec<Action>) {
+        let height = message.height();
+        if !self.started || height > self.height {
+            let next = if self.started {
+                self.height + 1
+            } else {
+                height
+            };
+            if height == next && self.future.len() < self.config.max_future_messages {
+                self.future.push_back(message);
+            }
+            return;
+        }
+        if height < self.height || self.step == Step::Decided {
+            return;
+        }
+        match message {
+            ConsensusMessage::Proposal(p) => self.on_proposal(*p, out),
+            ConsensusMessage::Vote(v) => self.on_vote(v, out),
+        }
+    }
+
+    fn round_in_range(&self, round: u32) -> bool {
+        round <= self.round.saturating_add(self.config.max_rounds_ahead)
+    }
+
+    fn on_proposal(&mut self, proposal: SignedProposal, out: &mut Vec<Action>) {
+        let core = &proposal.core;
+        let acceptable = core.chain_id == self.chain_id
+            && self.round_in_range(core.round)
+            && proposal.proposer == proposer(&self.validators, self.height, core.round)
+            && core.valid_round.is_none_or(|vr| vr < core.round)
+            && !self.proposals.contains_key(&core.round)
+            && proposal.verify(&self.genesis_hash);
+        if acceptable {
+            self.accept_proposal(proposal, out);
+        }
+    }
+
+    fn accept_proposal(&mut self, proposal: SignedProposal, out: &mut Vec<Action>) {
+        let (round, hash) = (proposal.core.round, proposal.core.block_hash);
+        let power = self.validators.power_of(&proposal.proposer).unwrap_or(0);
+        self.votes.note_sender(round, proposal.proposer, power);
+        self.blocks
+            .entry(hash)
+            .or_insert_with(|| proposal.block.clone());
+        if !self.validity.contains_key(&hash) && self.validation_requested.insert(hash) {
+            out.push(Action::ValidateBlock {
+                height: self.height,
+                block: proposal.block.clone(),
+            });
+        }
+        self.proposals.insert(round, proposal);
+    }
+
+    fn on_vote(&mut self, vote: SignedVote, out: &mut Vec<Action>) {
+        let acceptable = vote.vote.chain_id == self.chain_id
+            && self.round_in_range(vote.vote.round)
+            && vote.verify(&self.validators, &self.genesis_hash);
+        if acceptable {
+            self.count_vote(vote, out);
+        }
+    }
+
+    fn count_vote(&mut self, vote: SignedVote, out: &mut Vec<Action>) {
+        let power = self.validators.power_of(&vote.validator).unwrap_or(0);
+        if let VoteOutcome::Equivocation(evidence) = self.votes.add(vote, power) {
+            out.push(Action::Evidence(*evidence));
+        }
+    }
+
+    fn on_timeout(&mut self, timeout: Timeout, out: &mut Vec<Action>) {
+        if timeout.height != self.height
+            || timeout.round != self.round
+            || self.step == Step::Decided
+        {
+            return;
+        }
+        match timeout.kind {
+            // Lines 57-60.
+            TimeoutKind::Propose if self.step == Step::Propose => {
+                self.vote(VoteKind::Prevote, None, out);
+                self.step = Step::Prevote;
+            }
+            // Lines 61-64.
+            TimeoutKind::Prevote if self.step == Step::Prevote => {
+                self.vote(VoteKind::Precommit, None, out);
+                self.step = Step::Precommit;
+            }
+            // Lines 65-67.
+            TimeoutKind::Precommit => self.start_round(self.round + 1, out),
+            _ => {}
+        }
+    }
+
+    fn apply_rules(&mut self, out: &mut Vec<Action>) {
+        if !self.started {
+            return;
+        }
+        for _ in 0..MAX_RULE_STEPS {
+            if self.step == Step::Decided || !self.apply_one_rule(out) {
+                return;
+            }
+        }
+    }
+
+    /// Applies the first rule whose condition holds; false if none does.
+    fn apply_one_rule(&mut self, out: &mut Vec<Action>) -> bool {
+        self.rule_decide(out)
+            || self.rule_skip_round(out)
+            || self.rule_prevote(out)
+            || self.rule_prevote_timeout(out)
+            || self.rule_lock(out)
+            || self.rule_precommit_nil(out)
+            || self.rule_precommit_timeout(out)
+    }
+
+    fn proposal_value(&self, round: u32) -> Option<(Hash, Option<u32>)> {
+        self.proposals
+            .get(&round)
+            .map(|p| (p.core.block_hash, p.core.valid_round))
+    }
+
+    /// Lines 49-54: a proposal and 2f+1 precommits for it in any round.
+    fn rule_decide(&mut self, out: &mut Vec<Action>) -> bool {
+        let quorum = self.quorum();
+        let decided = self.proposals.iter().find_map(|(round, p)| {
+            let hash = p.core.block_hash;
+            let enough = self
+                .votes
+                .power_for(*round, VoteKind::Precommit, &Some(hash))
+                >= quorum;
+            (enough && self.validity.get(&hash) == Some(&true)).then_some((*round, hash))
+        });
+        let Some((round, hash)) = decided else {
+            return false;
+        };
+        let Some(block) = self.blocks.get(&hash).cloned() else {
+            return false;
+        };
+        let signatures = self
+            .votes
+            .signatures_for(round, VoteKind::Precommit, &Some(hash));
+        let commit = Commit {
+            height: self.height,
+            round,
+            block_hash: hash,
+            signatures,
+        };
+        out.push(Action::Commit { block, commit });
+        self.step = Step::Decided;
+        true
+    }
+
+    /// Lines 55-56: f+1 (more than a third of the power) in a later round.
+    fn rule_skip_round(&mut self, out: &mut Vec<Action>) -> bool {
+        let total = self.validators.total_power();
+        let later = self
+            .votes
+            .rounds_seen()
+            .filter(|r| *r > self.round && self.votes.sender_power(*r).saturating_mul(3) > total)
+            .max();
+        match later {
+            Some(round) => {
+                self.start_round(round, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lines 22-27 (no valid round) and 28-33 (a valid round with 2f+1
+    /// prevotes): prevote the proposal if it is valid and the lock allows.
+    fn rule_prevote(&mut self, out: &mut Vec<Action>) -> bool {
+        if self.step != Step::Propose {
+            return false;
+        }
+        let Some((hash, valid_round)) = self.proposal_value(self.round) else {
+            return false;
+        };
+        let lock_allows = match valid_round {
+            None => self.locked.is_none_or(|(_, locked)| locked == hash),
+            Some(vr) => {
+                let polka = vr < self.round
+                    && self.votes.power_for(vr, VoteKind::Prevote, &Some(hash)) >= self.quorum();
+                if !polka {
+                    return false;
+                }
+                self.locked
+                    .is_none_or(|(locked_round, locked)| locked_round <= vr || locked == hash)
+            }
+        };
+        let Some(valid) = self.validity.get(&hash).copied() else {
+            return false;
+        };
+        let value = (valid && lock_allows).then_some(hash);
+        self.vote(VoteKind::Prevote, value, out);
+        self.step = Step::Prevote;
+        true
+    }
+
+    /// Lines 34-35: 2f+1 prevotes of any values, first time in this round.
+    fn rule_prevote_timeout(&mut self, out: &mut Vec<Action>) -> bool {
+        let ready = self.step == Step::Prevote
+            && self.votes.total(self.round, VoteKind::Prevote) >= self.quorum()
+            && self.fired.insert((self.round, Once::PrevoteTimeout));
+        if ready {
+            self.schedule(TimeoutKind::Prevote, out);
+        }
+        ready
+    }
+
+    /// Lines 36-43: the proposal and 2f+1 prevotes for it: lock and
+    /// precommit (if still at prevote), and remember it as the valid value.
+    fn rule_lock(&mut self, out: &mut Vec<Action>) -> bool {
+        if self.step < Step::Prevote {
+            return false;
+        }
+        let Some((hash, _)) = self.proposal_value(self.round) else {
+            return false;
+        };
+        let ready = self
+            .votes
+            .power_for(self.round, VoteKind::Prevote, &Some(hash))
+            >= self.quorum()
+            && self.validity.get(&hash) == Some(&true)
+            && !self.fired.contains(&(self.round, Once::Lock));
+        if !ready {
+            return false;
+        }
+        self.fired.insert((self.round, Once::Lock));
+        if self.step == Step::Prevote {
+            self.locked = Some((self.round, hash));
+            self.valid = Some((self.round, hash));
+            self.vote(VoteKind::Precommit, Some(hash), out);
+            self.step = Step::Precommit;
+        }
+        self.valid = Some((self.round, hash));
+        true
+    }
+
+    /// Lines 44-46: 2f+1 prevotes for nil.
+    fn rule_precommit_nil(&mut self, out: &mut Vec<Action>) -> bool {
+        let ready = self.step == Step::Prevote
+            && self.votes.power_for(self.round, VoteKind::Prevote, &None) >= self.quorum();
+        if ready {
+            self.vote(VoteKind::Precommit, None, out);
+            self.step = Step::Precommit;
+        }
+        ready
+    }
+
+    /// Lines 47-48: 2f+1 precommits of any values, first time in this round.
+    fn rule_precommit_timeout(&mut self, out: &mut Vec<Action>) -> bool {
+        let ready = self.votes.total(self.round, VoteKind::Precommit) >= self.quorum()
+            && self.fired.insert((self.round, Once::PrecommitTimeout));
+        if ready {
+            self.schedule(TimeoutKind::Precommit, out);
+        }
+        ready
+    }
+}

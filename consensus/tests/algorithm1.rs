@@ -1,0 +1,721 @@
+//! One test per rule of Algorithm 1 (arXiv:1807.04938); each names its lines.
+//! Four validators of power 1 (f = 1, quorum 3); the proposer of height 1,
+//! round r is validator-(1 + r) mod 4.
+
+#![allow(clippy::unwrap_used)] // tests report failure by panicking
+
+use tally_consensus::{
+    Action, Config, Consensus, Input, SignState, SignStep, Step, Timeout, TimeoutKind,
+};
+use tally_ledger::devnet::devnet_genesis;
+use tally_ledger::{
+    devnet_key, verify_commit, Block, ChainContext, ConsensusMessage, Hash, Header, Keypair,
+    ProposalCore, SignedProposal, SignedVote, Vote, VoteKind, BLOCK_VERSION,
+};
+
+struct Net {
+    chain: ChainContext,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            chain: ChainContext::new(devnet_genesis(4, "tally-devnet").unwrap()),
+        }
+    }
+
+    fn key(&self, i: usize) -> Keypair {
+        devnet_key(&format!("validator-{i}"))
+    }
+
+    fn node(&self, me: Option<usize>, record: Option<SignState>) -> Consensus {
+        Consensus::new(
+            Config::default(),
+            self.chain.genesis.chain_id.clone(),
+            self.chain.genesis_hash,
+            self.chain.validators.clone(),
+            me.map(|i| self.key(i)),
+            record,
+        )
+    }
+
+    /// A distinct block for height 1 (its contents do not matter here:
+    /// validity is the shell's answer).
+    fn block(&self, tag: &str) -> Block {
+        let header = Header {
+            version: BLOCK_VERSION,
+            chain_id: self.chain.genesis.chain_id.clone(),
+            height: 1,
+            parent_hash: self.chain.genesis_hash,
+            timestamp_ms: 0,
+            proposer: self.key(1).address(),
+            tx_root: Hash::digest(tag.as_bytes()),
+            tx_count: 0,
+            state_root: Hash::ZERO,
+        };
+        Block {
+            header,
+            txs: vec![],
+        }
+    }
+
+    fn proposal(&self, round: u32, block: &Block, valid_round: Option<u32>) -> Input {
+        let proposer = (1 + round as usize) % 4;
+        let core = ProposalCore {
+            chain_id: self.chain.genesis.chain_id.clone(),
+            height: 1,
+            round,
+            valid_round,
+            block_hash: block.hash(),
+        };
+        let p = SignedProposal::sign(
+            core,
+            block.clone(),
+            &self.key(proposer),
+            &self.chain.genesis_hash,
+        );
+        Input::Message(ConsensusMessage::Proposal(Box::new(p)))
+    }
+
+    fn signed_vote(
+        &self,
+        who: usize,
+        round: u32,
+        kind: VoteKind,
+        value: Option<&Block>,
+    ) -> SignedVote {
+        let vote = Vote {
+            chain_id: self.chain.genesis.chain_id.clone(),
+            height: 1,
+            round,
+            kind,
+            block_hash: value.map(Block::hash),
+        };
+        SignedVote::sign(vote, &self.key(who), &self.chain.genesis_hash)
+    }
+
+    fn vote(&self, who: usize, round: u32, kind: VoteKind, value: Option<&Block>) -> Input {
+        Input::Message(ConsensusMessage::Vote(
+            self.signed_vote(who, round, kind, value),
+        ))
+    }
+
+    fn valid(&self, block: &Block, valid: bool) -> Input {
+        Input::BlockValidated {
+            height: 1,
+            block_hash: block.hash(),
+            valid,
+        }
+    }
+}
+
+fn feed(node: &mut Consensus, inputs: Vec<Input>) -> Vec<Action> {
+    inputs.into_iter().flat_map(|i| node.handle(i)).collect()
+}
+
+/// The votes this node broadcast, as (round, kind, value).
+fn my_votes(actions: &[Action]) -> Vec<(u32, VoteKind, Option<Hash>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(ConsensusMessage::Vote(v)) => {
+                Some((v.vote.round, v.vote.kind, v.vote.block_hash))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn scheduled(actions: &[Action], kind: TimeoutKind) -> Vec<Timeout> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ScheduleTimeout { timeout, .. } if timeout.kind == kind => Some(*timeout),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Validator 0 at height 1 with proposal `a` in round 0 validated and prevoted.
+fn prevoted(net: &Net, a: &Block) -> (Consensus, Vec<Action>) {
+    let mut node = net.node(Some(0), None);
+    let actions = feed(
+        &mut node,
+        vec![
+            Input::StartHeight(1),
+            net.proposal(0, a, None),
+            net.valid(a, true),
+        ],
+    );
+    (node, actions)
+}
+
+#[test]
+fn lines_11_to_19_the_proposer_gets_a_value_and_proposes_it() {
+    let net = Net::new();
+    let mut node = net.node(Some(1), None);
+    let actions = node.handle(Input::StartHeight(1));
+    assert!(
+        actions.contains(&Action::BuildProposal {
+            height: 1,
+            round: 0
+        }),
+        "{actions:?}"
+    );
+    let a = net.block("a");
+    let actions = node.handle(Input::ProposalBlock {
+        height: 1,
+        round: 0,
+        block: a.clone(),
+    });
+    let persist = actions
+        .iter()
+        .position(|x| matches!(x, Action::PersistSignState(s) if s.step == SignStep::Propose));
+    let send = actions.iter().position(
+        |x| matches!(x, Action::Broadcast(ConsensusMessage::Proposal(p)) if p.block == a),
+    );
+    assert!(
+        persist.unwrap() < send.unwrap(),
+        "the record is persisted before the proposal leaves"
+    );
+    // Its own proposal is valid (it built it), so it prevotes it (line 24).
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Prevote, Some(a.hash()))]
+    );
+}
+
+#[test]
+fn line_21_a_non_proposer_schedules_the_propose_timeout() {
+    let net = Net::new();
+    let mut node = net.node(Some(0), None);
+    let actions = node.handle(Input::StartHeight(1));
+    assert_eq!(
+        scheduled(&actions, TimeoutKind::Propose),
+        vec![Timeout {
+            kind: TimeoutKind::Propose,
+            height: 1,
+            round: 0
+        }]
+    );
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::BuildProposal { .. })));
+}
+
+#[test]
+fn line_22_a_valid_proposal_is_prevoted_after_validation() {
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = net.node(Some(0), None);
+    let actions = feed(
+        &mut node,
+        vec![Input::StartHeight(1), net.proposal(0, &a, None)],
+    );
+    assert!(actions.contains(&Action::ValidateBlock {
+        height: 1,
+        block: a.clone()
+    }));
+    assert!(
+        my_votes(&actions).is_empty(),
+        "no prevote before valid(v) is known"
+    );
+    let actions = node.handle(net.valid(&a, true));
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Prevote, Some(a.hash()))]
+    );
+    assert_eq!(node.step(), Step::Prevote);
+}
+
+#[test]
+fn line_26_an_invalid_proposal_gets_a_nil_prevote() {
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = net.node(Some(0), None);
+    let actions = feed(
+        &mut node,
+        vec![
+            Input::StartHeight(1),
+            net.proposal(0, &a, None),
+            net.valid(&a, false),
+        ],
+    );
+    assert_eq!(my_votes(&actions), vec![(0, VoteKind::Prevote, None)]);
+}
+
+#[test]
+fn line_22_a_proposal_from_the_wrong_proposer_is_ignored() {
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    // Round 1's proposer (validator-2) proposing in round 0.
+    let core = ProposalCore {
+        chain_id: net.chain.genesis.chain_id.clone(),
+        height: 1,
+        round: 0,
+        valid_round: None,
+        block_hash: a.hash(),
+    };
+    let p = SignedProposal::sign(core, a.clone(), &net.key(2), &net.chain.genesis_hash);
+    let actions = node.handle(Input::Message(ConsensusMessage::Proposal(Box::new(p))));
+    assert!(actions.is_empty(), "{actions:?}");
+}
+
+/// Locks validator 0 on `a` in round 0 and moves it to round 1.
+fn locked_on(net: &Net, a: &Block) -> Consensus {
+    let (mut node, _) = prevoted(net, a);
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 0, VoteKind::Prevote, Some(a)),
+            net.vote(2, 0, VoteKind::Prevote, Some(a)),
+        ],
+    );
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Precommit, Some(a.hash()))]
+    );
+    assert_eq!(node.locked(), Some((0, a.hash())));
+    node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Precommit,
+        height: 1,
+        round: 0,
+    }));
+    assert_eq!(node.round(), 1);
+    node
+}
+
+#[test]
+fn line_23_a_validator_locked_on_another_value_prevotes_nil() {
+    let net = Net::new();
+    let (a, b) = (net.block("a"), net.block("b"));
+    let mut node = locked_on(&net, &a);
+    let actions = feed(
+        &mut node,
+        vec![net.proposal(1, &b, None), net.valid(&b, true)],
+    );
+    assert_eq!(my_votes(&actions), vec![(1, VoteKind::Prevote, None)]);
+}
+
+#[test]
+fn line_23_a_validator_locked_on_the_proposed_value_prevotes_it() {
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = locked_on(&net, &a);
+    let actions = node.handle(net.proposal(1, &a, Some(0)));
+    assert_eq!(
+        my_votes(&actions),
+        vec![(1, VoteKind::Prevote, Some(a.hash()))]
+    );
+}
+
+#[test]
+fn lines_28_to_30_a_later_polka_releases_an_older_lock() {
+    let net = Net::new();
+    let (a, b) = (net.block("a"), net.block("b"));
+    let mut node = locked_on(&net, &a); // locked on a at round 0, now in round 1
+                                        // 2f+1 prevoted b in round 1 (this node missed round 1's proposal) ...
+    let polka: Vec<Input> = (1..4)
+        .map(|v| net.vote(v, 1, VoteKind::Prevote, Some(&b)))
+        .collect();
+    feed(&mut node, polka);
+    // ... and round 2's proposer re-proposes b with valid round 1, with one
+    // more validator already in round 2: f+1 senders move this node there.
+    let actions = feed(
+        &mut node,
+        vec![
+            net.proposal(2, &b, Some(1)),
+            net.vote(1, 2, VoteKind::Prevote, Some(&b)),
+            net.valid(&b, true),
+        ],
+    );
+    assert_eq!(node.round(), 2);
+    assert!(
+        my_votes(&actions).contains(&(2, VoteKind::Prevote, Some(b.hash()))),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn line_32_a_lock_newer_than_the_valid_round_holds() {
+    let net = Net::new();
+    let (a, b) = (net.block("a"), net.block("b"));
+    let mut node = locked_on(&net, &a); // locked at round 0
+                                        // A proposal of b claiming valid round 0, where there is no polka for b.
+    let actions = feed(
+        &mut node,
+        vec![net.proposal(1, &b, Some(0)), net.valid(&b, true)],
+    );
+    assert!(
+        my_votes(&actions).is_empty(),
+        "no polka in the valid round: line 28 does not apply"
+    );
+    // Timeout: line 59 prevotes nil.
+    let actions = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Propose,
+        height: 1,
+        round: 1,
+    }));
+    assert_eq!(my_votes(&actions), vec![(1, VoteKind::Prevote, None)]);
+}
+
+#[test]
+fn line_34_mixed_prevotes_schedule_the_prevote_timeout_once() {
+    let net = Net::new();
+    let a = net.block("a");
+    let (mut node, _) = prevoted(&net, &a);
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 0, VoteKind::Prevote, None),
+            net.vote(2, 0, VoteKind::Prevote, Some(&net.block("c"))),
+        ],
+    );
+    assert_eq!(scheduled(&actions, TimeoutKind::Prevote).len(), 1);
+    let actions = node.handle(net.vote(3, 0, VoteKind::Prevote, None));
+    assert!(
+        scheduled(&actions, TimeoutKind::Prevote).is_empty(),
+        "only the first time"
+    );
+}
+
+#[test]
+fn line_36_a_polka_for_the_proposal_locks_and_precommits() {
+    let net = Net::new();
+    let a = net.block("a");
+    let (mut node, _) = prevoted(&net, &a);
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 0, VoteKind::Prevote, Some(&a)),
+            net.vote(3, 0, VoteKind::Prevote, Some(&a)),
+        ],
+    );
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Precommit, Some(a.hash()))]
+    );
+    assert_eq!(node.locked(), Some((0, a.hash())));
+    // The record persisted before that precommit carries the new lock.
+    let record = actions
+        .iter()
+        .rev()
+        .find_map(|x| match x {
+            Action::PersistSignState(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (record.step, record.locked),
+        (SignStep::Precommit, Some((0, a.hash())))
+    );
+}
+
+#[test]
+fn line_44_a_polka_for_nil_precommits_nil() {
+    let net = Net::new();
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    let actions = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Propose,
+        height: 1,
+        round: 0,
+    }));
+    assert_eq!(my_votes(&actions), vec![(0, VoteKind::Prevote, None)]);
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 0, VoteKind::Prevote, None),
+            net.vote(2, 0, VoteKind::Prevote, None),
+        ],
+    );
+    assert_eq!(my_votes(&actions), vec![(0, VoteKind::Precommit, None)]);
+    assert_eq!(node.step(), Step::Precommit);
+}
+
+#[test]
+fn line_47_mixed_precommits_schedule_the_precommit_timeout() {
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 0, VoteKind::Precommit, None),
+            net.vote(2, 0, VoteKind::Precommit, Some(&a)),
+            net.vote(3, 0, VoteKind::Precommit, None),
+        ],
+    );
+    assert_eq!(
+        scheduled(&actions, TimeoutKind::Precommit),
+        vec![Timeout {
+            kind: TimeoutKind::Precommit,
+            height: 1,
+            round: 0
+        }]
+    );
+}
+
+#[test]
+fn line_49_a_proposal_and_2f1_precommits_commit_with_a_certificate() {
+    let net = Net::new();
+    let a = net.block("a");
+    // A full node (no key) follows and commits without signing anything.
+    let mut node = net.node(None, None);
+    let mut inputs = vec![Input::StartHeight(1)];
+    inputs.extend((1..4).map(|v| net.vote(v, 0, VoteKind::Precommit, Some(&a))));
+    inputs.push(net.proposal(0, &a, None));
+    let actions = feed(&mut node, inputs);
+    assert!(
+        !actions.iter().any(|x| matches!(x, Action::Commit { .. })),
+        "not before valid(v)"
+    );
+    let actions = node.handle(net.valid(&a, true));
+    let Some(Action::Commit { block, commit }) =
+        actions.iter().find(|x| matches!(x, Action::Commit { .. }))
+    else {
+        panic!("expected a commit: {actions:?}")
+    };
+    assert_eq!(block, &a);
+    let c = &net.chain;
+    verify_commit(
+        commit,
+        1,
+        &a.hash(),
+        &c.validators,
+        &c.genesis.chain_id,
+        &c.genesis_hash,
+    )
+    .unwrap();
+    assert_eq!(node.step(), Step::Decided);
+    assert!(!actions
+        .iter()
+        .any(|x| matches!(x, Action::PersistSignState(_) | Action::Broadcast(_))));
+}
+
+#[test]
+fn line_49_commits_in_an_earlier_round_too() {
+    let net = Net::new();
+    let a = net.block("a");
+    let (mut node, _) = prevoted(&net, &a);
+    node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Precommit,
+        height: 1,
+        round: 0,
+    }));
+    assert_eq!(node.round(), 1);
+    let actions = feed(
+        &mut node,
+        (1..4)
+            .map(|v| net.vote(v, 0, VoteKind::Precommit, Some(&a)))
+            .collect(),
+    );
+    assert!(actions
+        .iter()
+        .any(|x| matches!(x, Action::Commit { commit, .. } if commit.round == 0)));
+}
+
+#[test]
+fn line_55_f_plus_one_in_a_later_round_moves_there() {
+    let net = Net::new();
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    node.handle(net.vote(1, 5, VoteKind::Prevote, None));
+    assert_eq!(node.round(), 0, "one validator (f) is not enough");
+    node.handle(net.vote(2, 5, VoteKind::Precommit, None));
+    assert_eq!((node.round(), node.step()), (5, Step::Propose));
+}
+
+#[test]
+fn lines_57_61_65_timeouts_act_only_in_their_round_and_step() {
+    let net = Net::new();
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    let stale = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Propose,
+        height: 1,
+        round: 3,
+    }));
+    assert!(my_votes(&stale).is_empty());
+    let early = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Prevote,
+        height: 1,
+        round: 0,
+    }));
+    assert!(my_votes(&early).is_empty(), "line 61 needs step prevote");
+    let a = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Propose,
+        height: 1,
+        round: 0,
+    }));
+    assert_eq!(my_votes(&a), vec![(0, VoteKind::Prevote, None)]);
+    let b = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Prevote,
+        height: 1,
+        round: 0,
+    }));
+    assert_eq!(my_votes(&b), vec![(0, VoteKind::Precommit, None)]);
+    let c = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Precommit,
+        height: 1,
+        round: 0,
+    }));
+    assert_eq!((node.round(), node.step()), (1, Step::Propose));
+    // Round 1's timeout is longer: timeouts grow with the round.
+    let after = c.iter().find_map(|x| match x {
+        Action::ScheduleTimeout { after_ms, .. } => Some(*after_ms),
+        _ => None,
+    });
+    assert_eq!(
+        after,
+        Some(Config::default().propose_timeout_ms + Config::default().timeout_delta_ms)
+    );
+}
+
+#[test]
+fn an_equivocating_validator_is_caught_with_both_signed_votes() {
+    let net = Net::new();
+    let (a, b) = (net.block("a"), net.block("b"));
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    node.handle(net.vote(2, 0, VoteKind::Prevote, Some(&a)));
+    let actions = node.handle(net.vote(2, 0, VoteKind::Prevote, Some(&b)));
+    let evidence = actions
+        .iter()
+        .find_map(|x| match x {
+            Action::Evidence(e) => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(evidence.is_valid(&net.chain.validators, &net.chain.genesis_hash));
+    assert_eq!(
+        node.votes().total(0, VoteKind::Prevote),
+        1,
+        "the second vote is not counted"
+    );
+    let again = node.handle(net.vote(2, 0, VoteKind::Prevote, None));
+    assert!(
+        !again.iter().any(|x| matches!(x, Action::Evidence(_))),
+        "reported once"
+    );
+}
+
+#[test]
+fn votes_from_outsiders_or_with_bad_signatures_are_ignored() {
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    let vote = Vote {
+        chain_id: net.chain.genesis.chain_id.clone(),
+        height: 1,
+        round: 0,
+        kind: VoteKind::Prevote,
+        block_hash: Some(a.hash()),
+    };
+    let outsider = SignedVote::sign(
+        vote.clone(),
+        &devnet_key("mallory"),
+        &net.chain.genesis_hash,
+    );
+    node.handle(Input::Message(ConsensusMessage::Vote(outsider)));
+    let mut forged = net.signed_vote(1, 0, VoteKind::Prevote, Some(&a));
+    forged.validator = net.key(2).address();
+    node.handle(Input::Message(ConsensusMessage::Vote(forged)));
+    let other_chain = SignedVote::sign(vote, &net.key(3), &Hash::digest(b"another genesis"));
+    node.handle(Input::Message(ConsensusMessage::Vote(other_chain)));
+    assert_eq!(node.votes().total(0, VoteKind::Prevote), 0);
+}
+
+#[test]
+fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_vote() {
+    let net = Net::new();
+    let (a, b) = (net.block("a"), net.block("b"));
+    let (mut node, _) = prevoted(&net, &a);
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 0, VoteKind::Prevote, Some(&a)),
+            net.vote(2, 0, VoteKind::Prevote, Some(&a)),
+        ],
+    );
+    // The shell persisted this record, then the process died before the
+    // precommit it covers left the machine.
+    let record = actions
+        .iter()
+        .rev()
+        .find_map(|x| match x {
+            Action::PersistSignState(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(record.step, SignStep::Precommit);
+
+    let mut restarted = net.node(Some(0), Some(record));
+    restarted.handle(Input::StartHeight(1));
+    assert_eq!(restarted.round(), 0, "resumes the round it signed in");
+    assert_eq!(
+        restarted.locked(),
+        Some((0, a.hash())),
+        "and keeps its lock"
+    );
+    // Round 0 again: the proposal and a nil polka would make a fresh node
+    // prevote and precommit nil; the record forbids both.
+    let actions = feed(
+        &mut restarted,
+        vec![
+            net.proposal(0, &a, None),
+            net.valid(&a, true),
+            net.vote(1, 0, VoteKind::Prevote, None),
+            net.vote(2, 0, VoteKind::Prevote, None),
+            net.vote(3, 0, VoteKind::Prevote, None),
+        ],
+    );
+    assert!(
+        my_votes(&actions).is_empty(),
+        "signed nothing in round 0 again: {:?}",
+        my_votes(&actions)
+    );
+    // Round 1 with a different proposal: the restored lock still says nil.
+    restarted.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Precommit,
+        height: 1,
+        round: 0,
+    }));
+    let actions = feed(
+        &mut restarted,
+        vec![net.proposal(1, &b, None), net.valid(&b, true)],
+    );
+    assert_eq!(my_votes(&actions), vec![(1, VoteKind::Prevote, None)]);
+}
+
+#[test]
+fn messages_for_the_next_height_wait_until_it_starts() {
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    node.handle(net.proposal(0, &a, None));
+    node.handle(net.valid(&a, true));
+    let mut early = Vote {
+        chain_id: net.chain.genesis.chain_id.clone(),
+        height: 2,
+        round: 0,
+        kind: VoteKind::Prevote,
+        block_hash: None,
+    };
+    let v = SignedVote::sign(early.clone(), &net.key(1), &net.chain.genesis_hash);
+    node.handle(Input::Message(ConsensusMessage::Vote(v)));
+    early.height = 9;
+    let far = SignedVote::sign(early, &net.key(2), &net.chain.genesis_hash);
+    node.handle(Input::Message(ConsensusMessage::Vote(far)));
+    node.handle(Input::StartHeight(2));
+    assert_eq!(
+        node.votes().total(0, VoteKind::Prevote),
+        1,
+        "the height-2 vote was kept, the far one dropped"
+    );
+}

@@ -1,0 +1,153 @@
+//! Consensus messages: signed proposals and votes, and evidence of
+//! equivocation. Defined here so that the network layer can carry and check
+//! them without depending on the consensus state machine.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Block, Vote, VoteKind};
+use crate::crypto::{Keypair, Signature};
+use crate::genesis::ValidatorSet;
+use crate::types::{Address, ChainId, Hash};
+
+/// Domain tag of a proposal's signing message.
+pub const PROPOSAL_DOMAIN: &[u8] = b"tally/proposal/v1";
+
+/// What a proposer signs: the block by hash, so the signature is cheap to
+/// check before the block is executed.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProposalCore {
+    /// The chain.
+    pub chain_id: ChainId,
+    /// Height.
+    pub height: u64,
+    /// Round.
+    pub round: u32,
+    /// The round in which the proposer saw 2f+1 prevotes for this block
+    /// (Tendermint's `validRound`), or none (`-1` in the paper).
+    pub valid_round: Option<u32>,
+    /// The proposed block's hash.
+    pub block_hash: Hash,
+}
+
+impl ProposalCore {
+    /// blake3("tally/proposal/v1" ‖ genesis_hash ‖ borsh(core)).
+    pub fn signing_message(&self, genesis_hash: &Hash) -> Hash {
+        let body = borsh::to_vec(self).unwrap_or_default();
+        Hash::digest_parts(&[PROPOSAL_DOMAIN, &genesis_hash.0, &body])
+    }
+}
+
+/// A proposal: the block and its proposer's signature over [`ProposalCore`].
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SignedProposal {
+    /// Height, round, valid round and block hash.
+    pub core: ProposalCore,
+    /// The block itself.
+    pub block: Block,
+    /// The proposer.
+    pub proposer: Address,
+    /// Its signature over `core`.
+    pub signature: Signature,
+}
+
+impl SignedProposal {
+    /// Signs a proposal of `block`.
+    pub fn sign(core: ProposalCore, block: Block, key: &Keypair, genesis_hash: &Hash) -> Self {
+        let signature = key.sign(&core.signing_message(genesis_hash));
+        SignedProposal {
+            core,
+            block,
+            proposer: key.address(),
+            signature,
+        }
+    }
+
+    /// The signature is the proposer's and the block is the one named.
+    pub fn verify(&self, genesis_hash: &Hash) -> bool {
+        self.block.hash() == self.core.block_hash
+            && self
+                .signature
+                .verify(&self.proposer, &self.core.signing_message(genesis_hash))
+    }
+}
+
+/// A vote with its signer and signature.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct SignedVote {
+    /// The vote.
+    pub vote: Vote,
+    /// The validator that signed it.
+    pub validator: Address,
+    /// Its signature over [`Vote::signing_message`].
+    pub signature: Signature,
+}
+
+impl SignedVote {
+    /// Signs `vote` with `key`.
+    pub fn sign(vote: Vote, key: &Keypair, genesis_hash: &Hash) -> SignedVote {
+        let signature = vote.sign(key, genesis_hash);
+        SignedVote {
+            vote,
+            validator: key.address(),
+            signature,
+        }
+    }
+
+    /// Signed by a member of `validators`, and the signature verifies.
+    pub fn verify(&self, validators: &ValidatorSet, genesis_hash: &Hash) -> bool {
+        validators.power_of(&self.validator).is_some()
+            && self
+                .signature
+                .verify(&self.validator, &self.vote.signing_message(genesis_hash))
+    }
+}
+
+/// A message of the consensus protocol.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum ConsensusMessage {
+    /// A proposal.
+    Proposal(Box<SignedProposal>),
+    /// A prevote or precommit.
+    Vote(SignedVote),
+}
+
+impl ConsensusMessage {
+    /// Height the message is for.
+    pub fn height(&self) -> u64 {
+        match self {
+            ConsensusMessage::Proposal(p) => p.core.height,
+            ConsensusMessage::Vote(v) => v.vote.height,
+        }
+    }
+}
+
+/// Proof that a validator signed two conflicting votes: same height, round
+/// and kind, different blocks. Both signatures verify.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DuplicateVoteEvidence {
+    /// The vote seen first.
+    pub first: SignedVote,
+    /// The conflicting vote.
+    pub second: SignedVote,
+}
+
+impl DuplicateVoteEvidence {
+    /// Whether this really proves equivocation by a validator of the set.
+    pub fn is_valid(&self, validators: &ValidatorSet, genesis_hash: &Hash) -> bool {
+        let (a, b) = (&self.first, &self.second);
+        a.validator == b.validator
+            && a.vote.height == b.vote.height
+            && a.vote.round == b.vote.round
+            && a.vote.kind == b.vote.kind
+            && a.vote.chain_id == b.vote.chain_id
+            && a.vote.block_hash != b.vote.block_hash
+            && a.verify(validators, genesis_hash)
+            && b.verify(validators, genesis_hash)
+    }
+
+    /// The kind of the conflicting votes.
+    pub fn kind(&self) -> VoteKind {
+        self.first.vote.kind
+    }
+}
