@@ -5,11 +5,13 @@
 set -euo pipefail
 
 have_libclang() {
-  if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then
-    return 0
-  fi
-  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* \
-     /usr/lib/aarch64-linux-gnu/libclang*.so* /usr/lib64/libclang*.so* >/dev/null 2>&1
+  local candidate
+  for candidate in "${LIBCLANG_PATH:-/nonexistent}"/libclang*.so* /usr/lib/llvm-*/lib/libclang*.so* \
+      /usr/lib/x86_64-linux-gnu/libclang*.so* /usr/lib/aarch64-linux-gnu/libclang*.so* \
+      /usr/lib64/libclang*.so*; do
+    [ -e "$candidate" ] && return 0
+  done
+  return 1
 }
 
 if ! have_libclang || ! command -v clang >/dev/null 2>&1; then

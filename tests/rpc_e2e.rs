@@ -25,6 +25,10 @@ async fn transfer_commits_and_every_query_agrees() {
 
     let status = client.status().await.unwrap();
     assert_eq!(status.chain_id.as_str(), "tally-dev");
+    assert!(
+        client.evidence().await.unwrap().is_empty(),
+        "an honest validator never equivocates"
+    );
     let served = client.genesis().await.unwrap();
     assert_eq!(served.genesis, chain.genesis);
     assert_eq!(served.genesis.hash(), served.genesis_hash);

@@ -154,6 +154,14 @@ impl Client {
             .map_err(|e| self.map(e))
     }
 
+    /// Equivocations the node has seen.
+    pub async fn evidence(&self) -> Result<Vec<tally_ledger::DuplicateVoteEvidence>, ClientError> {
+        self.http
+            .chain_get_evidence()
+            .await
+            .map_err(|e| self.map(e))
+    }
+
     /// The genesis and its hash.
     pub async fn genesis(&self) -> Result<GenesisInfo, ClientError> {
         self.http.chain_get_genesis().await.map_err(|e| self.map(e))

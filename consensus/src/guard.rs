@@ -35,6 +35,20 @@ pub struct SignState {
     pub valid: Option<(u32, Hash)>,
 }
 
+/// The valid value (`validValue`, `validRound`) with the 2f+1 prevotes that
+/// made it valid: what a restarted validator needs to propose it again and
+/// to prevote it (line 28) without the messages it lost. Persisted whenever
+/// the valid value changes, before the precommit that follows.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ValidBlockRecord {
+    /// The block.
+    pub block: tally_ledger::Block,
+    /// The round of its polka.
+    pub round: u32,
+    /// The 2f+1 signed prevotes for it in that round.
+    pub polka: Vec<tally_ledger::SignedVote>,
+}
+
 /// A signature the record forbids.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("refusing to sign {step:?} at height {height} round {round}: already signed at height {signed_height} round {signed_round} step {signed_step:?}")]

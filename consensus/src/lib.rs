@@ -37,7 +37,7 @@ mod machine;
 mod proposer;
 mod votes;
 
-pub use guard::{SignConflict, SignState, SignStep};
+pub use guard::{SignConflict, SignState, SignStep, ValidBlockRecord};
 pub use machine::{Action, Config, Consensus, Input, Step, Timeout, TimeoutKind};
 pub use proposer::proposer;
 pub use votes::{RoundVotes, VoteBook, VoteOutcome};

@@ -7,7 +7,7 @@ use tally_ledger::{
     ProposalCore, SignedProposal, SignedVote, ValidatorSet, Vote, VoteKind,
 };
 
-use crate::guard::{SignState, SignStep};
+use crate::guard::{SignState, SignStep, ValidBlockRecord};
 use crate::proposer::proposer;
 use crate::votes::{VoteBook, VoteOutcome};
 
@@ -112,6 +112,11 @@ pub enum Input {
 pub enum Action {
     /// Write this record durably (fsync) before carrying out any later action.
     PersistSignState(SignState),
+    /// Write this record durably (fsync) before any later action: the valid
+    /// value with its polka, which a restarted validator needs to propose it
+    /// again (lines 14-15). Give it back to [`Consensus::new`] after a
+    /// restart.
+    PersistValidBlock(ValidBlockRecord),
     /// Send to all peers.
     Broadcast(ConsensusMessage),
     /// Feed [`Input::Timeout`] back after `after_ms`.
@@ -178,6 +183,8 @@ pub struct Consensus {
     votes: VoteBook,
     fired: HashSet<(u32, Once)>,
     future: VecDeque<ConsensusMessage>,
+    /// The valid value from before a restart, until its height starts.
+    recovered: Option<ValidBlockRecord>,
 }
 
 /// Upper bound on rule applications per input; each application changes
@@ -188,7 +195,7 @@ impl Consensus {
     /// A state machine for the chain `chain_id` with `validators`. `key` is
     /// this node's validator key (none for a full node, which follows but
     /// never signs); `sign_state` is the durable record from before a
-    /// restart.
+    /// restart, and `valid_block` the last record of [`Action::PersistValidBlock`].
     pub fn new(
         config: Config,
         chain_id: ChainId,
@@ -196,8 +203,16 @@ impl Consensus {
         validators: ValidatorSet,
         key: Option<Keypair>,
         sign_state: Option<SignState>,
+        valid_block: Option<ValidBlockRecord>,
     ) -> Consensus {
+        let recovered = valid_block.filter(|r| {
+            let hash = r.block.hash();
+            sign_state.as_ref().is_some_and(|s| {
+                s.height == r.block.header.height && s.valid == Some((r.round, hash))
+            }) && r.block.body_matches_header()
+        });
         Consensus {
+            recovered,
             config,
             chain_id,
             genesis_hash,
@@ -312,14 +327,31 @@ impl Consensus {
         self.validation_requested.clear();
         self.votes = VoteBook::default();
         self.fired.clear();
-        // Lines 2-8 (initial values), except that a restarted validator
-        // resumes the round and the lock it recorded before it signed.
+        // Lines 2-8 (initial values), except that a validator restarted
+        // inside this height keeps its recorded lock and resumes at the round
+        // after the one it signed in: it may not sign that round's messages
+        // again, so staying there could wait forever for a quorum its own
+        // lost votes were part of. Entering a later round is always safe.
         let (round, locked, valid) = match &self.sign_state {
-            Some(s) if s.height == height => (s.round, s.locked, s.valid),
+            Some(s) if s.height == height => (s.round.saturating_add(1), s.locked, s.valid),
             _ => (0, None, None),
         };
         self.locked = locked;
         self.valid = valid;
+        let recovered = self
+            .recovered
+            .take()
+            .filter(|r| r.block.header.height == height);
+        if let Some(record) = recovered {
+            // It was valid against this very parent before the restart; its
+            // polka is signed, so it counts like any received votes.
+            let hash = record.block.hash();
+            self.validity.insert(hash, true);
+            self.blocks.insert(hash, record.block);
+            for vote in record.polka {
+                self.on_vote(vote, out);
+            }
+        }
         self.start_round(round, out);
         let buffered: Vec<ConsensusMessage> = self.future.drain(..).collect();
         for message in buffered {
@@ -669,13 +701,25 @@ impl Consensus {
             return false;
         }
         self.fired.insert((self.round, Once::Lock));
+        if self.valid != Some((self.round, hash)) {
+            if let Some(block) = self.blocks.get(&hash) {
+                let polka = self
+                    .votes
+                    .votes_for(self.round, VoteKind::Prevote, &Some(hash));
+                let record = ValidBlockRecord {
+                    block: block.clone(),
+                    round: self.round,
+                    polka,
+                };
+                out.push(Action::PersistValidBlock(record));
+            }
+        }
+        self.valid = Some((self.round, hash));
         if self.step == Step::Prevote {
             self.locked = Some((self.round, hash));
-            self.valid = Some((self.round, hash));
             self.vote(VoteKind::Precommit, Some(hash), out);
             self.step = Step::Precommit;
         }
-        self.valid = Some((self.round, hash));
         true
     }
 

@@ -129,6 +129,19 @@ impl VoteBook {
         VoteOutcome::Added
     }
 
+    /// The votes of `kind` in `round` for `value`, in address order.
+    pub fn votes_for(&self, round: u32, kind: VoteKind, value: &Option<Hash>) -> Vec<SignedVote> {
+        self.round(round, kind)
+            .map(|r| {
+                r.votes
+                    .values()
+                    .filter(|v| &v.vote.block_hash == value)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The signatures of the votes of `kind` in `round` for `value`, in
     /// address order: a commit certificate when `kind` is precommit.
     pub fn signatures_for(

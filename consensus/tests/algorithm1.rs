@@ -36,6 +36,7 @@ impl Net {
             self.chain.validators.clone(),
             me.map(|i| self.key(i)),
             record,
+            None,
         )
     }
 
@@ -47,9 +48,12 @@ impl Net {
             chain_id: self.chain.genesis.chain_id.clone(),
             height: 1,
             parent_hash: self.chain.genesis_hash,
-            timestamp_ms: 0,
+            // Blocks differ by timestamp; the body (none) matches the header.
+            timestamp_ms: u64::from_le_bytes(
+                Hash::digest(tag.as_bytes()).0[..8].try_into().unwrap(),
+            ),
             proposer: self.key(1).address(),
-            tx_root: Hash::digest(tag.as_bytes()),
+            tx_root: tally_ledger::tx_root(&[]),
             tx_count: 0,
             state_root: Hash::ZERO,
         };
@@ -656,14 +660,14 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
 
     let mut restarted = net.node(Some(0), Some(record));
     restarted.handle(Input::StartHeight(1));
-    assert_eq!(restarted.round(), 0, "resumes the round it signed in");
+    assert_eq!(restarted.round(), 1, "resumes after the round it signed in");
     assert_eq!(
         restarted.locked(),
         Some((0, a.hash())),
         "and keeps its lock"
     );
-    // Round 0 again: the proposal and a nil polka would make a fresh node
-    // prevote and precommit nil; the record forbids both.
+    // Round 0's messages still arrive: they must not make it sign anything
+    // for round 0 again (a fresh node would prevote and precommit nil).
     let actions = feed(
         &mut restarted,
         vec![
@@ -680,11 +684,6 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
         my_votes(&actions)
     );
     // Round 1 with a different proposal: the restored lock still says nil.
-    restarted.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
     let actions = feed(
         &mut restarted,
         vec![net.proposal(1, &b, None), net.valid(&b, true)],
@@ -718,4 +717,111 @@ fn messages_for_the_next_height_wait_until_it_starts() {
         1,
         "the height-2 vote was kept, the far one dropped"
     );
+}
+
+#[test]
+fn line_22_a_proposal_whose_body_does_not_match_its_header_is_ignored() {
+    let net = Net::new();
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    let mut a = net.block("a");
+    // A transaction the header does not commit to (the block hash, which
+    // covers only the header, is unchanged).
+    let alice = devnet_key("alice");
+    let tx = tally_ledger::Transaction {
+        chain_id: net.chain.genesis.chain_id.clone(),
+        from: alice.address(),
+        to: devnet_key("bob").address(),
+        amount: 1,
+        fee: 1,
+        nonce: 0,
+    };
+    a.txs.push(tx.sign(&alice, &net.chain.genesis_hash));
+    let actions = node.handle(net.proposal(0, &a, None));
+    assert!(
+        actions.is_empty(),
+        "no validation requested, nothing recorded: {actions:?}"
+    );
+}
+
+#[test]
+fn lines_14_15_a_restarted_single_validator_reproposes_its_valid_block_and_decides() {
+    // One validator (quorum 1) decides block b in round 0 and dies after
+    // persisting its records but before the node committed b.
+    let chain = ChainContext::new(devnet_genesis(1, "tally-devnet").unwrap());
+    let key = devnet_key("validator-0");
+    let new_node = |record, valid| {
+        Consensus::new(
+            Config::default(),
+            chain.genesis.chain_id.clone(),
+            chain.genesis_hash,
+            chain.validators.clone(),
+            Some(key.clone()),
+            record,
+            valid,
+        )
+    };
+    let b = Block {
+        header: Header {
+            version: BLOCK_VERSION,
+            chain_id: chain.genesis.chain_id.clone(),
+            height: 1,
+            parent_hash: chain.genesis_hash,
+            timestamp_ms: 7,
+            proposer: key.address(),
+            tx_root: tally_ledger::tx_root(&[]),
+            tx_count: 0,
+            state_root: Hash::ZERO,
+        },
+        txs: vec![],
+    };
+    let mut node = new_node(None, None);
+    node.handle(Input::StartHeight(1));
+    let actions = node.handle(Input::ProposalBlock {
+        height: 1,
+        round: 0,
+        block: b.clone(),
+    });
+    let record = actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::PersistSignState(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let valid = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistValidBlock(v) => Some(v.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (valid.round, valid.polka.len()),
+        (0, 1),
+        "the valid block is persisted with its polka"
+    );
+    let persisted_valid = actions
+        .iter()
+        .position(|a| matches!(a, Action::PersistValidBlock(_)))
+        .unwrap();
+    let precommit = actions.iter().position(|a| matches!(a, Action::Broadcast(ConsensusMessage::Vote(v)) if v.vote.kind == VoteKind::Precommit)).unwrap();
+    assert!(
+        persisted_valid < precommit,
+        "the valid block is durable before the precommit leaves"
+    );
+    assert!(actions.iter().any(|a| matches!(a, Action::Commit { .. })));
+
+    // Restart: nothing of round 0 may be signed again, but b is proposed
+    // again in round 1 with valid round 0, prevoted (line 28, from the
+    // persisted polka), and decided.
+    let mut restarted = new_node(Some(record), Some(valid));
+    let actions = restarted.handle(Input::StartHeight(1));
+    let decided = actions.iter().find_map(|a| match a {
+        Action::Commit { block, commit } => Some((block.clone(), commit.round)),
+        _ => None,
+    });
+    assert_eq!(decided, Some((b, 1)), "{actions:?}");
+    assert!(my_votes(&actions).iter().all(|(round, _, _)| *round == 1));
 }

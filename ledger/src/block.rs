@@ -58,6 +58,14 @@ impl Block {
     pub fn hash(&self) -> Hash {
         self.header.hash()
     }
+
+    /// Whether the transactions are the ones the header commits to
+    /// (`tx_count` and `tx_root`). The block hash covers only the header,
+    /// so anything keyed by it must check this first.
+    pub fn body_matches_header(&self) -> bool {
+        let ids: Vec<Hash> = self.txs.iter().map(SignedTransaction::id).collect();
+        self.header.tx_count as usize == self.txs.len() && tx_root(&ids) == self.header.tx_root
+    }
 }
 
 /// The transaction root: blake3("tally/txroot/v1" ‖ u32le(count) ‖ id_0 ‖ … ‖ id_n-1).

@@ -63,9 +63,11 @@ impl SignedProposal {
         }
     }
 
-    /// The signature is the proposer's and the block is the one named.
+    /// The signature is the proposer's, the block is the one named, and its
+    /// transactions are the ones its header commits to.
     pub fn verify(&self, genesis_hash: &Hash) -> bool {
         self.block.hash() == self.core.block_hash
+            && self.block.body_matches_header()
             && self
                 .signature
                 .verify(&self.proposer, &self.core.signing_message(genesis_hash))

@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub mempool: MempoolConfig,
     /// Block production.
     pub producer: ProducerConfig,
+    /// Consensus timeouts.
+    pub consensus: ConsensusConfig,
     /// Storage.
     pub storage: StorageConfig,
 }
@@ -110,15 +112,57 @@ impl MempoolConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProducerConfig {
-    /// With no transactions, a block is still made this often (0: never).
-    /// With transactions, the next block starts as soon as the last commits.
+    /// A proposer with no transactions waits this long, then proposes an
+    /// empty block (0: it waits for transactions and rounds time out
+    /// meanwhile). With transactions, the next block starts as soon as the
+    /// last commits. Must be shorter than `consensus.propose_timeout_ms`.
     pub empty_block_interval_ms: u64,
 }
 
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            empty_block_interval_ms: 5_000,
+            empty_block_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Consensus timeouts (docs/CONSENSUS.md). The timeout of round r is
+/// `base + r × timeout_delta_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusConfig {
+    /// Wait for a proposal.
+    pub propose_timeout_ms: u64,
+    /// Wait after 2f+1 prevotes of mixed values.
+    pub prevote_timeout_ms: u64,
+    /// Wait after 2f+1 precommits of mixed values.
+    pub precommit_timeout_ms: u64,
+    /// Added per round.
+    pub timeout_delta_ms: u64,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        let c = tally_consensus::Config::default();
+        ConsensusConfig {
+            propose_timeout_ms: c.propose_timeout_ms,
+            prevote_timeout_ms: c.prevote_timeout_ms,
+            precommit_timeout_ms: c.precommit_timeout_ms,
+            timeout_delta_ms: c.timeout_delta_ms,
+        }
+    }
+}
+
+impl ConsensusConfig {
+    /// The state machine's config.
+    pub fn machine(&self) -> tally_consensus::Config {
+        tally_consensus::Config {
+            propose_timeout_ms: self.propose_timeout_ms,
+            prevote_timeout_ms: self.prevote_timeout_ms,
+            precommit_timeout_ms: self.precommit_timeout_ms,
+            timeout_delta_ms: self.timeout_delta_ms,
+            ..tally_consensus::Config::default()
         }
     }
 }
@@ -183,6 +227,18 @@ impl NodeConfig {
                 self.mempool.max_remembered_outcomes as u64,
             ),
             (
+                "consensus.propose_timeout_ms",
+                self.consensus.propose_timeout_ms,
+            ),
+            (
+                "consensus.prevote_timeout_ms",
+                self.consensus.prevote_timeout_ms,
+            ),
+            (
+                "consensus.precommit_timeout_ms",
+                self.consensus.precommit_timeout_ms,
+            ),
+            (
                 "storage.max_open_files",
                 self.storage.max_open_files.max(0) as u64,
             ),
@@ -190,6 +246,13 @@ impl NodeConfig {
         for (name, value) in positive {
             anyhow::ensure!(value > 0, "config: {name} must be at least 1");
         }
+        anyhow::ensure!(
+            self.producer.empty_block_interval_ms < self.consensus.propose_timeout_ms,
+            "config: producer.empty_block_interval_ms ({}) must be shorter than \
+             consensus.propose_timeout_ms ({}), or idle rounds would time out",
+            self.producer.empty_block_interval_ms,
+            self.consensus.propose_timeout_ms
+        );
         anyhow::ensure!(
             self.rpc.idle_timeout_ms > self.rpc.wait_timeout_ms,
             "config: rpc.idle_timeout_ms ({}) must be longer than rpc.wait_timeout_ms ({}), \

@@ -39,6 +39,15 @@ impl Home {
     pub fn data(&self) -> PathBuf {
         self.root.join("data")
     }
+    /// The consensus signing record (docs/CONSENSUS.md): never delete it
+    /// while the validator key is in use.
+    pub fn sign_state(&self) -> PathBuf {
+        self.root.join("data").join("sign_state.bin")
+    }
+    /// The consensus valid-block record (docs/CONSENSUS.md).
+    pub fn valid_block(&self) -> PathBuf {
+        self.root.join("data").join("valid_block.bin")
+    }
     /// Default validator key location.
     pub fn validator_key(&self) -> PathBuf {
         self.root.join("keys").join("validator.json")

@@ -4,7 +4,7 @@
 //! # Design
 //! The node is a thin async shell around pure crates. [`node::Node`] owns the
 //! store and mempool and the single commit path every block goes through;
-//! [`producer`] decides blocks when the genesis has one validator;
+//! [`consensus_driver`] runs the Tendermint state machine that decides them;
 //! [`rpc_server`] serves the API. [`run::run`] takes an already bound
 //! listener and a shutdown future, so tests start real nodes side by side.
 //!
@@ -15,14 +15,15 @@
 //!   docs/OPERATIONS.md.
 //!
 //! # Not guaranteed
-//! - Multi-validator operation: a genesis with several validators needs the
-//!   consensus network, which this version does not run yet.
+//! - Multi-validator operation: consensus runs in every node, but the network
+//!   that carries its messages between validators is not built yet, so a
+//!   genesis with several validators is refused by its validators.
 
 pub mod cli;
 pub mod config;
+pub mod consensus_driver;
 pub mod home;
 pub mod node;
-pub mod producer;
 pub mod rpc_server;
 pub mod run;
 mod wallet;

@@ -1,23 +1,30 @@
 //! The node's state and its one commit path.
 //!
-//! Every block enters the chain through [`Node::commit_block`] (or its twin
-//! [`Node::produce_block`] for a block this node built and executed itself):
-//! verify the commit certificate, execute, write one synced batch, then bring
-//! the mempool and waiting clients up to date. Consensus drives this path.
+//! Every block enters the chain through [`Node::commit_block`]: verify the
+//! commit certificate, execute the block (or take the execution kept when
+//! consensus built or validated it), write one synced batch, then bring the
+//! mempool and waiting clients up to date. Consensus drives this path; block
+//! sync will drive the same one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tally_ledger::{
-    build_block, execute_block, verify_commit, BlockError, BlockMeta, BlockWrite, ChainContext,
-    ChainWrite, Commit, CommitError, CommitSignature, ExecutedBlock, Hash, Keypair, SigCheck,
-    SignedTransaction, StorageError, StoredBlock, TxError, TxLocation, Vote, VoteKind,
+    build_block, execute_block, verify_commit, Address, Block, BlockError, BlockMeta, BlockWrite,
+    ChainContext, ChainWrite, CommitError, DuplicateVoteEvidence, ExecutedBlock, Hash, Keypair,
+    SigCheck, SignedTransaction, StorageError, StoredBlock, TxError, TxLocation,
 };
 use tally_mempool::{Mempool, MempoolError, PoolState, Removal};
 use tally_rpc::{tx_error_code, TxRejection};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
+
+/// Most equivocations kept for `chain_getEvidence`.
+const MAX_EVIDENCE: usize = 10_000;
+
+/// Most kept executions of candidate blocks (one per round at most).
+const MAX_CACHED_EXECUTIONS: usize = 64;
 
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn now_ms() -> u64 {
@@ -151,9 +158,11 @@ pub struct Node {
     /// Why the node cannot commit right now (storage failure, stopped
     /// producer), cleared by the next successful commit.
     failure: Mutex<Option<String>>,
-    /// A block whose commit failed: retried as it is, never rebuilt, so that
-    /// a write that reached the WAL despite the error replays identically.
-    unfinished: Mutex<Option<(StoredBlock, ExecutedBlock)>>,
+    /// Executions of candidate blocks of the next height (own proposals and
+    /// validated ones), so that the decided block is executed only once.
+    executed: Mutex<HashMap<Hash, ExecutedBlock>>,
+    /// Equivocations seen, oldest first (at most `MAX_EVIDENCE`).
+    evidence: Mutex<VecDeque<DuplicateVoteEvidence>>,
     closing: watch::Sender<bool>,
     validator: Option<Keypair>,
     limits: NodeLimits,
@@ -190,7 +199,8 @@ impl Node {
             work: Notify::new(),
             commit_lock: Mutex::new(()),
             failure: Mutex::new(None),
-            unfinished: Mutex::new(None),
+            executed: Mutex::new(HashMap::new()),
+            evidence: Mutex::new(VecDeque::new()),
             closing: watch::channel(false).0,
             validator,
             limits,
@@ -244,6 +254,20 @@ impl Node {
         self.work.notified().await
     }
 
+    /// Keeps proof that a validator equivocated.
+    pub fn record_evidence(&self, evidence: DuplicateVoteEvidence) {
+        let mut kept = lock(&self.evidence);
+        if kept.len() >= MAX_EVIDENCE {
+            kept.pop_front();
+        }
+        kept.push_back(evidence);
+    }
+
+    /// The equivocations seen, oldest first.
+    pub fn evidence(&self) -> Vec<DuplicateVoteEvidence> {
+        lock(&self.evidence).iter().cloned().collect()
+    }
+
     /// Why the node cannot commit right now, if it cannot.
     pub fn failure(&self) -> Option<String> {
         lock(&self.failure).clone()
@@ -252,11 +276,6 @@ impl Node {
     /// Marks the node as unable to commit (shown by `/health`).
     pub fn set_failure(&self, reason: String) {
         *lock(&self.failure) = Some(reason);
-    }
-
-    /// Whether a block whose commit failed waits to be retried.
-    pub fn has_unfinished_block(&self) -> bool {
-        lock(&self.unfinished).is_some()
     }
 
     /// Tells waiting clients the node is shutting down.
@@ -400,33 +419,57 @@ impl Node {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Commits a block from elsewhere (consensus or sync): checks the
-    /// certificate, executes the block with full signature checks, stores it.
+    /// Commits a decided block with its certificate (from consensus or
+    /// sync): checks the certificate, executes the block (or takes the
+    /// execution kept from validating or building it), stores it. On a
+    /// storage failure nothing is committed and the caller retries with the
+    /// identical block.
     pub fn commit_block(&self, stored: StoredBlock) -> Result<BlockMeta, CommitFailure> {
         let _guard = lock(&self.commit_lock);
         let parent = self.tip()?;
-        let executed = execute_block(
-            &*self.store,
-            &self.chain,
-            &parent,
-            &stored.block,
-            SigCheck::Verify,
-        )?;
-        self.finish_commit(stored, executed)
+        let hash = stored.block.hash();
+        // The kept execution is keyed by the header's hash: use it only for
+        // the body that header commits to.
+        let kept = match stored.block.body_matches_header() {
+            true => lock(&self.executed).remove(&hash),
+            false => None,
+        };
+        let executed = match kept {
+            Some(executed) if stored.block.header.parent_hash == parent.hash => executed,
+            _ => execute_block(
+                &*self.store,
+                &self.chain,
+                &parent,
+                &stored.block,
+                SigCheck::Verify,
+            )?,
+        };
+        match self.finish_commit(stored, executed.clone()) {
+            Ok(meta) => {
+                lock(&self.executed).clear();
+                Ok(meta)
+            }
+            Err(e) => {
+                self.keep_execution(executed);
+                Err(e)
+            }
+        }
     }
 
-    /// As the single validator: builds the next block from the mempool,
-    /// signs its precommit and commits it. Returns the new tip. After a
-    /// failed commit the same block is retried, never rebuilt.
-    pub fn produce_block(&self, key: &Keypair) -> Result<BlockMeta, CommitFailure> {
+    /// Builds a block for `height` from the mempool (Tendermint's
+    /// `getValue()`), proposed by `proposer`. Its transactions are marked as
+    /// in flight, and its execution is kept for the commit. `None` if
+    /// `height` is not the next height.
+    pub fn build_proposal(
+        &self,
+        proposer: Address,
+        height: u64,
+    ) -> Result<Option<Block>, CommitFailure> {
         let _guard = lock(&self.commit_lock);
-        // Take it out first: the guard must not live into finish_commit,
-        // which puts the block back if the retry fails too.
-        let unfinished = lock(&self.unfinished).take();
-        if let Some((stored, executed)) = unfinished {
-            return self.finish_commit(stored, executed);
-        }
         let parent = self.tip()?;
+        if parent.height + 1 != height {
+            return Ok(None);
+        }
         let params = &self.chain.genesis.params;
         let (max_txs, max_bytes) = (
             params.max_block_txs as usize,
@@ -437,7 +480,7 @@ impl Node {
             &*self.store,
             &self.chain,
             &parent,
-            key.address(),
+            proposer,
             now_ms(),
             candidates,
         )
@@ -450,27 +493,40 @@ impl Node {
                 outcomes.record(*id, Outcome::Rejected(tx_rejection(error)));
             }
         }
-        let vote = Vote {
-            chain_id: self.chain.genesis.chain_id.clone(),
-            height: built.block.header.height,
-            round: 0,
-            kind: VoteKind::Precommit,
-            block_hash: Some(built.executed.hash),
-        };
-        let commit = Commit {
-            height: vote.height,
-            round: 0,
-            block_hash: built.executed.hash,
-            signatures: vec![CommitSignature {
-                validator: key.address(),
-                signature: vote.sign(key, &self.chain.genesis_hash),
-            }],
-        };
-        let stored = StoredBlock {
-            block: built.block,
-            commit,
-        };
-        self.finish_commit(stored, built.executed)
+        self.keep_execution(built.executed);
+        Ok(Some(built.block))
+    }
+
+    fn keep_execution(&self, executed: ExecutedBlock) {
+        let mut cache = lock(&self.executed);
+        if cache.len() >= MAX_CACHED_EXECUTIONS {
+            cache.clear();
+        }
+        cache.insert(executed.hash, executed);
+    }
+
+    /// `valid(v)`: whether `block` is a valid child of the committed tip,
+    /// every signature checked. Storage failures are errors, not "invalid".
+    pub fn validate_block(&self, block: &Block) -> Result<bool, StorageError> {
+        if !block.body_matches_header() {
+            return Ok(false);
+        }
+        let hash = block.hash();
+        if lock(&self.executed).contains_key(&hash) {
+            return Ok(true);
+        }
+        let parent = self.tip()?;
+        match execute_block(&*self.store, &self.chain, &parent, block, SigCheck::Verify) {
+            Ok(executed) => {
+                self.keep_execution(executed);
+                Ok(true)
+            }
+            Err(BlockError::Storage(e)) => Err(e),
+            Err(e) => {
+                warn!(height = block.header.height, %hash, error = %e, "invalid block");
+                Ok(false)
+            }
+        }
     }
 
     /// The tail of the commit path, shared by every block.
@@ -497,7 +553,6 @@ impl Node {
         if let Err(e) = self.store.commit(&write) {
             warn!(height = header.height, error = %e, "block commit failed; retrying the same block until storage recovers");
             self.set_failure(format!("cannot commit block {}: {e}", header.height));
-            *lock(&self.unfinished) = Some((stored, executed));
             return Err(e.into());
         }
         *lock(&self.failure) = None;
@@ -541,7 +596,10 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use tally_ledger::devnet::devnet_genesis;
-    use tally_ledger::{devnet_key, Account, AccountRead, Address, ChainRead, Header, Transaction};
+    use tally_ledger::{
+        devnet_key, Account, AccountRead, ChainRead, Commit, CommitSignature, Header, Transaction,
+        Vote, VoteKind,
+    };
     use tally_store::MemoryStore;
 
     /// A store whose commits fail while `failing` is set (a full disk).
@@ -615,36 +673,81 @@ mod tests {
         .sign(&alice, &chain.genesis_hash)
     }
 
-    #[test]
-    fn a_failed_commit_is_retried_with_the_identical_block() {
-        let (node, store, chain) = node();
+    /// What consensus would decide for a one-validator chain: the block and
+    /// the validator's precommit for it.
+    fn decide(chain: &ChainContext, block: Block) -> StoredBlock {
         let key = devnet_key("validator-0");
+        let vote = Vote {
+            chain_id: chain.genesis.chain_id.clone(),
+            height: block.header.height,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block_hash: Some(block.hash()),
+        };
+        let commit = Commit {
+            height: block.header.height,
+            round: 0,
+            block_hash: block.hash(),
+            signatures: vec![CommitSignature {
+                validator: key.address(),
+                signature: vote.sign(&key, &chain.genesis_hash),
+            }],
+        };
+        StoredBlock { block, commit }
+    }
+
+    #[test]
+    fn a_failed_commit_changes_nothing_and_the_identical_block_commits_later() {
+        let (node, store, chain) = node();
+        let proposer = devnet_key("validator-0").address();
         node.submit(&transfer(&chain, 0, 1).encode()).unwrap();
+        let block = node.build_proposal(proposer, 1).unwrap().unwrap();
+        assert_eq!(
+            node.build_proposal(proposer, 5).unwrap(),
+            None,
+            "only the next height"
+        );
+        let stored = decide(&chain, block);
         store.failing.store(true, Ordering::SeqCst);
         assert!(matches!(
-            node.produce_block(&key),
+            node.commit_block(stored.clone()),
             Err(CommitFailure::Storage(_))
         ));
         assert!(node.failure().is_some(), "health reports the failure");
-        assert!(node.has_unfinished_block());
-        let unfinished = lock(&node.unfinished).as_ref().map(|(s, _)| s.block.hash());
-        // Meanwhile the transaction in the unfinished block cannot be replaced.
+        assert_eq!(node.tip().unwrap().height, 0);
+        // Meanwhile the transaction in the block cannot be replaced.
         let replacement = transfer(&chain, 0, 5).encode();
         assert!(matches!(
             node.submit(&replacement),
             Err(SubmitError::Pool(MempoolError::InBlock { nonce: 0 }))
         ));
-        assert!(node.produce_block(&key).is_err(), "still failing");
         store.failing.store(false, Ordering::SeqCst);
-        let tip = node.produce_block(&key).unwrap();
-        assert_eq!(
-            Some(tip.hash),
-            unfinished,
-            "the same block, not a rebuilt one"
-        );
+        let tip = node.commit_block(stored.clone()).unwrap();
+        assert_eq!(tip.hash, stored.block.hash());
         assert!(node.failure().is_none());
-        assert!(!node.has_unfinished_block());
         assert_eq!(node.mempool_len(), 0);
+    }
+
+    #[test]
+    fn validation_checks_every_rule_and_reports_invalid_blocks() {
+        let (node, _, chain) = node();
+        let proposer = devnet_key("validator-0").address();
+        node.submit(&transfer(&chain, 0, 1).encode()).unwrap();
+        let block = node.build_proposal(proposer, 1).unwrap().unwrap();
+        assert!(node.validate_block(&block).unwrap());
+        let mut tampered = block.clone();
+        tampered.txs[0].tx.amount += 1;
+        assert!(
+            !node.validate_block(&tampered).unwrap(),
+            "bad signature, bad tx root"
+        );
+        // A commit certificate that does not verify is refused.
+        let mut stored = decide(&chain, block);
+        stored.commit.signatures.clear();
+        assert!(matches!(
+            node.commit_block(stored),
+            Err(CommitFailure::Certificate(_))
+        ));
     }
 
     #[test]

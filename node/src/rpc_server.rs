@@ -254,6 +254,10 @@ impl TallyApiServer for Api {
         })
     }
 
+    async fn chain_get_evidence(&self) -> RpcResult<Vec<tally_ledger::DuplicateVoteEvidence>> {
+        Ok(self.node.evidence())
+    }
+
     async fn chain_get_genesis(&self) -> RpcResult<GenesisInfo> {
         let chain = self.node.chain();
         Ok(GenesisInfo {

@@ -14,6 +14,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
+use crate::consensus_driver::{load_sign_state, load_valid_block, DriverConfig};
+
+/// Room for a block's header and a polka of 256 validators' votes in the
+/// valid-block record, beyond the block's transactions.
+const MAX_POLKA_BYTES: usize = 1024 * 1024;
 use crate::home::Home;
 use crate::node::{now_ms, Node, NodeLimits};
 
@@ -69,6 +74,9 @@ pub async fn run(
         },
     );
     let tip = node.tip()?;
+    let sign_state = load_sign_state(&home.sign_state())?;
+    let max_record_bytes = node.chain().genesis.params.max_block_bytes as usize + MAX_POLKA_BYTES;
+    let valid_block = load_valid_block(&home.valid_block(), max_record_bytes)?;
     let addr = listener.local_addr()?;
     info!(chain_id = %node.chain().genesis.chain_id, height = tip.height, validator = ?validator.as_ref().map(|k| k.address()), "node started");
     // A stable line on stdout for people and for scripts that start nodes.
@@ -77,18 +85,24 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(key) = validator {
-        let interval = match config.producer.empty_block_interval_ms {
+    let driver = DriverConfig {
+        consensus: config.consensus.machine(),
+        empty_block_interval: match config.producer.empty_block_interval_ms {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
-        };
-        tasks.spawn(crate::producer::run(
-            node.clone(),
-            key,
-            interval,
-            stop_rx.clone(),
-        ));
-    }
+        },
+        sign_state_path: home.sign_state(),
+        valid_block_path: home.valid_block(),
+    };
+    let consensus = crate::consensus_driver::run(
+        node.clone(),
+        validator.clone(),
+        driver,
+        sign_state,
+        valid_block,
+        stop_rx.clone(),
+    );
+    tasks.spawn(consensus);
     tasks.spawn(expire_queued(node.clone(), stop_rx.clone()));
 
     let serve_node = node.clone();

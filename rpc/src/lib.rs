@@ -20,6 +20,7 @@ mod types;
 
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
+use tally_ledger::DuplicateVoteEvidence;
 
 pub use codes::{error, tx_error, tx_error_code};
 pub use types::{
@@ -59,4 +60,8 @@ pub trait TallyApi {
     /// The genesis document and its hash.
     #[method(name = "chain_getGenesis")]
     async fn chain_get_genesis(&self) -> RpcResult<GenesisInfo>;
+
+    /// Equivocations this node has seen: pairs of conflicting signed votes.
+    #[method(name = "chain_getEvidence")]
+    async fn chain_get_evidence(&self) -> RpcResult<Vec<DuplicateVoteEvidence>>;
 }

@@ -1,0 +1,366 @@
+//! The async shell around the consensus state machine: it feeds inputs
+//! (timeouts, the mempool's blocks, validation results) in and carries the
+//! state machine's actions out, in order — persisting the signing record
+//! before anything signed leaves, building and validating blocks, and
+//! committing decided blocks through the node's one commit path.
+//!
+//! Messages from other validators arrive over the network in a later
+//! version; with a single validator every message is the node's own, which
+//! the state machine counts as it signs them.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tally_consensus::{Action, Config, Consensus, Input, SignState, Timeout, ValidBlockRecord};
+use tally_ledger::{decode_strict, Block, Keypair, StoredBlock};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{error, warn};
+
+use crate::node::Node;
+
+/// How long to wait before retrying a failed commit or record write.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
+
+/// Largest signing record file read.
+const MAX_SIGN_STATE_BYTES: u64 = 4096;
+
+/// Reads the signing record, if there is one. A damaged record is an error:
+/// starting without it could sign a message that conflicts with one already
+/// sent.
+pub fn load_sign_state(path: &Path) -> anyhow::Result<Option<SignState>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_SIGN_STATE_BYTES,
+        "{} is larger than a signing record can be",
+        path.display()
+    );
+    let record =
+        decode_strict::<SignState>(&bytes, MAX_SIGN_STATE_BYTES as usize).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is damaged ({e}). It records what this validator signed last and protects it \
+             from signing conflicting votes; restore it from a backup rather than deleting it",
+                path.display()
+            )
+        })?;
+    Ok(Some(record))
+}
+
+/// Reads the valid-block record, if there is one; `max_bytes` bounds it
+/// (the largest block plus its polka).
+pub fn load_valid_block(path: &Path, max_bytes: usize) -> anyhow::Result<Option<ValidBlockRecord>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let len = std::fs::metadata(path)?.len();
+    anyhow::ensure!(
+        len as usize <= max_bytes,
+        "{} is larger than any block can be",
+        path.display()
+    );
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let record = decode_strict::<ValidBlockRecord>(&bytes, max_bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is damaged ({e}); restore it from a backup",
+            path.display()
+        )
+    })?;
+    Ok(Some(record))
+}
+
+/// Block production settings of the driver.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Timeouts and bounds of the state machine.
+    pub consensus: Config,
+    /// How long a proposer waits for transactions before proposing an empty
+    /// block (`None`: wait for transactions; rounds time out meanwhile).
+    pub empty_block_interval: Option<Duration>,
+    /// Where the signing record lives.
+    pub sign_state_path: PathBuf,
+    /// Where the valid-block record lives.
+    pub valid_block_path: PathBuf,
+}
+
+/// A block the state machine asked for, waiting for transactions.
+struct PendingBuild {
+    height: u64,
+    round: u32,
+    empty_at: Option<Instant>,
+}
+
+struct Driver {
+    node: Arc<Node>,
+    machine: Consensus,
+    key: Option<Keypair>,
+    config: DriverConfig,
+    timers: Vec<(Instant, Timeout)>,
+    build: Option<PendingBuild>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Runs consensus until `shutdown` turns true.
+pub async fn run(
+    node: Arc<Node>,
+    key: Option<Keypair>,
+    config: DriverConfig,
+    record: Option<SignState>,
+    valid_block: Option<ValidBlockRecord>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let chain = node.chain().clone();
+    let machine = Consensus::new(
+        config.consensus.clone(),
+        chain.genesis.chain_id.clone(),
+        chain.genesis_hash,
+        chain.validators.clone(),
+        key.clone(),
+        record,
+        valid_block,
+    );
+    let mut driver = Driver {
+        node,
+        machine,
+        key,
+        config,
+        timers: Vec::new(),
+        build: None,
+        shutdown,
+    };
+    let start = match driver.node.tip() {
+        Ok(tip) => tip.height + 1,
+        Err(e) => {
+            driver
+                .node
+                .set_failure(format!("consensus cannot read the chain tip: {e}"));
+            return;
+        }
+    };
+    if driver.feed(Input::StartHeight(start)).await.is_err() {
+        return;
+    }
+    driver.run().await;
+}
+
+/// The driver stopped (shutdown, or a failure it cannot get past).
+struct Stopped;
+
+impl Driver {
+    async fn run(&mut self) {
+        loop {
+            let next_timer = self.timers.iter().map(|(at, _)| *at).min();
+            let empty_at = self.build.as_ref().and_then(|b| b.empty_at);
+            let waiting_to_build = self.build.is_some();
+            let step = tokio::select! {
+                _ = self.shutdown.changed() => return,
+                _ = sleep_until(next_timer) => self.fire_timers().await,
+                _ = self.node.work_arrived(), if waiting_to_build => self.build_and_feed(false).await,
+                _ = sleep_until(empty_at) => self.build_and_feed(true).await,
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn fire_timers(&mut self) -> Result<(), Stopped> {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(at, _)| *at <= now);
+        self.timers = later;
+        for (_, timeout) in due {
+            self.feed(Input::Timeout(timeout)).await?;
+        }
+        Ok(())
+    }
+
+    async fn build_and_feed(&mut self, empty_ok: bool) -> Result<(), Stopped> {
+        match self.try_build(empty_ok).await? {
+            Some(input) => self.feed(input).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Builds the requested block if there are transactions, or if
+    /// `empty_ok` (the empty-block interval passed); returns it as input.
+    async fn try_build(&mut self, empty_ok: bool) -> Result<Option<Input>, Stopped> {
+        let Some(pending) = &self.build else {
+            return Ok(None);
+        };
+        if !empty_ok && !self.node.has_pending() {
+            return Ok(None);
+        }
+        let (height, round) = (pending.height, pending.round);
+        self.build = None;
+        let Some(proposer) = self.key.as_ref().map(Keypair::address) else {
+            return Ok(None);
+        };
+        let node = self.node.clone();
+        let built =
+            tokio::task::spawn_blocking(move || node.build_proposal(proposer, height)).await;
+        match built {
+            Ok(Ok(Some(block))) => Ok(Some(Input::ProposalBlock {
+                height,
+                round,
+                block,
+            })),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(e)) => {
+                // The round's propose timeout moves consensus on.
+                error!(height, round, error = %e, "could not build a block");
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(format!("block builder task failed: {e}"))),
+        }
+    }
+
+    fn fail(&self, reason: String) -> Stopped {
+        error!("{reason}");
+        self.node.set_failure(reason);
+        Stopped
+    }
+
+    /// Feeds one input and carries out every resulting action, feeding the
+    /// answers back, until nothing is left to do.
+    async fn feed(&mut self, input: Input) -> Result<(), Stopped> {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            for action in self.machine.handle(input) {
+                if let Some(next) = self.act(action).await? {
+                    inputs.push_back(next);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn act(&mut self, action: Action) -> Result<Option<Input>, Stopped> {
+        match action {
+            Action::PersistSignState(record) => {
+                let path = self.config.sign_state_path.clone();
+                self.persist(path, borsh::to_vec(&record))
+                    .await
+                    .map(|()| None)
+            }
+            Action::PersistValidBlock(record) => {
+                let path = self.config.valid_block_path.clone();
+                self.persist(path, borsh::to_vec(&record))
+                    .await
+                    .map(|()| None)
+            }
+            // No peers yet: with one validator every message is our own.
+            Action::Broadcast(_) => Ok(None),
+            Action::ScheduleTimeout { timeout, after_ms } => {
+                self.timers
+                    .push((Instant::now() + Duration::from_millis(after_ms), timeout));
+                Ok(None)
+            }
+            Action::BuildProposal { height, round } => {
+                let empty_at = self.config.empty_block_interval.map(|d| Instant::now() + d);
+                self.build = Some(PendingBuild {
+                    height,
+                    round,
+                    empty_at,
+                });
+                self.try_build(false).await
+            }
+            Action::ValidateBlock { height, block } => self.validate(height, block).await.map(Some),
+            Action::Commit { block, commit } => {
+                let height = block.header.height;
+                self.commit(StoredBlock { block, commit }).await?;
+                self.timers.clear();
+                self.build = None;
+                Ok(Some(Input::StartHeight(height + 1)))
+            }
+            Action::Evidence(evidence) => {
+                warn!(validator = %evidence.first.validator, height = evidence.first.vote.height, round = evidence.first.vote.round, "validator signed two conflicting votes");
+                self.node.record_evidence(evidence);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes a record durably before anything it covers is sent; retries
+    /// until it succeeds, because going on without it is not allowed.
+    async fn persist(
+        &mut self,
+        path: PathBuf,
+        bytes: std::io::Result<Vec<u8>>,
+    ) -> Result<(), Stopped> {
+        let bytes = match bytes {
+            Ok(bytes) => Arc::new(bytes),
+            Err(e) => return Err(self.fail(format!("cannot encode a consensus record: {e}"))),
+        };
+        loop {
+            let (p, b) = (path.clone(), bytes.clone());
+            match tokio::task::spawn_blocking(move || crate::home::write_atomically(&p, &b)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => {
+                    self.node
+                        .set_failure(format!("cannot write the signing record: {e:#}"));
+                    self.pause().await?;
+                }
+                Err(e) => return Err(self.fail(format!("signing record task failed: {e}"))),
+            }
+        }
+    }
+
+    async fn validate(&mut self, height: u64, block: Block) -> Result<Input, Stopped> {
+        let block_hash = block.hash();
+        loop {
+            let node = self.node.clone();
+            let b = block.clone();
+            match tokio::task::spawn_blocking(move || node.validate_block(&b)).await {
+                Ok(Ok(valid)) => {
+                    return Ok(Input::BlockValidated {
+                        height,
+                        block_hash,
+                        valid,
+                    })
+                }
+                Ok(Err(e)) => {
+                    self.node
+                        .set_failure(format!("cannot validate block {height}: {e}"));
+                    self.pause().await?;
+                }
+                Err(e) => return Err(self.fail(format!("validation task failed: {e}"))),
+            }
+        }
+    }
+
+    /// Commits a decided block, retrying the identical block until storage
+    /// takes it: the height is decided, so there is nothing else to do.
+    async fn commit(&mut self, stored: StoredBlock) -> Result<(), Stopped> {
+        loop {
+            let node = self.node.clone();
+            let s = stored.clone();
+            match tokio::task::spawn_blocking(move || node.commit_block(s)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => {
+                    error!(height = stored.block.header.height, error = %e, "could not commit the decided block; retrying");
+                    self.pause().await?;
+                }
+                Err(e) => return Err(self.fail(format!("commit task failed: {e}"))),
+            }
+        }
+    }
+
+    async fn pause(&mut self) -> Result<(), Stopped> {
+        tokio::select! {
+            _ = self.shutdown.changed() => Err(Stopped),
+            _ = tokio::time::sleep(RETRY_AFTER_FAILURE) => Ok(()),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
