@@ -29,6 +29,8 @@ pub struct SignState {
     pub step: SignStep,
     /// What was signed: the block hash (none for a nil vote).
     pub block_hash: Option<Hash>,
+    /// For a proposal, its valid round: part of what was signed.
+    pub valid_round: Option<u32>,
     /// The lock at that time (`lockedRound`, `lockedValue`), if any.
     pub locked: Option<(u32, Hash)>,
     /// The valid value (`validRound`, `validValue`), if any.
@@ -68,18 +70,21 @@ pub struct SignConflict {
 }
 
 impl SignState {
-    /// Whether signing `(height, round, step, block_hash)` is allowed after
-    /// this record: strictly later, or exactly the recorded message again.
+    /// Whether signing `(height, round, step, block_hash, valid_round)` is
+    /// allowed after this record: strictly later, or exactly the recorded
+    /// message again.
     pub fn check(
         &self,
         height: u64,
         round: u32,
         step: SignStep,
         block_hash: Option<Hash>,
+        valid_round: Option<u32>,
     ) -> Result<(), SignConflict> {
         let requested = (height, round, step);
         let recorded = (self.height, self.round, self.step);
-        if requested > recorded || (requested == recorded && block_hash == self.block_hash) {
+        let same_message = block_hash == self.block_hash && valid_round == self.valid_round;
+        if requested > recorded || (requested == recorded && same_message) {
             return Ok(());
         }
         Err(SignConflict {
@@ -103,6 +108,7 @@ mod tests {
             round: 2,
             step: SignStep::Prevote,
             block_hash: Some(Hash::digest(b"b")),
+            valid_round: None,
             locked: None,
             valid: None,
         }
@@ -111,15 +117,19 @@ mod tests {
     #[test]
     fn later_messages_are_allowed() {
         let r = record();
-        assert!(r.check(5, 2, SignStep::Precommit, None).is_ok());
-        assert!(r.check(5, 3, SignStep::Propose, Some(Hash::ZERO)).is_ok());
-        assert!(r.check(6, 0, SignStep::Propose, Some(Hash::ZERO)).is_ok());
+        assert!(r.check(5, 2, SignStep::Precommit, None, None).is_ok());
+        assert!(r
+            .check(5, 3, SignStep::Propose, Some(Hash::ZERO), None)
+            .is_ok());
+        assert!(r
+            .check(6, 0, SignStep::Propose, Some(Hash::ZERO), None)
+            .is_ok());
     }
 
     #[test]
     fn the_same_message_may_be_signed_again() {
         assert!(record()
-            .check(5, 2, SignStep::Prevote, Some(Hash::digest(b"b")))
+            .check(5, 2, SignStep::Prevote, Some(Hash::digest(b"b")), None)
             .is_ok());
     }
 
@@ -127,13 +137,13 @@ mod tests {
     fn conflicting_or_earlier_messages_are_refused() {
         let r = record();
         assert!(r
-            .check(5, 2, SignStep::Prevote, Some(Hash::digest(b"other")))
+            .check(5, 2, SignStep::Prevote, Some(Hash::digest(b"other")), None)
             .is_err());
-        assert!(r.check(5, 2, SignStep::Prevote, None).is_err());
+        assert!(r.check(5, 2, SignStep::Prevote, None, None).is_err());
         assert!(r
-            .check(5, 2, SignStep::Propose, Some(Hash::digest(b"b")))
+            .check(5, 2, SignStep::Propose, Some(Hash::digest(b"b")), None)
             .is_err());
-        assert!(r.check(5, 1, SignStep::Precommit, None).is_err());
-        assert!(r.check(4, 9, SignStep::Precommit, None).is_err());
+        assert!(r.check(5, 1, SignStep::Precommit, None, None).is_err());
+        assert!(r.check(4, 9, SignStep::Precommit, None, None).is_err());
     }
 }

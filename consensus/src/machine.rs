@@ -25,8 +25,18 @@ pub struct Config {
     pub timeout_delta_ms: u64,
     /// Messages for the next height kept until it starts.
     pub max_future_messages: usize,
-    /// Messages for rounds further ahead than this are dropped.
+    /// Bytes of messages for the next height kept until it starts.
+    pub max_future_bytes: usize,
+    /// Votes for rounds further ahead than this are dropped.
     pub max_rounds_ahead: u32,
+    /// Blocks of proposals for rounds further ahead than this are not kept
+    /// (the proposal still counts as its proposer's message, line 55).
+    pub max_proposal_rounds_ahead: u32,
+    /// Distinct proposals kept per round; a further one is kept only when
+    /// more than a third of the power voted for it in that round.
+    pub max_proposals_per_round: usize,
+    /// No timeout grows beyond this.
+    pub max_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -37,7 +47,11 @@ impl Default for Config {
             precommit_timeout_ms: 1_000,
             timeout_delta_ms: 500,
             max_future_messages: 10_000,
+            max_future_bytes: 64 * 1024 * 1024,
             max_rounds_ahead: 1_000,
+            max_proposal_rounds_ahead: 2,
+            max_proposals_per_round: 3,
+            max_timeout_ms: 60_000,
         }
     }
 }
@@ -154,6 +168,12 @@ pub enum Action {
     Evidence(DuplicateVoteEvidence),
 }
 
+/// What is kept of a proposal (its block is kept once, by hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProposalInfo {
+    valid_round: Option<u32>,
+}
+
 /// Rules that fire once per round ("for the first time").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Once {
@@ -176,13 +196,18 @@ pub struct Consensus {
     step: Step,
     locked: Option<(u32, Hash)>,
     valid: Option<(u32, Hash)>,
-    proposals: BTreeMap<u32, SignedProposal>,
+    /// Proposals by (round, block hash): several per round are possible
+    /// when a proposer equivocates.
+    proposals: BTreeMap<(u32, Hash), ProposalInfo>,
+    /// The first proposal received in each round (lines 22 and 28 act on it).
+    first_proposal: BTreeMap<u32, Hash>,
     blocks: HashMap<Hash, Block>,
     validity: HashMap<Hash, bool>,
     validation_requested: HashSet<Hash>,
     votes: VoteBook,
     fired: HashSet<(u32, Once)>,
     future: VecDeque<ConsensusMessage>,
+    future_bytes: usize,
     /// The valid value from before a restart, until its height starts.
     recovered: Option<ValidBlockRecord>,
 }
@@ -205,11 +230,14 @@ impl Consensus {
         sign_state: Option<SignState>,
         valid_block: Option<ValidBlockRecord>,
     ) -> Consensus {
+        // The valid-block record stands on its own (it may be newer than the
+        // signing record's valid value); it only has to belong to the
+        // height the signing record is at.
         let recovered = valid_block.filter(|r| {
-            let hash = r.block.hash();
-            sign_state.as_ref().is_some_and(|s| {
-                s.height == r.block.header.height && s.valid == Some((r.round, hash))
-            }) && r.block.body_matches_header()
+            sign_state
+                .as_ref()
+                .is_some_and(|s| s.height == r.block.header.height)
+                && r.block.body_matches_header()
         });
         Consensus {
             recovered,
@@ -226,12 +254,14 @@ impl Consensus {
             locked: None,
             valid: None,
             proposals: BTreeMap::new(),
+            first_proposal: BTreeMap::new(),
             blocks: HashMap::new(),
             validity: HashMap::new(),
             validation_requested: HashSet::new(),
             votes: VoteBook::default(),
             fired: HashSet::new(),
             future: VecDeque::new(),
+            future_bytes: 0,
         }
     }
 
@@ -301,6 +331,7 @@ impl Consensus {
             TimeoutKind::Precommit => self.config.precommit_timeout_ms,
         };
         base.saturating_add(self.config.timeout_delta_ms.saturating_mul(round as u64))
+            .min(self.config.max_timeout_ms.max(base))
     }
 
     fn schedule(&self, kind: TimeoutKind, out: &mut Vec<Action>) {
@@ -322,6 +353,7 @@ impl Consensus {
         self.started = true;
         self.height = height;
         self.proposals.clear();
+        self.first_proposal.clear();
         self.blocks.clear();
         self.validity.clear();
         self.validation_requested.clear();
@@ -336,6 +368,7 @@ impl Consensus {
             Some(s) if s.height == height => (s.round.saturating_add(1), s.locked, s.valid),
             _ => (0, None, None),
         };
+        self.round = round;
         self.locked = locked;
         self.valid = valid;
         let recovered = self
@@ -346,6 +379,12 @@ impl Consensus {
             // It was valid against this very parent before the restart; its
             // polka is signed, so it counts like any received votes.
             let hash = record.block.hash();
+            if self
+                .valid
+                .is_none_or(|(valid_round, _)| valid_round <= record.round)
+            {
+                self.valid = Some((record.round, hash));
+            }
             self.validity.insert(hash, true);
             self.blocks.insert(hash, record.block);
             for vote in record.polka {
@@ -354,6 +393,7 @@ impl Consensus {
         }
         self.start_round(round, out);
         let buffered: Vec<ConsensusMessage> = self.future.drain(..).collect();
+        self.future_bytes = 0;
         for message in buffered {
             self.on_message(message, out);
         }
@@ -363,6 +403,10 @@ impl Consensus {
     fn start_round(&mut self, round: u32, out: &mut Vec<Action>) {
         self.round = round;
         self.step = Step::Propose;
+        let arrived: Vec<Hash> = self.proposals_in(round).map(|(hash, _)| hash).collect();
+        for hash in arrived {
+            self.request_validation(hash, out);
+        }
         let is_proposer = self.my_address() == Some(proposer(&self.validators, self.height, round));
         if is_proposer {
             // Lines 14-15: re-propose the valid value if there is one.
@@ -400,7 +444,7 @@ impl Consensus {
     /// Line 19: sign and broadcast a proposal, and take it as received.
     fn propose(&mut self, block: Block, valid_round: Option<u32>, out: &mut Vec<Action>) {
         let block_hash = block.hash();
-        if !self.guard(SignStep::Propose, Some(block_hash), out) {
+        if !self.guard(SignStep::Propose, Some(block_hash), valid_round, out) {
             return;
         }
         let Some(key) = &self.key else { return };
@@ -420,7 +464,13 @@ impl Consensus {
 
     /// The signing rule: allowed only strictly after the record (or the same
     /// message again); the new record goes out before the signed message.
-    fn guard(&mut self, step: SignStep, block_hash: Option<Hash>, out: &mut Vec<Action>) -> bool {
+    fn guard(
+        &mut self,
+        step: SignStep,
+        block_hash: Option<Hash>,
+        valid_round: Option<u32>,
+        out: &mut Vec<Action>,
+    ) -> bool {
         let Some(me) = self.my_address() else {
             return false;
         };
@@ -428,8 +478,9 @@ impl Consensus {
             return false;
         }
         if let Some(record) = &self.sign_state {
+            let (height, round) = (self.height, self.round);
             if record
-                .check(self.height, self.round, step, block_hash)
+                .check(height, round, step, block_hash, valid_round)
                 .is_err()
             {
                 return false;
@@ -440,6 +491,7 @@ impl Consensus {
             round: self.round,
             step,
             block_hash,
+            valid_round,
             locked: self.locked,
             valid: self.valid,
         };
@@ -454,7 +506,7 @@ impl Consensus {
             VoteKind::Prevote => SignStep::Prevote,
             VoteKind::Precommit => SignStep::Precommit,
         };
-        if !self.guard(step, value, out) {
+        if !self.guard(step, value, None, out) {
             return;
         }
         let Some(key) = &self.key else { return };
@@ -478,8 +530,8 @@ impl Consensus {
             } else {
                 height
             };
-            if height == next && self.future.len() < self.config.max_future_messages {
-                self.future.push_back(message);
+            if height == next {
+                self.buffer_future(message);
             }
             return;
         }
@@ -492,37 +544,101 @@ impl Consensus {
         }
     }
 
+    /// Keeps a message for the next height, if it is signed by whom it must
+    /// be and the buffer has room (by count and bytes).
+    fn buffer_future(&mut self, message: ConsensusMessage) {
+        let (authentic, bytes) = match &message {
+            ConsensusMessage::Vote(v) => (
+                v.vote.chain_id == self.chain_id && v.verify(&self.validators, &self.genesis_hash),
+                std::mem::size_of::<SignedVote>(),
+            ),
+            ConsensusMessage::Proposal(p) => (
+                p.core.chain_id == self.chain_id
+                    && p.proposer == proposer(&self.validators, p.core.height, p.core.round)
+                    && p.verify(&self.genesis_hash),
+                p.block.txs.len() * tally_ledger::MAX_TX_BYTES
+                    + std::mem::size_of::<SignedProposal>(),
+            ),
+        };
+        let room = self.future.len() < self.config.max_future_messages
+            && self.future_bytes + bytes <= self.config.max_future_bytes;
+        if authentic && room {
+            self.future_bytes += bytes;
+            self.future.push_back(message);
+        }
+    }
+
     fn round_in_range(&self, round: u32) -> bool {
         round <= self.round.saturating_add(self.config.max_rounds_ahead)
     }
 
     fn on_proposal(&mut self, proposal: SignedProposal, out: &mut Vec<Action>) {
         let core = &proposal.core;
+        let (round, hash) = (core.round, core.block_hash);
         let acceptable = core.chain_id == self.chain_id
-            && self.round_in_range(core.round)
-            && proposal.proposer == proposer(&self.validators, self.height, core.round)
-            && core.valid_round.is_none_or(|vr| vr < core.round)
-            && !self.proposals.contains_key(&core.round)
+            && self.round_in_range(round)
+            && proposal.proposer == proposer(&self.validators, self.height, round)
+            && core.valid_round.is_none_or(|vr| vr < round)
+            && !self.proposals.contains_key(&(round, hash))
             && proposal.verify(&self.genesis_hash);
-        if acceptable {
+        if !acceptable {
+            return;
+        }
+        let power = self.validators.power_of(&proposal.proposer).unwrap_or(0);
+        self.votes.note_sender(round, proposal.proposer, power);
+        let near = round
+            <= self
+                .round
+                .saturating_add(self.config.max_proposal_rounds_ahead);
+        let room = self.proposals_in(round).count() < self.config.max_proposals_per_round;
+        if near && (room || self.vouched(round, &hash)) {
             self.accept_proposal(proposal, out);
         }
     }
 
+    /// Whether more than a third of the power voted for `hash` in `round`:
+    /// then at least one honest validator saw that proposal.
+    fn vouched(&self, round: u32, hash: &Hash) -> bool {
+        let total = self.validators.total_power();
+        let power = self.votes.power_for(round, VoteKind::Prevote, &Some(*hash))
+            + self
+                .votes
+                .power_for(round, VoteKind::Precommit, &Some(*hash));
+        power.saturating_mul(3) > total
+    }
+
+    fn proposals_in(&self, round: u32) -> impl Iterator<Item = (Hash, ProposalInfo)> + '_ {
+        let range = (round, Hash([0; 32]))..=(round, Hash([0xff; 32]));
+        self.proposals
+            .range(range)
+            .map(|((_, hash), info)| (*hash, *info))
+    }
+
     fn accept_proposal(&mut self, proposal: SignedProposal, out: &mut Vec<Action>) {
         let (round, hash) = (proposal.core.round, proposal.core.block_hash);
-        let power = self.validators.power_of(&proposal.proposer).unwrap_or(0);
-        self.votes.note_sender(round, proposal.proposer, power);
-        self.blocks
-            .entry(hash)
-            .or_insert_with(|| proposal.block.clone());
-        if !self.validity.contains_key(&hash) && self.validation_requested.insert(hash) {
+        let info = ProposalInfo {
+            valid_round: proposal.core.valid_round,
+        };
+        self.proposals.insert((round, hash), info);
+        self.first_proposal.entry(round).or_insert(hash);
+        self.blocks.entry(hash).or_insert(proposal.block);
+        if round == self.round {
+            self.request_validation(hash, out);
+        }
+    }
+
+    /// Asks the shell for `valid(v)` once per block, only when it matters
+    /// (the current round, or a decision waiting for it).
+    fn request_validation(&mut self, hash: Hash, out: &mut Vec<Action>) {
+        if self.validity.contains_key(&hash) || !self.validation_requested.insert(hash) {
+            return;
+        }
+        if let Some(block) = self.blocks.get(&hash) {
             out.push(Action::ValidateBlock {
                 height: self.height,
-                block: proposal.block.clone(),
+                block: block.clone(),
             });
         }
-        self.proposals.insert(round, proposal);
     }
 
     fn on_vote(&mut self, vote: SignedVote, out: &mut Vec<Action>) {
@@ -587,23 +703,37 @@ impl Consensus {
             || self.rule_precommit_timeout(out)
     }
 
+    /// The first proposal of `round`: lines 22 and 28 act on it.
     fn proposal_value(&self, round: u32) -> Option<(Hash, Option<u32>)> {
-        self.proposals
-            .get(&round)
-            .map(|p| (p.core.block_hash, p.core.valid_round))
+        let hash = self.first_proposal.get(&round)?;
+        let info = self.proposals.get(&(round, *hash))?;
+        Some((*hash, info.valid_round))
     }
 
     /// Lines 49-54: a proposal and 2f+1 precommits for it in any round.
     fn rule_decide(&mut self, out: &mut Vec<Action>) -> bool {
         let quorum = self.quorum();
-        let decided = self.proposals.iter().find_map(|(round, p)| {
-            let hash = p.core.block_hash;
-            let enough = self
-                .votes
-                .power_for(*round, VoteKind::Precommit, &Some(hash))
-                >= quorum;
-            (enough && self.validity.get(&hash) == Some(&true)).then_some((*round, hash))
-        });
+        let candidates: Vec<(u32, Hash)> = self
+            .proposals
+            .keys()
+            .filter(|(round, hash)| {
+                self.votes
+                    .power_for(*round, VoteKind::Precommit, &Some(*hash))
+                    >= quorum
+            })
+            .copied()
+            .collect();
+        let mut decided = None;
+        for (round, hash) in candidates {
+            match self.validity.get(&hash) {
+                Some(true) => {
+                    decided = Some((round, hash));
+                    break;
+                }
+                Some(false) => {}
+                None => self.request_validation(hash, out),
+            }
+        }
         let Some((round, hash)) = decided else {
             return false;
         };
@@ -685,21 +815,18 @@ impl Consensus {
     /// Lines 36-43: the proposal and 2f+1 prevotes for it: lock and
     /// precommit (if still at prevote), and remember it as the valid value.
     fn rule_lock(&mut self, out: &mut Vec<Action>) -> bool {
-        if self.step < Step::Prevote {
+        if self.step < Step::Prevote || self.fired.contains(&(self.round, Once::Lock)) {
             return false;
         }
-        let Some((hash, _)) = self.proposal_value(self.round) else {
+        let quorum = self.quorum();
+        let round = self.round;
+        let polka = self.proposals_in(round).map(|(hash, _)| hash).find(|hash| {
+            self.votes.power_for(round, VoteKind::Prevote, &Some(*hash)) >= quorum
+                && self.validity.get(hash) == Some(&true)
+        });
+        let Some(hash) = polka else {
             return false;
         };
-        let ready = self
-            .votes
-            .power_for(self.round, VoteKind::Prevote, &Some(hash))
-            >= self.quorum()
-            && self.validity.get(&hash) == Some(&true)
-            && !self.fired.contains(&(self.round, Once::Lock));
-        if !ready {
-            return false;
-        }
         self.fired.insert((self.round, Once::Lock));
         if self.valid != Some((self.round, hash)) {
             if let Some(block) = self.blocks.get(&hash) {

@@ -2,23 +2,30 @@
 
 use tally_ledger::{Address, ValidatorSet};
 
-/// The proposer of `(height, round)`: position `(height + round) mod
-/// total_power` on the line of validators laid end to end, each as long as
-/// its power, in genesis order. Every validator proposes in proportion to
-/// its power, and consecutive rounds move to the next slot, so a crashed
-/// proposer delays a height by one round only.
+/// The proposer of `(height, round)`. Round 0: the validator at position
+/// `height mod total_power` on the line of validators laid end to end, each
+/// as long as its power, in genesis order — so each validator proposes
+/// heights in proportion to its power. Round r: the r-th next validator in
+/// genesis order after that one — so every round moves to a different
+/// validator and a crashed proposer costs one round, whatever its power.
 pub fn proposer(validators: &ValidatorSet, height: u64, round: u32) -> Address {
+    let list = validators.validators();
+    if list.is_empty() {
+        // Unreachable: a validated genesis has at least one validator.
+        return Address([0; 32]);
+    }
     let total = validators.total_power().max(1);
-    let slot = ((height as u128 + round as u128) % total as u128) as u64;
+    let slot = height % total;
     let mut end = 0u64;
-    for v in validators.validators() {
+    let mut first = 0usize;
+    for (i, v) in list.iter().enumerate() {
         end += v.power;
         if slot < end {
-            return v.address;
+            first = i;
+            break;
         }
     }
-    // Unreachable with a validated genesis (power sums to `total`).
-    validators.validators()[0].address
+    list[(first + round as usize % list.len()) % list.len()].address
 }
 
 #[cfg(test)]
@@ -47,5 +54,18 @@ mod tests {
         let heavy = genesis.validators[0].address;
         let count = (0..400).filter(|h| proposer(&set, *h, 0) == heavy).count();
         assert_eq!(count, 300);
+    }
+
+    #[test]
+    fn a_heavy_validator_does_not_propose_consecutive_rounds() {
+        let mut genesis = devnet_genesis(4, "t").unwrap();
+        genesis.validators[0].power = 97;
+        let set = genesis.validator_set();
+        let heavy = genesis.validators[0].address;
+        assert_eq!(proposer(&set, 0, 0), heavy);
+        for round in 1..4 {
+            assert_ne!(proposer(&set, 0, round), heavy, "round {round}");
+        }
+        assert_eq!(proposer(&set, 0, 4), heavy, "back after the other three");
     }
 }

@@ -825,3 +825,93 @@ fn lines_14_15_a_restarted_single_validator_reproposes_its_valid_block_and_decid
     assert_eq!(decided, Some((b, 1)), "{actions:?}");
     assert!(my_votes(&actions).iter().all(|(round, _, _)| *round == 1));
 }
+
+#[test]
+fn line_49_a_node_that_first_saw_another_proposal_still_decides_the_one_committed() {
+    // The round-0 proposer (validator-1) equivocates: this node receives P1
+    // first, while the others prevote and precommit P2.
+    let net = Net::new();
+    let (p1, p2) = (net.block("p1"), net.block("p2"));
+    let mut node = net.node(Some(0), None);
+    feed(
+        &mut node,
+        vec![
+            Input::StartHeight(1),
+            net.proposal(0, &p1, None),
+            net.valid(&p1, true),
+        ],
+    );
+    let mut inputs = vec![net.proposal(0, &p2, None), net.valid(&p2, true)];
+    inputs.extend((1..4).map(|v| net.vote(v, 0, VoteKind::Precommit, Some(&p2))));
+    let actions = feed(&mut node, inputs);
+    let decided = actions.iter().find_map(|a| match a {
+        Action::Commit { block, .. } => Some(block.clone()),
+        _ => None,
+    });
+    assert_eq!(decided, Some(p2));
+}
+
+#[test]
+fn proposals_for_far_rounds_are_not_kept_or_executed() {
+    let net = Net::new();
+    let far = net.block("far");
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    let actions = node.handle(net.proposal(9, &far, None));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::ValidateBlock { .. })),
+        "{actions:?}"
+    );
+    // It still counts as its proposer's (validator-2's) message for line
+    // 55: with one more validator in round 9, the node moves there.
+    node.handle(net.vote(3, 9, VoteKind::Prevote, None));
+    assert_eq!(node.round(), 9);
+}
+
+#[test]
+fn forged_messages_for_the_next_height_are_not_buffered() {
+    let net = Net::new();
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    let vote = Vote {
+        chain_id: net.chain.genesis.chain_id.clone(),
+        height: 2,
+        round: 0,
+        kind: VoteKind::Prevote,
+        block_hash: None,
+    };
+    let mut forged = SignedVote::sign(
+        vote.clone(),
+        &devnet_key("mallory"),
+        &net.chain.genesis_hash,
+    );
+    forged.validator = net.key(1).address();
+    node.handle(Input::Message(ConsensusMessage::Vote(forged)));
+    let outsider = SignedVote::sign(vote, &devnet_key("mallory"), &net.chain.genesis_hash);
+    node.handle(Input::Message(ConsensusMessage::Vote(outsider)));
+    node.handle(Input::StartHeight(2));
+    assert_eq!(node.votes().total(0, VoteKind::Prevote), 0);
+}
+
+#[test]
+fn timeouts_stop_growing_at_the_cap() {
+    let net = Net::new();
+    let mut node = net.node(Some(0), None);
+    node.handle(Input::StartHeight(1));
+    // Far rounds: f+1 validators there move the node to round 10 000.
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 1_000, VoteKind::Prevote, None),
+            net.vote(2, 1_000, VoteKind::Prevote, None),
+        ],
+    );
+    let after = actions.iter().find_map(|a| match a {
+        Action::ScheduleTimeout { after_ms, .. } => Some(*after_ms),
+        _ => None,
+    });
+    assert_eq!(node.round(), 1_000);
+    assert_eq!(after, Some(Config::default().max_timeout_ms));
+}

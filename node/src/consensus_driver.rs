@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use crate::node::Node;
+use crate::node::{CommitFailure, Node};
 
 /// How long to wait before retrying a failed commit or record write.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
@@ -299,10 +299,13 @@ impl Driver {
         loop {
             let (p, b) = (path.clone(), bytes.clone());
             match tokio::task::spawn_blocking(move || crate::home::write_atomically(&p, &b)).await {
-                Ok(Ok(())) => return Ok(()),
+                Ok(Ok(())) => {
+                    self.node.clear_failure();
+                    return Ok(());
+                }
                 Ok(Err(e)) => {
                     self.node
-                        .set_failure(format!("cannot write the signing record: {e:#}"));
+                        .set_failure(format!("cannot write a consensus record: {e:#}"));
                     self.pause().await?;
                 }
                 Err(e) => return Err(self.fail(format!("signing record task failed: {e}"))),
@@ -341,9 +344,17 @@ impl Driver {
             let s = stored.clone();
             match tokio::task::spawn_blocking(move || node.commit_block(s)).await {
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => {
-                    error!(height = stored.block.header.height, error = %e, "could not commit the decided block; retrying");
+                Ok(Err(CommitFailure::Storage(e))) => {
+                    error!(height = stored.block.header.height, error = %e, "could not store the decided block; retrying");
                     self.pause().await?;
+                }
+                // Decided but refused by the commit path: retrying cannot
+                // help, and going on would fork this node from its peers.
+                Ok(Err(e)) => {
+                    let height = stored.block.header.height;
+                    return Err(self.fail(format!(
+                        "the decided block {height} cannot be committed: {e}"
+                    )));
                 }
                 Err(e) => return Err(self.fail(format!("commit task failed: {e}"))),
             }

@@ -273,6 +273,11 @@ impl Node {
         lock(&self.failure).clone()
     }
 
+    /// Clears a failure that has passed.
+    pub fn clear_failure(&self) {
+        *lock(&self.failure) = None;
+    }
+
     /// Marks the node as unable to commit (shown by `/health`).
     pub fn set_failure(&self, reason: String) {
         *lock(&self.failure) = Some(reason);
@@ -512,10 +517,12 @@ impl Node {
             return Ok(false);
         }
         let hash = block.hash();
-        if lock(&self.executed).contains_key(&hash) {
+        let parent = self.tip()?;
+        // A kept execution was made against the parent the block names; it
+        // still holds only while that parent is the tip.
+        if block.header.parent_hash == parent.hash && lock(&self.executed).contains_key(&hash) {
             return Ok(true);
         }
-        let parent = self.tip()?;
         match execute_block(&*self.store, &self.chain, &parent, block, SigCheck::Verify) {
             Ok(executed) => {
                 self.keep_execution(executed);
