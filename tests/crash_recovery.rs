@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::NodeProcess;
 use tally_client::{BlockId, BlockTxs, Client, TxState, WaitMode};
 use tally_ledger::{
-    devnet_key, execute_block, verify_commit, Account, Address, Block, BlockMeta, ChainContext,
-    Genesis, Hash, SigCheck,
+    devnet_key, execute_block, verify_commit, Block, BlockMeta, ChainContext, Genesis, Hash,
+    SigCheck,
 };
 
 /// A transaction the node acknowledged as committed, and where.
@@ -100,20 +99,7 @@ async fn check_acks(client: &Client, acks: &[Ack]) {
 /// execution, and compares the result with the node's account state.
 async fn check_replay(client: &Client, chain: &ChainContext) {
     let tip = client.status().await.unwrap().height;
-    let mut state: BTreeMap<Address, Account> = chain
-        .genesis
-        .balances
-        .iter()
-        .map(|b| {
-            (
-                b.address,
-                Account {
-                    balance: b.amount,
-                    nonce: 0,
-                },
-            )
-        })
-        .collect();
+    let mut state = chain.genesis_accounts();
     let mut parent = chain.genesis_meta();
     for height in 1..=tip {
         let info = client.block(BlockId::Height(height), true).await.unwrap();

@@ -379,6 +379,23 @@ impl ChainContext {
         }
     }
 
+    /// The account state before block 1: the genesis balances, nonce 0.
+    pub fn genesis_accounts(&self) -> std::collections::BTreeMap<Address, crate::state::Account> {
+        self.genesis
+            .balances
+            .iter()
+            .map(|b| {
+                (
+                    b.address,
+                    crate::state::Account {
+                        balance: b.amount,
+                        nonce: 0,
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// The parent of block 1: height 0 with the genesis hash and time.
     pub fn genesis_meta(&self) -> crate::chain::BlockMeta {
         crate::chain::BlockMeta {

@@ -14,20 +14,7 @@ fn chain(validators: usize) -> ChainContext {
 }
 
 fn state(chain: &ChainContext) -> BTreeMap<Address, Account> {
-    chain
-        .genesis
-        .balances
-        .iter()
-        .map(|b| {
-            (
-                b.address,
-                Account {
-                    balance: b.amount,
-                    nonce: 0,
-                },
-            )
-        })
-        .collect()
+    chain.genesis_accounts()
 }
 
 fn transfer(chain: &ChainContext, nonce: u64) -> tally_ledger::SignedTransaction {

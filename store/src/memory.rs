@@ -26,20 +26,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A store holding the genesis state of `chain`.
     pub fn new(chain: &ChainContext) -> MemoryStore {
-        let accounts = chain
-            .genesis
-            .balances
-            .iter()
-            .map(|b| {
-                (
-                    b.address,
-                    Account {
-                        balance: b.amount,
-                        nonce: 0,
-                    },
-                )
-            })
-            .collect();
+        let accounts = chain.genesis_accounts();
         MemoryStore {
             inner: RwLock::new(Inner {
                 accounts,
