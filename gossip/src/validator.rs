@@ -1,0 +1,189 @@
+//! The validator for Tally's own messages.
+
+use tally_ledger::{decode_strict, ChainContext, ConsensusMessage, SignedTransaction};
+
+use crate::{Topic, Validator, Verdict};
+
+/// Accepts consensus messages signed by a validator of the genesis and
+/// transactions with a valid signature for this chain; rejects the rest.
+pub struct LedgerValidator {
+    chain: ChainContext,
+    max_consensus_bytes: usize,
+}
+
+impl LedgerValidator {
+    /// A validator for `chain`; consensus messages up to `max_consensus_bytes`.
+    pub fn new(chain: ChainContext, max_consensus_bytes: usize) -> Self {
+        LedgerValidator {
+            chain,
+            max_consensus_bytes,
+        }
+    }
+
+    fn consensus(&self, data: &[u8]) -> Verdict {
+        let Ok(message) = decode_strict::<ConsensusMessage>(data, self.max_consensus_bytes) else {
+            return Verdict::Reject;
+        };
+        let (chain, validators) = (&self.chain, &self.chain.validators);
+        let authentic = match &message {
+            ConsensusMessage::Vote(v) => {
+                v.vote.chain_id == chain.genesis.chain_id
+                    && v.verify(validators, &chain.genesis_hash)
+            }
+            ConsensusMessage::Proposal(p) => {
+                p.core.chain_id == chain.genesis.chain_id
+                    && validators.power_of(&p.proposer).is_some()
+                    && p.verify(&chain.genesis_hash)
+            }
+        };
+        if authentic {
+            Verdict::Accept
+        } else {
+            Verdict::Reject
+        }
+    }
+
+    fn transaction(&self, data: &[u8]) -> Verdict {
+        let genesis = &self.chain.genesis;
+        match SignedTransaction::decode(data) {
+            Ok(tx)
+                if tx
+                    .verify_stateless(
+                        &genesis.chain_id,
+                        &self.chain.genesis_hash,
+                        genesis.params.min_fee,
+                    )
+                    .is_ok() =>
+            {
+                Verdict::Accept
+            }
+            _ => Verdict::Reject,
+        }
+    }
+}
+
+impl Validator for LedgerValidator {
+    fn validate(&self, topic: Topic, data: &[u8]) -> Verdict {
+        match topic {
+            Topic::Consensus => self.consensus(data),
+            Topic::Transactions => self.transaction(data),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_ledger::devnet::devnet_genesis;
+    use tally_ledger::{
+        devnet_key, Block, ChainId, Hash, Header, ProposalCore, SignedProposal, SignedVote,
+        Transaction, Vote, VoteKind, BLOCK_VERSION,
+    };
+
+    fn setup() -> (LedgerValidator, ChainContext) {
+        let chain = ChainContext::new(devnet_genesis(4, "tally-devnet").unwrap());
+        (LedgerValidator::new(chain.clone(), 1 << 20), chain)
+    }
+
+    fn transfer(chain: &ChainContext, chain_id: &str, fee: u64) -> Vec<u8> {
+        let alice = devnet_key("alice");
+        Transaction {
+            chain_id: ChainId::new(chain_id).unwrap(),
+            from: alice.address(),
+            to: devnet_key("bob").address(),
+            amount: 1,
+            fee,
+            nonce: 0,
+        }
+        .sign(&alice, &chain.genesis_hash)
+        .encode()
+    }
+
+    #[test]
+    fn transactions_must_be_valid_for_this_chain() {
+        let (v, chain) = setup();
+        assert_eq!(
+            v.validate(Topic::Transactions, &transfer(&chain, "tally-devnet", 1)),
+            Verdict::Accept
+        );
+        assert_eq!(
+            v.validate(Topic::Transactions, &transfer(&chain, "other", 1)),
+            Verdict::Reject
+        );
+        assert_eq!(
+            v.validate(Topic::Transactions, &transfer(&chain, "tally-devnet", 0)),
+            Verdict::Reject
+        );
+        assert_eq!(v.validate(Topic::Transactions, &[1, 2, 3]), Verdict::Reject);
+    }
+
+    #[test]
+    fn consensus_messages_must_come_from_validators() {
+        let (v, chain) = setup();
+        let vote = Vote {
+            chain_id: chain.genesis.chain_id.clone(),
+            height: 1,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block_hash: None,
+        };
+        let by = |name: &str| {
+            let signed = SignedVote::sign(vote.clone(), &devnet_key(name), &chain.genesis_hash);
+            borsh::to_vec(&ConsensusMessage::Vote(signed)).unwrap()
+        };
+        assert_eq!(
+            v.validate(Topic::Consensus, &by("validator-3")),
+            Verdict::Accept
+        );
+        assert_eq!(
+            v.validate(Topic::Consensus, &by("mallory")),
+            Verdict::Reject
+        );
+        let mut trailing = by("validator-3");
+        trailing.push(0);
+        assert_eq!(
+            v.validate(Topic::Consensus, &trailing),
+            Verdict::Reject,
+            "strict decoding"
+        );
+
+        let block = Block {
+            header: Header {
+                version: BLOCK_VERSION,
+                chain_id: chain.genesis.chain_id.clone(),
+                height: 1,
+                parent_hash: chain.genesis_hash,
+                timestamp_ms: 0,
+                proposer: devnet_key("validator-1").address(),
+                tx_root: tally_ledger::tx_root(&[]),
+                tx_count: 0,
+                state_root: Hash::ZERO,
+            },
+            txs: vec![],
+        };
+        let core = ProposalCore {
+            chain_id: chain.genesis.chain_id.clone(),
+            height: 1,
+            round: 0,
+            valid_round: None,
+            block_hash: block.hash(),
+        };
+        let propose = |name: &str| {
+            let p = SignedProposal::sign(
+                core.clone(),
+                block.clone(),
+                &devnet_key(name),
+                &chain.genesis_hash,
+            );
+            borsh::to_vec(&ConsensusMessage::Proposal(Box::new(p))).unwrap()
+        };
+        assert_eq!(
+            v.validate(Topic::Consensus, &propose("validator-1")),
+            Verdict::Accept
+        );
+        assert_eq!(
+            v.validate(Topic::Consensus, &propose("mallory")),
+            Verdict::Reject
+        );
+    }
+}
