@@ -483,29 +483,8 @@ async fn a_silent_connection_is_closed_and_frees_its_slot() {
 async fn a_node_that_produces_no_blocks_refuses_transactions_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let genesis = dir.path().join("genesis.json");
-    let (ok, _, err) = common::tally(&[
-        "genesis",
-        "new",
-        "--devnet",
-        "1",
-        "--chain-id",
-        "tally-dev",
-        "--out",
-        genesis.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
     // alice's key is not the validator's: this node serves but does not produce.
-    let (ok, _, err) = common::tally(&[
-        "init",
-        "--home",
-        home.to_str().unwrap(),
-        "--genesis",
-        genesis.to_str().unwrap(),
-        "--devnet-key",
-        "alice",
-    ]);
-    assert!(ok, "{err}");
+    common::init_dev_home_with_key(&home, "alice");
     let node = NodeProcess::run(&home);
     let client = node.client();
     assert_eq!(client.status().await.unwrap().validator, None);

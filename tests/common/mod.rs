@@ -172,6 +172,12 @@ pub fn edit_config(home: &Path, edit: impl FnOnce(&mut toml::Table)) {
 /// Initialises a dev-chain home (single validator, funded devnet accounts)
 /// without starting it.
 pub fn init_dev_home(home: &Path) {
+    init_dev_home_with_key(home, "validator-0");
+}
+
+/// Like [`init_dev_home`], with the devnet key `key` as the node's key (a
+/// key other than `validator-0` makes a node that does not produce blocks).
+pub fn init_dev_home_with_key(home: &Path, key: &str) {
     let genesis = home.with_extension("genesis.json");
     let (ok, _, err) = tally(&[
         "genesis",
@@ -191,7 +197,7 @@ pub fn init_dev_home(home: &Path) {
         "--genesis",
         genesis.to_str().unwrap(),
         "--devnet-key",
-        "validator-0",
+        key,
     ]);
     assert!(ok, "init failed: {err}");
 }
