@@ -28,6 +28,13 @@ impl Net {
         devnet_key(&format!("validator-{i}"))
     }
 
+    /// Validator `me` with no past, at the start of height 1.
+    fn started(&self, me: usize) -> Consensus {
+        let mut node = self.node(Some(me), None);
+        node.handle(Input::StartHeight(1));
+        node
+    }
+
     fn node(&self, me: Option<usize>, record: Option<SignState>) -> Consensus {
         Consensus::new(
             Config::default(),
@@ -252,8 +259,7 @@ fn line_26_an_invalid_proposal_gets_a_nil_prevote() {
 fn line_22_a_proposal_from_the_wrong_proposer_is_ignored() {
     let net = Net::new();
     let a = net.block("a");
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     // Round 1's proposer (validator-2) proposing in round 0.
     let core = ProposalCore {
         chain_id: net.chain.genesis.chain_id.clone(),
@@ -420,8 +426,7 @@ fn line_36_a_polka_for_the_proposal_locks_and_precommits() {
 #[test]
 fn line_44_a_polka_for_nil_precommits_nil() {
     let net = Net::new();
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     let actions = node.handle(Input::Timeout(Timeout {
         kind: TimeoutKind::Propose,
         height: 1,
@@ -443,8 +448,7 @@ fn line_44_a_polka_for_nil_precommits_nil() {
 fn line_47_mixed_precommits_schedule_the_precommit_timeout() {
     let net = Net::new();
     let a = net.block("a");
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     let actions = feed(
         &mut node,
         vec![
@@ -525,8 +529,7 @@ fn line_49_commits_in_an_earlier_round_too() {
 #[test]
 fn line_55_f_plus_one_in_a_later_round_moves_there() {
     let net = Net::new();
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     node.handle(net.vote(1, 5, VoteKind::Prevote, None));
     assert_eq!(node.round(), 0, "one validator (f) is not enough");
     node.handle(net.vote(2, 5, VoteKind::Precommit, None));
@@ -536,8 +539,7 @@ fn line_55_f_plus_one_in_a_later_round_moves_there() {
 #[test]
 fn lines_57_61_65_timeouts_act_only_in_their_round_and_step() {
     let net = Net::new();
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     let stale = node.handle(Input::Timeout(Timeout {
         kind: TimeoutKind::Propose,
         height: 1,
@@ -583,8 +585,7 @@ fn lines_57_61_65_timeouts_act_only_in_their_round_and_step() {
 fn an_equivocating_validator_is_caught_with_both_signed_votes() {
     let net = Net::new();
     let (a, b) = (net.block("a"), net.block("b"));
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     node.handle(net.vote(2, 0, VoteKind::Prevote, Some(&a)));
     let actions = node.handle(net.vote(2, 0, VoteKind::Prevote, Some(&b)));
     let evidence = actions
@@ -611,8 +612,7 @@ fn an_equivocating_validator_is_caught_with_both_signed_votes() {
 fn votes_from_outsiders_or_with_bad_signatures_are_ignored() {
     let net = Net::new();
     let a = net.block("a");
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     let vote = Vote {
         chain_id: net.chain.genesis.chain_id.clone(),
         height: 1,
@@ -695,8 +695,7 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
 fn messages_for_the_next_height_wait_until_it_starts() {
     let net = Net::new();
     let a = net.block("a");
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     node.handle(net.proposal(0, &a, None));
     node.handle(net.valid(&a, true));
     let mut early = Vote {
@@ -722,8 +721,7 @@ fn messages_for_the_next_height_wait_until_it_starts() {
 #[test]
 fn line_22_a_proposal_whose_body_does_not_match_its_header_is_ignored() {
     let net = Net::new();
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     let mut a = net.block("a");
     // A transaction the header does not commit to (the block hash, which
     // covers only the header, is unchanged).
@@ -855,8 +853,7 @@ fn line_49_a_node_that_first_saw_another_proposal_still_decides_the_one_committe
 fn proposals_for_far_rounds_are_not_kept_or_executed() {
     let net = Net::new();
     let far = net.block("far");
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     let actions = node.handle(net.proposal(9, &far, None));
     assert!(
         !actions
@@ -873,8 +870,7 @@ fn proposals_for_far_rounds_are_not_kept_or_executed() {
 #[test]
 fn forged_messages_for_the_next_height_are_not_buffered() {
     let net = Net::new();
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     let vote = Vote {
         chain_id: net.chain.genesis.chain_id.clone(),
         height: 2,
@@ -898,8 +894,7 @@ fn forged_messages_for_the_next_height_are_not_buffered() {
 #[test]
 fn timeouts_stop_growing_at_the_cap() {
     let net = Net::new();
-    let mut node = net.node(Some(0), None);
-    node.handle(Input::StartHeight(1));
+    let mut node = net.started(0);
     // Far rounds: f+1 validators there move the node to round 10 000.
     let actions = feed(
         &mut node,
