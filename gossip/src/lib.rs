@@ -1,14 +1,25 @@
 //! Tally's peer-to-peer network: transactions and consensus messages gossiped
-//! between nodes over authenticated, encrypted links.
+//! between nodes over authenticated, encrypted links, block sync, and peer
+//! discovery.
 //!
 //! # Design
 //! rust-libp2p: TCP, Noise (each node proves its node key; the peer id is
-//! that key), Yamux; gossipsub for two topics named after the chain's genesis
-//! hash, so nodes of different chains never mix; identify. Gossipsub runs in
-//! validation mode: a message is delivered to the node and forwarded to other
-//! peers only after the [`Validator`] accepted it. A peer whose messages are
-//! rejected `max_invalid_messages` times is disconnected and banned for
-//! `ban_duration`.
+//! that key), Yamux. Behaviours:
+//! - gossipsub for two topics named after the chain's genesis hash, so nodes
+//!   of different chains never mix. It runs in validation mode: a message is
+//!   delivered to the node and forwarded to other peers only after the
+//!   [`Validator`] accepted it.
+//! - request-response for block sync ([`SyncRequest`], [`SyncResponse`]),
+//!   answered by the node's [`SyncServer`];
+//! - identify, and kademlia for discovery: a node that knows one bootstrap
+//!   address learns the others' addresses and dials them;
+//! - connection limits (`max_peers`; configured peers bypass it).
+//!
+//! Configured peers are persistent: they are redialled while disconnected.
+//! A peer whose messages are rejected `max_invalid_messages` times, or that
+//! the node reports with [`Handle::ban`], is disconnected and refused for
+//! `ban_duration`. Each peer's gossip messages and sync requests are rate
+//! limited; what exceeds the rate is dropped.
 //!
 //! The swarm lives in its own task; [`Handle`] sends commands to it over a
 //! bounded channel and accepted messages come back over another.
@@ -17,26 +28,39 @@
 //! - Nothing reaches the node or other peers unless the validator accepted
 //!   it: consensus messages must be signed by a validator of the genesis,
 //!   transactions must carry a valid signature for this chain.
-//! - Every message is bounded (`max_message_bytes`) and every queue is bounded.
+//! - Every message is bounded (`max_message_bytes`, sync responses
+//!   `max_sync_response_bytes`) and every queue is bounded.
 //!
 //! # Not guaranteed
 //! - Delivery: gossip is best effort; consensus timeouts and block sync cover
 //!   what is lost.
+//! - That a synced block is valid: the node checks what it fetches and bans
+//!   the peer that sent something false.
 
+mod sync;
 mod validator;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, ValidationMode};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    connection_limits, identify, identity, kad, noise, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
+};
 use tally_ledger::Hash;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 pub use libp2p::{Multiaddr as Address, PeerId as NodeId};
+pub use sync::{SyncCodec, SyncRequest, SyncResponse, SyncServer, MAX_REQUEST_BYTES};
 pub use validator::LedgerValidator;
 
 /// What a message is about.
@@ -70,29 +94,49 @@ pub trait Validator: Send + 'static {
 pub struct Config {
     /// Where to listen, e.g. `/ip4/127.0.0.1/tcp/0`.
     pub listen: Multiaddr,
-    /// Peers to dial at start.
+    /// Persistent peers, each ending in `/p2p/<peer id>`: dialled at start
+    /// and redialled while disconnected.
     pub peers: Vec<Multiaddr>,
+    /// Most connected peers (configured peers do not count against it).
+    pub max_peers: u32,
     /// Largest gossip message.
     pub max_message_bytes: usize,
+    /// Largest sync response read from a peer.
+    pub max_sync_response_bytes: usize,
+    /// How long to wait for a sync response.
+    pub sync_request_timeout: Duration,
+    /// Gossip messages per second accepted from one peer; more are dropped.
+    pub max_messages_per_sec: u32,
+    /// Sync requests per second answered for one peer; more are dropped.
+    pub max_requests_per_sec: u32,
     /// Rejected messages after which a peer is banned.
     pub max_invalid_messages: u32,
     /// How long a banned peer stays banned.
     pub ban_duration: Duration,
     /// Accepted messages waiting for the node before new ones are dropped.
     pub inbound_queue: usize,
+    /// How often disconnected persistent peers are redialled and discovery
+    /// looks for more peers.
+    pub redial_interval: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "/ip4/127.0.0.1/tcp/0"
-                .parse()
-                .unwrap_or_else(|_| Multiaddr::empty()),
+            listen: Multiaddr::empty()
+                .with(Protocol::Ip4(std::net::Ipv4Addr::LOCALHOST))
+                .with(Protocol::Tcp(0)),
             peers: Vec::new(),
+            max_peers: 50,
             max_message_bytes: 8 * 1024 * 1024,
+            max_sync_response_bytes: 16 * 1024 * 1024,
+            sync_request_timeout: Duration::from_secs(10),
+            max_messages_per_sec: 20_000,
+            max_requests_per_sec: 50,
             max_invalid_messages: 10,
             ban_duration: Duration::from_secs(600),
             inbound_queue: 4_096,
+            redial_interval: Duration::from_secs(2),
         }
     }
 }
@@ -108,6 +152,19 @@ pub struct Inbound {
     pub from: PeerId,
 }
 
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its peer id (node key).
+    pub id: PeerId,
+    /// Its address on the connection.
+    pub address: Multiaddr,
+    /// Whether this node dialled it.
+    pub outbound: bool,
+    /// Whether it is one of the configured persistent peers.
+    pub persistent: bool,
+}
+
 /// Why the network could not start or act.
 #[derive(Debug, thiserror::Error)]
 pub enum GossipError {
@@ -120,18 +177,28 @@ pub enum GossipError {
     /// Publishing failed (e.g. no peer subscribed yet).
     #[error("cannot publish: {0}")]
     Publish(String),
+    /// A sync request failed (timeout, disconnect, undecodable answer).
+    #[error("sync request failed: {0}")]
+    Request(String),
 }
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
+    kademlia: kad::Behaviour<kad::store::MemoryStore>,
+    sync: request_response::Behaviour<SyncCodec>,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, GossipError>>;
+
 enum Command {
-    Publish(Topic, Vec<u8>, oneshot::Sender<Result<(), GossipError>>),
+    Publish(Topic, Vec<u8>, Reply<()>),
     Dial(Multiaddr),
-    Peers(oneshot::Sender<Vec<PeerId>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Request(PeerId, SyncRequest, Reply<SyncResponse>),
+    Ban(PeerId, String),
 }
 
 /// Commands to the network task.
@@ -145,6 +212,9 @@ pub struct Handle {
 /// Commands waiting for the network task.
 const COMMAND_QUEUE: usize = 1_024;
 
+/// Sync requests being answered at once; more are dropped.
+const MAX_SERVING: usize = 64;
+
 impl Handle {
     /// This node's peer id (its node key).
     pub fn peer_id(&self) -> PeerId {
@@ -156,14 +226,22 @@ impl Handle {
         self.listening.clone()
     }
 
-    /// Gossips `data` on `topic`.
-    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), GossipError> {
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, GossipError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Publish(topic, data, reply))
+            .send(command(reply))
             .await
             .map_err(|_| GossipError::Stopped)?;
-        answer.await.map_err(|_| GossipError::Stopped)?
+        answer.await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// Gossips `data` on `topic`.
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), GossipError> {
+        self.ask(|reply| Command::Publish(topic, data, reply))
+            .await?
     }
 
     /// Connects to a peer.
@@ -175,13 +253,28 @@ impl Handle {
     }
 
     /// The connected peers.
-    pub async fn peers(&self) -> Result<Vec<PeerId>, GossipError> {
-        let (reply, answer) = oneshot::channel();
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, GossipError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Asks `peer` a sync question.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        request: SyncRequest,
+    ) -> Result<SyncResponse, GossipError> {
+        self.ask(|reply| Command::Request(peer, request, reply))
+            .await?
+    }
+
+    /// Disconnects `peer` and refuses it for the ban duration: it sent
+    /// something provably false (e.g. a block whose certificate does not
+    /// verify).
+    pub async fn ban(&self, peer: PeerId, reason: String) -> Result<(), GossipError> {
         self.commands
-            .send(Command::Peers(reply))
+            .send(Command::Ban(peer, reason))
             .await
-            .map_err(|_| GossipError::Stopped)?;
-        answer.await.map_err(|_| GossipError::Stopped)
+            .map_err(|_| GossipError::Stopped)
     }
 }
 
@@ -194,19 +287,50 @@ fn topic_of(genesis_hash: &Hash, topic: Topic) -> IdentTopic {
     IdentTopic::new(format!("/tally/{}/{name}/1", genesis_hash.to_hex()))
 }
 
+/// The peer id at the end of `address` (`.../p2p/<id>`), if any.
+pub fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
+    match address.iter().last() {
+        Some(Protocol::P2p(id)) => Some(id),
+        _ => None,
+    }
+}
+
+/// The peer id of the node key whose secret seed is `seed`.
+pub fn peer_id_from_seed(seed: [u8; 32]) -> Result<PeerId, GossipError> {
+    Ok(keypair_from_seed(seed)?.public().to_peer_id())
+}
+
+fn keypair_from_seed(seed: [u8; 32]) -> Result<identity::Keypair, GossipError> {
+    let secret = identity::ed25519::SecretKey::try_from_bytes(seed)
+        .map_err(|e| GossipError::Setup(e.to_string()))?;
+    Ok(identity::Keypair::from(identity::ed25519::Keypair::from(
+        secret,
+    )))
+}
+
 /// Starts the network for the chain with `genesis_hash`, with the node key
-/// whose secret seed is `node_key_seed`. Returns the handle and the stream
+/// whose secret seed is `node_key_seed`; `validator` judges gossip and
+/// `server` answers peers' sync requests. Returns the handle and the stream
 /// of accepted messages.
 pub async fn start(
     config: Config,
     node_key_seed: [u8; 32],
     genesis_hash: Hash,
     validator: impl Validator,
+    server: Arc<dyn SyncServer>,
 ) -> Result<(Handle, mpsc::Receiver<Inbound>), GossipError> {
     let setup = |e: &dyn std::fmt::Display| GossipError::Setup(e.to_string());
-    let secret =
-        identity::ed25519::SecretKey::try_from_bytes(node_key_seed).map_err(|e| setup(&e))?;
-    let keypair = identity::Keypair::from(identity::ed25519::Keypair::from(secret));
+    let keypair = keypair_from_seed(node_key_seed)?;
+    let local = keypair.public().to_peer_id();
+    let mut persistent = Vec::new();
+    for address in &config.peers {
+        let id = peer_id_of(address).ok_or_else(|| {
+            GossipError::Setup(format!("peer address {address} must end in /p2p/<peer id>"))
+        })?;
+        if id != local {
+            persistent.push((id, address.clone()));
+        }
+    }
     let gossip_config = gossipsub::ConfigBuilder::default()
         .max_transmit_size(config.max_message_bytes)
         .validation_mode(ValidationMode::Strict)
@@ -222,6 +346,40 @@ pub async fn start(
             .map_err(|e| setup(&e))?;
     let identify =
         identify::Behaviour::new(identify::Config::new("/tally/1".into(), keypair.public()));
+    let kad_protocol =
+        StreamProtocol::try_from_owned(format!("/tally/{}/kad/1", genesis_hash.to_hex()))
+            .map_err(|e| setup(&e))?;
+    let mut kademlia = kad::Behaviour::with_config(
+        local,
+        kad::store::MemoryStore::new(local),
+        kad::Config::new(kad_protocol),
+    );
+    // Answer discovery queries even without a confirmed public address
+    // (loopback and private networks never get one).
+    kademlia.set_mode(Some(kad::Mode::Server));
+    for (id, address) in &persistent {
+        kademlia.add_address(id, address.clone());
+    }
+    let sync = request_response::Behaviour::with_codec(
+        SyncCodec {
+            max_response_bytes: config.max_sync_response_bytes,
+        },
+        [(
+            SyncCodec::protocol(&genesis_hash).map_err(|e| setup(&e))?,
+            ProtocolSupport::Full,
+        )],
+        request_response::Config::default()
+            .with_request_timeout(config.sync_request_timeout)
+            .with_max_concurrent_streams(MAX_SERVING),
+    );
+    let mut limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(config.max_peers))
+            .with_max_established_per_peer(Some(2)),
+    );
+    for (id, _) in &persistent {
+        limits.bypass_peer_id(id);
+    }
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -231,8 +389,11 @@ pub async fn start(
         )
         .map_err(|e| setup(&e))?
         .with_behaviour(|_| Behaviour {
+            limits,
             gossipsub,
             identify,
+            kademlia,
+            sync,
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -254,29 +415,36 @@ pub async fn start(
     let listening = loop {
         match swarm.select_next_some().await {
             SwarmEvent::NewListenAddr { address, .. } => break address,
+            SwarmEvent::ListenerError { error, .. } => return Err(setup(&error)),
+            SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => return Err(setup(&error)),
             other => debug!(?other, "network event while starting"),
         }
     };
-    for peer in &config.peers {
-        if let Err(e) = swarm.dial(peer.clone()) {
-            warn!(%peer, error = %e, "cannot dial peer");
-        }
-    }
-    let local = *swarm.local_peer_id();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (inbound_tx, inbound) = mpsc::channel(config.inbound_queue);
-    let task = Task {
+    let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
+    let mut task = Task {
         swarm,
         config,
         genesis_hash,
         topics,
         validator,
+        server,
         inbound: inbound_tx,
+        served: served_tx,
+        serving: 0,
+        persistent,
         strikes: HashMap::new(),
         banned: HashMap::new(),
+        buckets: HashMap::new(),
+        requests: HashMap::new(),
+        connections: HashMap::new(),
     };
-    tokio::spawn(task.run(command_rx));
-    let address = listening.with(libp2p::multiaddr::Protocol::P2p(local));
+    task.redial();
+    tokio::spawn(task.run(command_rx, served_rx));
+    let address = listening.with(Protocol::P2p(local));
     Ok((
         Handle {
             commands,
@@ -287,27 +455,128 @@ pub async fn start(
     ))
 }
 
+/// A token bucket: `rate` events per second, bursts up to `rate`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, rate: u32, now: Instant) -> bool {
+        let rate = f64::from(rate);
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Default)]
+struct PeerBuckets {
+    messages: Option<Bucket>,
+    requests: Option<Bucket>,
+}
+
+fn take(bucket: &mut Option<Bucket>, rate: u32, now: Instant) -> bool {
+    bucket
+        .get_or_insert(Bucket {
+            tokens: f64::from(rate),
+            at: now,
+        })
+        .take(rate, now)
+}
+
+type Served = (ResponseChannel<SyncResponse>, SyncResponse);
+
 struct Task<V: Validator> {
     swarm: Swarm<Behaviour>,
     config: Config,
     genesis_hash: Hash,
     topics: HashMap<gossipsub::TopicHash, Topic>,
     validator: V,
+    server: Arc<dyn SyncServer>,
     inbound: mpsc::Sender<Inbound>,
+    /// Answers computed off the swarm task, on their way back.
+    served: mpsc::Sender<Served>,
+    serving: usize,
+    persistent: Vec<(PeerId, Multiaddr)>,
     strikes: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, Instant>,
+    buckets: HashMap<PeerId, PeerBuckets>,
+    requests: HashMap<OutboundRequestId, Reply<SyncResponse>>,
+    connections: HashMap<ConnectionId, PeerInfo>,
 }
 
 impl<V: Validator> Task<V> {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut served: mpsc::Receiver<Served>,
+    ) {
+        let mut redial = tokio::time::interval(self.config.redial_interval);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => return, // every handle is gone
                 },
+                Some((channel, response)) = served.recv() => {
+                    self.serving = self.serving.saturating_sub(1);
+                    // Fails only if the peer went away meanwhile.
+                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                }
+                _ = redial.tick() => self.redial(),
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
+        }
+    }
+
+    fn is_banned(&self, peer: &PeerId) -> bool {
+        self.banned
+            .get(peer)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Dials persistent peers that are not connected, and asks discovery
+    /// for more peers while there are few.
+    fn redial(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in expired {
+            self.banned.remove(&peer);
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .remove_blacklisted_peer(&peer);
+        }
+        for (id, address) in self.persistent.clone() {
+            if self.swarm.is_connected(&id) || self.is_banned(&id) {
+                continue;
+            }
+            let opts = DialOpts::peer_id(id)
+                .addresses(vec![address])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(peer = %id, error = %e, "cannot dial persistent peer");
+            }
+        }
+        let connected = self.swarm.connected_peers().count();
+        if connected > 0 && connected < self.config.max_peers as usize / 2 {
+            self.swarm
+                .behaviour_mut()
+                .kademlia
+                .get_closest_peers(PeerId::random());
         }
     }
 
@@ -329,9 +598,31 @@ impl<V: Validator> Task<V> {
                 }
             }
             Command::Peers(reply) => {
-                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+                let _ = reply.send(self.peer_infos());
             }
+            Command::Request(peer, request, reply) => {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(GossipError::Request(format!(
+                        "peer {peer} is not connected"
+                    ))));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.requests.insert(id, reply);
+            }
+            Command::Ban(peer, reason) => self.ban(peer, &reason),
         }
+    }
+
+    fn peer_infos(&mut self) -> Vec<PeerInfo> {
+        let persistent: Vec<PeerId> = self.persistent.iter().map(|(id, _)| *id).collect();
+        let mut infos: Vec<PeerInfo> = self.connections.values().cloned().collect();
+        for info in &mut infos {
+            info.persistent = persistent.contains(&info.id);
+        }
+        infos.sort_by_key(|i| i.id.to_string());
+        infos.dedup_by_key(|i| i.id);
+        infos
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -341,16 +632,134 @@ impl<V: Validator> Task<V> {
                 message_id,
                 message,
             })) => self.on_message(propagation_source, message_id, message),
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                let banned = self
-                    .banned
-                    .get(&peer_id)
-                    .is_some_and(|until| Instant::now() < *until);
-                if banned {
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                // What the peer says it listens on feeds discovery.
+                for address in info.listen_addrs {
+                    self.swarm
+                        .behaviour_mut()
+                        .kademlia
+                        .add_address(&peer_id, address);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kademlia(kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                ..
+            })) => {
+                let connected = self.swarm.connected_peers().count();
+                if !self.swarm.is_connected(&peer)
+                    && !self.is_banned(&peer)
+                    && connected < self.config.max_peers as usize
+                {
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addresses.into_vec())
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        debug!(%peer, error = %e, "cannot dial discovered peer");
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                if self.is_banned(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                let (address, outbound) = match endpoint {
+                    ConnectedPoint::Dialer { address, .. } => (address, true),
+                    ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr, false),
+                };
+                debug!(peer = %peer_id, %address, outbound, "peer connected");
+                self.connections.insert(
+                    connection_id,
+                    PeerInfo {
+                        id: peer_id,
+                        address,
+                        outbound,
+                        persistent: false,
+                    },
+                );
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    self.buckets.remove(&peer_id);
                 }
             }
             other => debug!(?other, "network event"),
+        }
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let rate = self.config.max_requests_per_sec;
+                let allowed = take(
+                    &mut self.buckets.entry(peer).or_default().requests,
+                    rate,
+                    Instant::now(),
+                );
+                if !allowed || self.serving >= MAX_SERVING {
+                    debug!(%peer, "dropping a sync request over the rate limit");
+                    return; // dropping the channel tells the peer
+                }
+                self.serving += 1;
+                let server = self.server.clone();
+                let served = self.served.clone();
+                let max_bytes = self.config.max_sync_response_bytes;
+                tokio::task::spawn_blocking(move || {
+                    let response = match request {
+                        SyncRequest::Status => server.status(),
+                        SyncRequest::Blocks { from, max } => server.blocks(from, max, max_bytes),
+                    };
+                    let _ = served.blocking_send((channel, response));
+                });
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.requests.remove(&request_id) {
+                    let _ = reply.send(Err(GossipError::Request(format!("{peer}: {error}"))));
+                }
+            }
+            other => debug!(?other, "sync event"),
         }
     }
 
@@ -360,11 +769,18 @@ impl<V: Validator> Task<V> {
         id: gossipsub::MessageId,
         message: gossipsub::Message,
     ) {
-        let verdict = match self.topics.get(&message.topic) {
-            Some(topic) => (*topic, self.validator.validate(*topic, &message.data)),
+        let rate = self.config.max_messages_per_sec;
+        let within_rate = take(
+            &mut self.buckets.entry(source).or_default().messages,
+            rate,
+            Instant::now(),
+        );
+        let (topic, verdict) = match self.topics.get(&message.topic) {
+            Some(topic) if within_rate => (*topic, self.validator.validate(*topic, &message.data)),
+            Some(topic) => (*topic, Verdict::Ignore),
             None => (Topic::Consensus, Verdict::Reject),
         };
-        let acceptance = match verdict.1 {
+        let acceptance = match verdict {
             Verdict::Accept => MessageAcceptance::Accept,
             Verdict::Reject => MessageAcceptance::Reject,
             Verdict::Ignore => MessageAcceptance::Ignore,
@@ -373,10 +789,10 @@ impl<V: Validator> Task<V> {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
-        match verdict.1 {
+        match verdict {
             Verdict::Accept => {
                 let inbound = Inbound {
-                    topic: verdict.0,
+                    topic,
                     data: message.data,
                     from: source,
                 };
@@ -394,12 +810,17 @@ impl<V: Validator> Task<V> {
         let strikes = self.strikes.entry(peer).or_insert(0);
         *strikes += 1;
         if *strikes >= self.config.max_invalid_messages {
-            warn!(%peer, strikes = *strikes, "banning a peer that keeps sending invalid messages");
-            self.strikes.remove(&peer);
-            self.banned
-                .insert(peer, Instant::now() + self.config.ban_duration);
-            self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
-            let _ = self.swarm.disconnect_peer_id(peer);
+            self.ban(peer, "it keeps sending invalid messages");
         }
+    }
+
+    fn ban(&mut self, peer: PeerId, reason: &str) {
+        warn!(%peer, reason, ban_secs = self.config.ban_duration.as_secs(), "banning a peer");
+        self.strikes.remove(&peer);
+        self.banned
+            .insert(peer, Instant::now() + self.config.ban_duration);
+        self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
+        self.swarm.behaviour_mut().kademlia.remove_peer(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
     }
 }

@@ -8,7 +8,11 @@
 
 use std::time::Duration;
 
-use tally_gossip::{Config, Handle, Inbound, LedgerValidator, Topic};
+use std::sync::Arc;
+
+use tally_gossip::{
+    Config, Handle, Inbound, LedgerValidator, SyncRequest, SyncResponse, SyncServer, Topic,
+};
 use tally_ledger::devnet::devnet_genesis;
 use tally_ledger::{devnet_key, ChainContext, ConsensusMessage, Hash, SignedVote, Vote, VoteKind};
 use tokio::sync::mpsc::Receiver;
@@ -33,22 +37,63 @@ fn vote(chain: &ChainContext, signer: &str, round: u32) -> Vec<u8> {
     borsh::to_vec(&ConsensusMessage::Vote(signed)).unwrap()
 }
 
+/// Reports a fixed tip and has no blocks.
+struct FixedServer {
+    height: u64,
+}
+
+impl SyncServer for FixedServer {
+    fn status(&self) -> SyncResponse {
+        SyncResponse::Status {
+            height: self.height,
+            hash: Hash::digest(&self.height.to_le_bytes()),
+        }
+    }
+    fn blocks(&self, _from: u64, _max: u32, _max_bytes: usize) -> SyncResponse {
+        SyncResponse::Blocks(Vec::new())
+    }
+}
+
+async fn node_with(
+    name: &str,
+    config: Config,
+    server: Arc<dyn SyncServer>,
+) -> (Handle, Receiver<Inbound>) {
+    let chain = chain();
+    let seed = Hash::digest(format!("node-key/{name}").as_bytes()).0;
+    let validator = LedgerValidator::new(chain.clone(), 8 * 1024 * 1024);
+    tally_gossip::start(config, seed, chain.genesis_hash, validator, server)
+        .await
+        .unwrap()
+}
+
 async fn node(
     name: &str,
     peers: Vec<tally_gossip::Address>,
     max_invalid: u32,
 ) -> (Handle, Receiver<Inbound>) {
-    let chain = chain();
     let config = Config {
         peers,
         max_invalid_messages: max_invalid,
         ..Config::default()
     };
-    let seed = Hash::digest(format!("node-key/{name}").as_bytes()).0;
-    let validator = LedgerValidator::new(chain.clone(), 8 * 1024 * 1024);
-    tally_gossip::start(config, seed, chain.genesis_hash, validator)
-        .await
-        .unwrap()
+    node_with(name, config, Arc::new(FixedServer { height: 0 })).await
+}
+
+/// Waits until `node` lists `peer` among its connected peers (or not).
+async fn wait_connected(node: &Handle, peer: &Handle, connected: bool) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let peers = node.peers().await.unwrap();
+        if peers.iter().any(|p| p.id == peer.peer_id()) == connected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peer connection state did not become {connected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Receives until `want` arrives; returns everything received before it.
@@ -123,26 +168,65 @@ async fn invalid_messages_are_dropped_honest_links_stay_and_offenders_are_banned
     for i in 0..4u8 {
         c.publish(Topic::Consensus, vec![i; 32]).await.unwrap();
     }
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let peers = b.peers().await.unwrap();
-        if !peers.contains(&c.peer_id()) {
-            assert!(peers.contains(&a.peer_id()), "the honest link must stay");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the offender was not disconnected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_connected(&b, &c, false).await;
+    let peers = b.peers().await.unwrap();
+    assert!(
+        peers.iter().any(|p| p.id == a.peer_id()),
+        "the honest link must stay"
+    );
     // A banned peer that dials again is dropped.
     c.dial(b.address()).await.unwrap();
     let v3 = vote(&chain, "validator-3", 4);
     a.publish(Topic::Consensus, v3.clone()).await.unwrap();
     receive_until(&mut b_rx, &v3).await;
     assert!(
-        !b.peers().await.unwrap().contains(&c.peer_id()),
+        !b.peers().await.unwrap().iter().any(|p| p.id == c.peer_id()),
         "banned peers stay out"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_requests_are_answered_bounded_and_liars_can_be_banned() {
+    let (a, _a_rx) = node_with(
+        "sync-a",
+        Config::default(),
+        Arc::new(FixedServer { height: 7 }),
+    )
+    .await;
+    let small = Config {
+        peers: vec![a.address()],
+        // Smaller than any status answer: reading it must fail, not grow.
+        max_sync_response_bytes: 8,
+        ..Config::default()
+    };
+    let (b, _b_rx) = node_with("sync-b", small, Arc::new(FixedServer { height: 0 })).await;
+    let (c, _c_rx) = node("sync-c", vec![a.address()], 10).await;
+    wait_connected(&c, &a, true).await;
+    wait_connected(&b, &a, true).await;
+
+    let status = c.request(a.peer_id(), SyncRequest::Status).await.unwrap();
+    assert_eq!(
+        status,
+        SyncResponse::Status {
+            height: 7,
+            hash: Hash::digest(&7u64.to_le_bytes())
+        }
+    );
+    let blocks = SyncRequest::Blocks { from: 1, max: 10 };
+    assert_eq!(
+        c.request(a.peer_id(), blocks).await.unwrap(),
+        SyncResponse::Blocks(vec![])
+    );
+    assert!(
+        b.request(a.peer_id(), SyncRequest::Status).await.is_err(),
+        "an answer over the size limit is refused"
+    );
+
+    // A banned peer is disconnected and stays out although it is one of
+    // C's persistent peers (redialled every 2 s).
+    c.ban(a.peer_id(), "test".into()).await.unwrap();
+    wait_connected(&c, &a, false).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!c.peers().await.unwrap().iter().any(|p| p.id == a.peer_id()));
+    assert!(c.request(a.peer_id(), SyncRequest::Status).await.is_err());
 }
