@@ -480,10 +480,11 @@ async fn a_silent_connection_is_closed_and_frees_its_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_produces_no_blocks_refuses_transactions_with_a_reason() {
+async fn a_full_node_without_peers_refuses_transactions_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    // alice's key is not the validator's: this node serves but does not produce.
+    // alice's key is not the validator's: this node serves but does not
+    // produce, and with no peers it cannot pass a transaction on.
     common::init_dev_home_with_key(&home, "alice");
     let node = NodeProcess::run(&home);
     let client = node.client();
@@ -505,10 +506,10 @@ async fn a_node_that_produces_no_blocks_refuses_transactions_with_a_reason() {
         }) => {
             assert_eq!(
                 (code, reason.as_deref()),
-                (codes::UNAVAILABLE, Some("not_producing"))
+                (codes::UNAVAILABLE, Some("no_peers"))
             );
-            assert!(message.contains("does not produce blocks"), "{message}");
+            assert!(message.contains("no connected peers"), "{message}");
         }
-        other => panic!("expected not_producing, got {other:?}"),
+        other => panic!("expected no_peers, got {other:?}"),
     }
 }

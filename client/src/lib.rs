@@ -18,8 +18,8 @@ use tally_ledger::{Address, Hash, Keypair, SignedTransaction, Transaction};
 use tally_rpc::TallyApiClient;
 
 pub use tally_rpc::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, GenesisInfo, SubmitResult, TxInfo,
-    TxState, ValidatorsInfo, WaitMode,
+    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, GenesisInfo, NodeRole,
+    PeerEntry, PeersInfo, SubmitResult, TxInfo, TxState, ValidatorsInfo, WaitMode,
 };
 
 /// What went wrong talking to a node.
@@ -144,6 +144,11 @@ impl Client {
     /// The node's chain status.
     pub async fn status(&self) -> Result<ChainStatus, ClientError> {
         self.http.chain_status().await.map_err(|e| self.map(e))
+    }
+
+    /// This node's peer id and its connected peers.
+    pub async fn peers(&self) -> Result<PeersInfo, ClientError> {
+        self.http.node_peers().await.map_err(|e| self.map(e))
     }
 
     /// The validator set.

@@ -336,9 +336,9 @@ pub async fn start(
         .validation_mode(ValidationMode::Strict)
         .validate_messages()
         .heartbeat_interval(Duration::from_millis(500))
-        .message_id_fn(|m: &gossipsub::Message| {
-            gossipsub::MessageId::from(Hash::digest(&m.data).0.to_vec())
-        })
+        // Messages are told apart by author and sequence number (the
+        // default), not by content: a validator may publish the same vote
+        // again for peers that missed it (consensus counts it once).
         .build()
         .map_err(|e| setup(&e))?;
     let gossipsub =

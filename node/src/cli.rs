@@ -50,13 +50,26 @@ enum Command {
         /// Use the public devnet key NAME (insecure; for devnets only).
         #[arg(long)]
         devnet_key: Option<String>,
+        /// Run as a full node: no validator key (follows and serves the
+        /// chain, relays transactions, does not vote).
+        #[arg(long, conflicts_with_all = ["key", "devnet_key"])]
+        full_node: bool,
         /// Address for the JSON-RPC server, written to config.toml.
         #[arg(long, default_value_t = default_rpc_addr())]
         rpc_addr: SocketAddr,
+        /// Where to listen for peers (a multiaddress), written to config.toml.
+        #[arg(long, default_value_t = default_p2p_listen())]
+        p2p_listen: String,
+        /// A peer to connect to, `/ip4/HOST/tcp/PORT/p2p/NODE_ID`. Repeat.
+        #[arg(long = "peer", value_name = "MULTIADDR")]
+        peers: Vec<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Run a local network of validators (and full nodes) as separate
+    /// processes on loopback; Ctrl-C stops them all.
+    Devnet(crate::devnet::DevnetArgs),
     /// Run the node whose home was laid out by `tally init`.
     Run {
         /// The node's home directory.
@@ -65,6 +78,9 @@ enum Command {
         /// Override the config's RPC address.
         #[arg(long)]
         rpc_addr: Option<SocketAddr>,
+        /// Override the config's peer-to-peer listen address (a multiaddress).
+        #[arg(long)]
+        p2p_listen: Option<String>,
     },
     /// Create and inspect keys.
     #[command(subcommand)]
@@ -214,6 +230,10 @@ fn default_rpc_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], crate::DEFAULT_RPC_PORT))
 }
 
+fn default_p2p_listen() -> String {
+    crate::config::NetworkConfig::default().listen
+}
+
 /// Parses the command line, runs the command, prints any error as a
 /// sentence, and returns the exit code.
 pub fn main() -> ExitCode {
@@ -251,13 +271,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             genesis,
             key,
             devnet_key,
+            full_node,
             rpc_addr,
+            p2p_listen,
+            peers,
             json,
-        } => init(&home, &genesis, key, devnet_key, rpc_addr, json),
-        Command::Run { home, rpc_addr } => {
+        } => {
+            let key = match (key, devnet_key, full_node) {
+                (_, _, true) => None,
+                (Some(path), _, _) => Some(home::read_key_file(&path)?),
+                (None, Some(name), _) => Some(tally_ledger::devnet_key(&name)),
+                (None, None, false) => Some(new_key()?),
+            };
+            let mut config = NodeConfig::default();
+            config.rpc.listen_addr = rpc_addr;
+            config.network.listen = p2p_listen;
+            config.network.peers = peers;
+            config.validate()?;
+            init(&home, &genesis, key, config, json)
+        }
+        Command::Devnet(args) => crate::devnet::command(args),
+        Command::Run {
+            home,
+            rpc_addr,
+            p2p_listen,
+        } => {
             init_logging();
             let home = Home::new(&home);
-            let config = home.load_config()?;
+            let mut config = home.load_config()?;
+            if let Some(listen) = p2p_listen {
+                config.network.listen = listen;
+                config.validate()?;
+            }
             runtime()?.block_on(async move {
                 let listener = crate::run::bind(&config, rpc_addr).await?;
                 crate::run::run(&home, config, listener, crate::run::shutdown_signal()).await
@@ -325,7 +370,9 @@ fn run_dev(home: Option<PathBuf>, rpc_addr: SocketAddr) -> anyhow::Result<()> {
         let genesis = devnet_genesis(1, "tally-dev")?;
         let mut config = NodeConfig::default();
         config.rpc.listen_addr = rpc_addr;
-        home.init(&genesis, &config, &devnet_key(&validator_name(0)))?;
+        // A single validator needs no peers; any free port will do.
+        config.network.listen = "/ip4/127.0.0.1/tcp/0".into();
+        home.init(&genesis, &config, Some(&devnet_key(&validator_name(0))))?;
         eprintln!("initialised a dev chain in {}", root.display());
     }
     let config = home.load_config()?;
@@ -342,53 +389,56 @@ fn run_dev(home: Option<PathBuf>, rpc_addr: SocketAddr) -> anyhow::Result<()> {
 fn init(
     root: &std::path::Path,
     genesis_path: &std::path::Path,
-    key: Option<PathBuf>,
-    devnet_key_name: Option<String>,
-    rpc_addr: SocketAddr,
+    key: Option<Keypair>,
+    config: NodeConfig,
     json: bool,
 ) -> anyhow::Result<()> {
     let genesis = home::load_genesis(genesis_path)?;
-    let key = match (key, devnet_key_name) {
-        (Some(path), _) => home::read_key_file(&path)?,
-        (None, Some(name)) => devnet_key(&name),
-        (None, None) => new_key()?,
-    };
-    let mut config = NodeConfig::default();
-    config.rpc.listen_addr = rpc_addr;
     let home = Home::new(root);
-    home.init(&genesis, &config, &key)?;
-    let is_validator = genesis
-        .validators
-        .iter()
-        .any(|v| v.address == key.address());
+    home.init(&genesis, &config, key.as_ref())?;
+    let node_id = home.node_id(&config)?;
+    let is_validator = key
+        .as_ref()
+        .is_some_and(|k| genesis.validators.iter().any(|v| v.address == k.address()));
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "home": root.display().to_string(),
-                "address": key.address(),
-                "public_key": tally_ledger::to_hex(&key.address().0),
-                "validator": is_validator,
-                "genesis_hash": genesis.hash(),
-            })
-        );
+        let mut value = serde_json::json!({
+            "home": root.display().to_string(),
+            "validator": is_validator,
+            "node_id": node_id.to_string(),
+            "p2p_listen": config.network.listen,
+            "genesis_hash": genesis.hash(),
+        });
+        if let Some(key) = &key {
+            value["address"] = serde_json::json!(key.address());
+            value["public_key"] = serde_json::json!(tally_ledger::to_hex(&key.address().0));
+        }
+        println!("{value}");
     } else {
         println!("initialised {}", root.display());
         println!(
-            "validator key: {} ({})",
-            key.address(),
-            home.validator_key().display()
+            "node id: {node_id} (peers reach it at {}/p2p/{node_id})",
+            config.network.listen
         );
-        if !is_validator {
-            println!(
-                "this key is not a validator in the genesis: the node will run as a full node"
-            );
+        match &key {
+            Some(key) => {
+                println!(
+                    "validator key: {} ({})",
+                    key.address(),
+                    home.validator_key().display()
+                );
+                if !is_validator {
+                    println!(
+                        "this key is not a validator in the genesis: the node will run as a full node"
+                    );
+                }
+            }
+            None => println!("no validator key: the node will run as a full node"),
         }
     }
     Ok(())
 }
 
-fn new_key() -> anyhow::Result<Keypair> {
+pub(crate) fn new_key() -> anyhow::Result<Keypair> {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed)
         .map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;

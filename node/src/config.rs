@@ -23,6 +23,8 @@ pub struct NodeConfig {
     pub consensus: ConsensusConfig,
     /// Storage.
     pub storage: StorageConfig,
+    /// Peer-to-peer network and block sync.
+    pub network: NetworkConfig,
 }
 
 /// JSON-RPC server limits.
@@ -187,6 +189,84 @@ impl Default for StorageConfig {
     }
 }
 
+/// Peer-to-peer network and block sync (docs/OPERATIONS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Where to listen for peers, as a multiaddress
+    /// (`/ip4/0.0.0.0/tcp/7701` for every interface; port 0 picks one).
+    pub listen: String,
+    /// Persistent peers, each `/ip4/HOST/tcp/PORT/p2p/NODE_ID` (or
+    /// `/dns4/NAME/...`): dialled at start and redialled while
+    /// disconnected. One is enough; discovery finds the rest.
+    pub peers: Vec<String>,
+    /// Node key file, relative to the home directory (created on first
+    /// start if missing). It is the node's peer-to-peer identity.
+    pub node_key_file: PathBuf,
+    /// Most connected peers (persistent peers do not count).
+    pub max_peers: u32,
+    /// Gossip messages per second accepted from one peer.
+    pub max_messages_per_sec: u32,
+    /// Block-sync requests per second answered for one peer.
+    pub max_requests_per_sec: u32,
+    /// Invalid messages after which a peer is banned.
+    pub max_invalid_messages: u32,
+    /// How long a banned peer is refused.
+    pub ban_duration_ms: u64,
+    /// How often the node compares its tip with its peers'.
+    pub sync_interval_ms: u64,
+    /// Most blocks asked for in one sync request.
+    pub sync_batch_blocks: u32,
+    /// How long to wait for a peer's sync answer.
+    pub sync_timeout_ms: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        let net = tally_gossip::Config::default();
+        NetworkConfig {
+            listen: format!("/ip4/127.0.0.1/tcp/{}", crate::DEFAULT_P2P_PORT),
+            peers: Vec::new(),
+            node_key_file: PathBuf::from("keys/node_key.json"),
+            max_peers: net.max_peers,
+            max_messages_per_sec: net.max_messages_per_sec,
+            max_requests_per_sec: net.max_requests_per_sec,
+            max_invalid_messages: net.max_invalid_messages,
+            ban_duration_ms: net.ban_duration.as_millis() as u64,
+            sync_interval_ms: 1_000,
+            sync_batch_blocks: 64,
+            sync_timeout_ms: net.sync_request_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The listen address, parsed.
+    pub fn listen_address(&self) -> anyhow::Result<tally_gossip::Address> {
+        self.listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("config: network.listen {:?}: {e}", self.listen))
+    }
+
+    /// The peer addresses, parsed; each must name its node id.
+    pub fn peer_addresses(&self) -> anyhow::Result<Vec<tally_gossip::Address>> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let address: tally_gossip::Address = p
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("config: network.peers entry {p:?}: {e}"))?;
+                anyhow::ensure!(
+                    tally_gossip::peer_id_of(&address).is_some(),
+                    "config: network.peers entry {p:?} must end in /p2p/<node id> \
+                     (`tally status` or node_peers on that node shows it)"
+                );
+                Ok(address)
+            })
+            .collect()
+    }
+}
+
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -242,6 +322,25 @@ impl NodeConfig {
                 "storage.max_open_files",
                 self.storage.max_open_files.max(0) as u64,
             ),
+            ("network.max_peers", self.network.max_peers as u64),
+            (
+                "network.max_messages_per_sec",
+                self.network.max_messages_per_sec as u64,
+            ),
+            (
+                "network.max_requests_per_sec",
+                self.network.max_requests_per_sec as u64,
+            ),
+            (
+                "network.max_invalid_messages",
+                self.network.max_invalid_messages as u64,
+            ),
+            ("network.sync_interval_ms", self.network.sync_interval_ms),
+            (
+                "network.sync_batch_blocks",
+                self.network.sync_batch_blocks as u64,
+            ),
+            ("network.sync_timeout_ms", self.network.sync_timeout_ms),
         ];
         for (name, value) in positive {
             anyhow::ensure!(value > 0, "config: {name} must be at least 1");
@@ -253,6 +352,8 @@ impl NodeConfig {
             self.producer.empty_block_interval_ms,
             self.consensus.propose_timeout_ms
         );
+        self.network.listen_address()?;
+        self.network.peer_addresses()?;
         anyhow::ensure!(
             self.rpc.idle_timeout_ms > self.rpc.wait_timeout_ms,
             "config: rpc.idle_timeout_ms ({}) must be longer than rpc.wait_timeout_ms ({}), \

@@ -4,9 +4,11 @@
 //! before anything signed leaves, building and validating blocks, and
 //! committing decided blocks through the node's one commit path.
 //!
-//! Messages from other validators arrive over the network in a later
-//! version; with a single validator every message is the node's own, which
-//! the state machine counts as it signs them.
+//! Proposals and votes of other validators arrive from the network; the
+//! node's own are published to it (and counted by the state machine as it
+//! signs them, so a single validator needs no network). When block sync
+//! commits blocks past the height consensus is deciding, the driver starts
+//! consensus again at the height after the new tip.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -14,16 +16,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tally_consensus::{Action, Config, Consensus, Input, SignState, Timeout, ValidBlockRecord};
-use tally_ledger::{decode_strict, Block, Keypair, StoredBlock};
-use tokio::sync::watch;
+use tally_consensus::{
+    Action, Config, Consensus, Input, SignState, Step, Timeout, ValidBlockRecord,
+};
+use tally_gossip::Topic;
+use tally_ledger::{decode_strict, Block, BlockMeta, ConsensusMessage, Keypair, StoredBlock};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
-use crate::node::{CommitFailure, Node};
+use crate::node::{CommitFailure, ConsensusPosition, Node};
+
+/// The network as consensus sees it: where its messages go and where
+/// other validators' messages come from.
+pub struct ConsensusNet {
+    /// Publishes this node's proposals and votes.
+    pub network: tally_gossip::Handle,
+    /// Proposals and votes from peers (already checked to be signed by a
+    /// validator of the genesis).
+    pub messages: mpsc::Receiver<ConsensusMessage>,
+}
 
 /// How long to wait before retrying a failed commit or record write.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
+
+/// When the height has not moved for this long, the node publishes its own
+/// proposal and votes of the current round again: a peer that was
+/// disconnected or restarted missed them, and without them a round that
+/// needs its vote never completes.
+const REBROADCAST_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Most own messages kept for rebroadcast (a few per round).
+const MAX_OWN_MESSAGES: usize = 16;
 
 /// Largest signing record file read.
 const MAX_SIGN_STATE_BYTES: u64 = 4096;
@@ -103,6 +127,12 @@ struct Driver {
     timers: Vec<(Instant, Timeout)>,
     build: Option<PendingBuild>,
     shutdown: watch::Receiver<bool>,
+    network: Option<tally_gossip::Handle>,
+    tip: watch::Receiver<BlockMeta>,
+    /// This node's messages of the current height, for rebroadcast.
+    own: VecDeque<ConsensusMessage>,
+    /// The height at the last rebroadcast tick.
+    height_at_tick: u64,
 }
 
 /// Runs consensus until `shutdown` turns true.
@@ -112,9 +142,14 @@ pub async fn run(
     config: DriverConfig,
     record: Option<SignState>,
     valid_block: Option<ValidBlockRecord>,
+    net: Option<ConsensusNet>,
     shutdown: watch::Receiver<bool>,
 ) {
     let chain = node.chain().clone();
+    let (network, messages) = match net {
+        Some(net) => (Some(net.network), Some(net.messages)),
+        None => (None, None),
+    };
     let machine = Consensus::new(
         config.consensus.clone(),
         chain.genesis.chain_id.clone(),
@@ -124,6 +159,7 @@ pub async fn run(
         record,
         valid_block,
     );
+    let tip = node.subscribe_tip();
     let mut driver = Driver {
         node,
         machine,
@@ -132,6 +168,10 @@ pub async fn run(
         timers: Vec::new(),
         build: None,
         shutdown,
+        network,
+        tip,
+        own: VecDeque::new(),
+        height_at_tick: 0,
     };
     let start = match driver.node.tip() {
         Ok(tip) => tip.height + 1,
@@ -145,14 +185,15 @@ pub async fn run(
     if driver.feed(Input::StartHeight(start)).await.is_err() {
         return;
     }
-    driver.run().await;
+    driver.run(messages).await;
 }
 
 /// The driver stopped (shutdown, or a failure it cannot get past).
 struct Stopped;
 
 impl Driver {
-    async fn run(&mut self) {
+    async fn run(&mut self, mut messages: Option<mpsc::Receiver<ConsensusMessage>>) {
+        let mut rebroadcast = tokio::time::interval(REBROADCAST_INTERVAL);
         loop {
             let next_timer = self.timers.iter().map(|(at, _)| *at).min();
             let empty_at = self.build.as_ref().and_then(|b| b.empty_at);
@@ -162,11 +203,67 @@ impl Driver {
                 _ = sleep_until(next_timer) => self.fire_timers().await,
                 _ = self.node.work_arrived(), if waiting_to_build => self.build_and_feed(false).await,
                 _ = sleep_until(empty_at) => self.build_and_feed(true).await,
+                Some(message) = next_message(&mut messages) => self.feed(Input::Message(message)).await,
+                Ok(()) = self.tip.changed() => self.follow_tip().await,
+                _ = rebroadcast.tick() => self.rebroadcast().await,
             };
             if step.is_err() {
                 return;
             }
         }
+    }
+
+    /// Block sync committed past the height being decided: start over at
+    /// the height after the new tip.
+    async fn follow_tip(&mut self) -> Result<(), Stopped> {
+        let tip = self.tip.borrow_and_update().height;
+        if tip < self.machine.height() {
+            return Ok(());
+        }
+        self.timers.clear();
+        self.build = None;
+        self.feed(Input::StartHeight(tip + 1)).await
+    }
+
+    /// Publishes this round's (and the previous round's) own messages
+    /// again if the height has not moved since the last tick.
+    async fn rebroadcast(&mut self) -> Result<(), Stopped> {
+        let height = self.machine.height();
+        let stuck = height == self.height_at_tick;
+        self.height_at_tick = height;
+        let Some(network) = &self.network else {
+            return Ok(());
+        };
+        if !stuck {
+            return Ok(());
+        }
+        let since = self.machine.round().saturating_sub(1);
+        for message in &self.own {
+            let (h, round) = match message {
+                ConsensusMessage::Vote(v) => (v.vote.height, v.vote.round),
+                ConsensusMessage::Proposal(p) => (p.core.height, p.core.round),
+            };
+            if h == height && round >= since {
+                if let Ok(bytes) = borsh::to_vec(message) {
+                    let _ = network.publish(Topic::Consensus, bytes).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report_position(&self) {
+        let step = match self.machine.step() {
+            Step::Propose => "propose",
+            Step::Prevote => "prevote",
+            Step::Precommit => "precommit",
+            Step::Decided => "commit",
+        };
+        self.node.set_consensus_position(ConsensusPosition {
+            height: self.machine.height(),
+            round: self.machine.round(),
+            step,
+        });
     }
 
     async fn fire_timers(&mut self) -> Result<(), Stopped> {
@@ -236,6 +333,7 @@ impl Driver {
                 }
             }
         }
+        self.report_position();
         Ok(())
     }
 
@@ -253,8 +351,31 @@ impl Driver {
                     .await
                     .map(|()| None)
             }
-            // No peers yet: with one validator every message is our own.
-            Action::Broadcast(_) => Ok(None),
+            Action::Broadcast(message) => {
+                let height = self.machine.height();
+                self.own.retain(|m| match m {
+                    ConsensusMessage::Vote(v) => v.vote.height == height,
+                    ConsensusMessage::Proposal(p) => p.core.height == height,
+                });
+                if self.own.len() >= MAX_OWN_MESSAGES {
+                    self.own.pop_front();
+                }
+                self.own.push_back(message.clone());
+                if let Some(network) = &self.network {
+                    match borsh::to_vec(&message) {
+                        Ok(bytes) => {
+                            // Best effort: with no peers (a single validator,
+                            // or all others down) there is no one to tell, and
+                            // timeouts cover lost messages.
+                            if let Err(e) = network.publish(Topic::Consensus, bytes).await {
+                                debug!(error = %e, "consensus message not published");
+                            }
+                        }
+                        Err(e) => error!(error = %e, "cannot encode a consensus message"),
+                    }
+                }
+                Ok(None)
+            }
             Action::ScheduleTimeout { timeout, after_ms } => {
                 self.timers
                     .push((Instant::now() + Duration::from_millis(after_ms), timeout));
@@ -275,7 +396,9 @@ impl Driver {
                 self.commit(StoredBlock { block, commit }).await?;
                 self.timers.clear();
                 self.build = None;
-                Ok(Some(Input::StartHeight(height + 1)))
+                // Sync may have committed further meanwhile.
+                let tip = self.tip.borrow_and_update().height;
+                Ok(Some(Input::StartHeight(height.max(tip) + 1)))
             }
             Action::Evidence(evidence) => {
                 warn!(validator = %evidence.first.validator, height = evidence.first.vote.height, round = evidence.first.vote.round, "validator signed two conflicting votes");
@@ -366,6 +489,15 @@ impl Driver {
             _ = self.shutdown.changed() => Err(Stopped),
             _ = tokio::time::sleep(RETRY_AFTER_FAILURE) => Ok(()),
         }
+    }
+}
+
+async fn next_message(
+    messages: &mut Option<mpsc::Receiver<ConsensusMessage>>,
+) -> Option<ConsensusMessage> {
+    match messages {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

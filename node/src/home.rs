@@ -57,16 +57,18 @@ impl Home {
         self.config().exists()
     }
 
-    /// Lays out a new home: genesis, config and a validator key. Refuses to
+    /// Lays out a new home: genesis, config, a validator key and a node key
+    /// (kept if one is already there). Refuses to
     /// overwrite an initialised home. Each file is written to a temporary
     /// name, synced and renamed, and `config.toml` comes last: a crash leaves
     /// either an initialised home or one that `init` can complete (a key
     /// file already there is kept if it is the same key).
+    /// Without `key` the node is a full node (no validator key file).
     pub fn init(
         &self,
         genesis: &Genesis,
         config: &NodeConfig,
-        key: &Keypair,
+        key: Option<&Keypair>,
     ) -> anyhow::Result<()> {
         if self.is_initialised() {
             bail!(
@@ -77,21 +79,30 @@ impl Home {
         fs::create_dir_all(&self.root)
             .with_context(|| format!("cannot create {}", self.root.display()))?;
         let key_path = self.validator_key();
-        if key_path.exists() {
-            let existing = read_key_file(&key_path)?;
-            if existing.address() != key.address() {
-                bail!(
-                    "{} already holds another key ({}); move it away or use another --home",
-                    key_path.display(),
-                    existing.address()
-                );
+        match key {
+            Some(key) if key_path.exists() => {
+                let existing = read_key_file(&key_path)?;
+                if existing.address() != key.address() {
+                    bail!(
+                        "{} already holds another key ({}); move it away or use another --home",
+                        key_path.display(),
+                        existing.address()
+                    );
+                }
             }
-        } else {
-            write_key_file(&key_path, key)?;
+            Some(key) => write_key_file(&key_path, key)?,
+            None => {}
+        }
+        let node_key = self.root.join(&config.network.node_key_file);
+        if !node_key.exists() {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed)
+                .map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+            write_node_key_file(&node_key, seed)?;
         }
         write_atomically(&self.genesis(), genesis.to_json().as_bytes())?;
         let mut config = config.clone();
-        config.validator_key_file = Some(PathBuf::from("keys/validator.json"));
+        config.validator_key_file = key.map(|_| PathBuf::from("keys/validator.json"));
         write_atomically(&self.config(), config.to_toml().as_bytes())?;
         Ok(())
     }
@@ -111,6 +122,25 @@ impl Home {
     /// Reads the genesis.
     pub fn load_genesis(&self) -> anyhow::Result<Genesis> {
         load_genesis(&self.genesis())
+    }
+
+    /// The node key named by the config: the node's peer-to-peer identity.
+    /// Created (randomly) on first use.
+    pub fn load_or_create_node_key(&self, config: &NodeConfig) -> anyhow::Result<[u8; 32]> {
+        let path = self.root.join(&config.network.node_key_file);
+        if !path.exists() {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed)
+                .map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+            write_node_key_file(&path, seed)?;
+        }
+        read_node_key_file(&path)
+    }
+
+    /// The node's peer id, from its node key file.
+    pub fn node_id(&self, config: &NodeConfig) -> anyhow::Result<tally_gossip::NodeId> {
+        let seed = read_node_key_file(&self.root.join(&config.network.node_key_file))?;
+        Ok(tally_gossip::peer_id_from_seed(seed)?)
     }
 
     /// Reads the validator key named by the config, if any.
@@ -189,6 +219,12 @@ impl KeyFile {
 
 /// Writes a key file readable only by its owner (mode 0600); never overwrites.
 pub fn write_key_file(path: &Path, key: &Keypair) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&KeyFile::of(key))?;
+    write_secret(path, text.as_bytes())
+}
+
+/// Creates `path` readable only by its owner and writes `bytes`, synced.
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -205,18 +241,47 @@ pub fn write_key_file(path: &Path, key: &Keypair) -> anyhow::Result<()> {
             path.display()
         )
     })?;
-    let text = serde_json::to_string_pretty(&KeyFile::of(key))?;
-    file.write_all(text.as_bytes())?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
 }
 
-/// Reads a key file and checks that its address matches its secret.
-pub fn read_key_file(path: &Path) -> anyhow::Result<Keypair> {
+/// A node key file: the peer id and its secret seed.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeKeyFile {
+    node_id: String,
+    secret_key: String,
+}
+
+/// Writes a node key file (mode 0600); never overwrites.
+pub fn write_node_key_file(path: &Path, seed: [u8; 32]) -> anyhow::Result<()> {
+    let node_id = tally_gossip::peer_id_from_seed(seed)?;
+    let text = serde_json::to_string_pretty(&NodeKeyFile {
+        node_id: node_id.to_string(),
+        secret_key: to_hex(&seed),
+    })?;
+    write_secret(path, text.as_bytes())
+}
+
+/// Reads a node key file and checks that its id matches its secret.
+pub fn read_node_key_file(path: &Path) -> anyhow::Result<[u8; 32]> {
     let text = read_bounded(path, 4096)?;
-    let file: KeyFile = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a Tally key file", path.display()))?;
-    let seed = tally_ledger::parse_hex(&file.secret_key)
+    let file: NodeKeyFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a Tally node key file", path.display()))?;
+    let seed = parse_seed(&file.secret_key, path)?;
+    let id = tally_gossip::peer_id_from_seed(seed)?;
+    if id.to_string() != file.node_id {
+        bail!(
+            "{}: the node_id does not belong to the secret key",
+            path.display()
+        );
+    }
+    Ok(seed)
+}
+
+fn parse_seed(hex: &str, path: &Path) -> anyhow::Result<[u8; 32]> {
+    tally_ledger::parse_hex(hex)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .with_context(|| {
@@ -224,7 +289,15 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<Keypair> {
                 "{}: secret_key must be 0x followed by 64 hex digits",
                 path.display()
             )
-        })?;
+        })
+}
+
+/// Reads a key file and checks that its address matches its secret.
+pub fn read_key_file(path: &Path) -> anyhow::Result<Keypair> {
+    let text = read_bounded(path, 4096)?;
+    let file: KeyFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a Tally key file", path.display()))?;
+    let seed = parse_seed(&file.secret_key, path)?;
     let key = Keypair::from_seed(seed);
     if key.address() != file.address {
         bail!(

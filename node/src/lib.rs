@@ -14,18 +14,23 @@
 //! - Every limit is configurable in `config.toml` and listed in
 //!   docs/OPERATIONS.md.
 //!
+//! [`sync`] fetches committed blocks the node is behind on from peers and
+//! feeds them to the same commit path; [`devnet`] lays out and runs a local
+//! multi-node network.
+//!
 //! # Not guaranteed
-//! - Multi-validator operation: consensus runs in every node, but the network
-//!   that carries its messages between validators is not built yet, so a
-//!   genesis with several validators is refused by its validators.
+//! - Progress while more than a third of the voting power is down or cut
+//!   off: the chain halts (safely) until enough validators return.
 
 pub mod cli;
 pub mod config;
 pub mod consensus_driver;
+pub mod devnet;
 pub mod home;
 pub mod node;
 pub mod rpc_server;
 pub mod run;
+pub mod sync;
 mod wallet;
 
 /// The node's version, reported by `chain_status`.
@@ -33,3 +38,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Default JSON-RPC port.
 pub const DEFAULT_RPC_PORT: u16 = 7700;
+
+/// Default peer-to-peer port.
+pub const DEFAULT_P2P_PORT: u16 = 7701;

@@ -7,7 +7,8 @@
 //! sync will drive the same one.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tally_ledger::{
@@ -17,7 +18,7 @@ use tally_ledger::{
 };
 use tally_mempool::{Mempool, MempoolError, PoolState, Removal};
 use tally_rpc::{tx_error_code, TxRejection};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 /// Most equivocations kept for `chain_getEvidence`.
@@ -86,10 +87,11 @@ pub enum SubmitError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// This node does not produce blocks, so a transaction would wait forever.
+    /// This node neither produces blocks nor has peers to pass the
+    /// transaction to, so it would wait forever.
     #[error(
-        "this node is not the chain's validator and does not produce blocks; \
-         submit transactions to the validator's node"
+        "this node is not a validator and has no connected peers to pass the transaction to; \
+         wait for it to connect (see node_peers) or submit to another node"
     )]
     NotProducing,
 }
@@ -106,6 +108,27 @@ pub enum CommitFailure {
     /// Storage failed: nothing was committed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A different block is already committed at this height. With a valid
+    /// certificate for both, more than a third of the validators signed
+    /// conflicting blocks: the chain's safety assumption is broken.
+    #[error("a different block ({committed}) is already committed at height {height}")]
+    Conflict {
+        /// The height.
+        height: u64,
+        /// The block committed there.
+        committed: Hash,
+    },
+}
+
+/// Where consensus is, for `chain_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsensusPosition {
+    /// Height being decided.
+    pub height: u64,
+    /// Round.
+    pub round: u32,
+    /// Step name: `propose`, `prevote` or `precommit`.
+    pub step: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -164,8 +187,19 @@ pub struct Node {
     /// Equivocations seen, oldest first (at most `MAX_EVIDENCE`).
     evidence: Mutex<VecDeque<DuplicateVoteEvidence>>,
     closing: watch::Sender<bool>,
+    /// The committed tip, for tasks that follow it (consensus, sync).
+    tip: watch::Sender<BlockMeta>,
     validator: Option<Keypair>,
     limits: NodeLimits,
+    /// Where transactions submitted here go to be gossiped.
+    relay: OnceLock<mpsc::Sender<Vec<u8>>>,
+    /// The network, once started.
+    network: OnceLock<tally_gossip::Handle>,
+    /// Connected peers at the last count.
+    peer_count: AtomicUsize,
+    /// Whether block sync is fetching blocks.
+    syncing: AtomicBool,
+    consensus: Mutex<Option<ConsensusPosition>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,6 +220,11 @@ impl Node {
         validator: Option<Keypair>,
         limits: NodeLimits,
     ) -> Arc<Node> {
+        let tip = store
+            .tip()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| chain.genesis_meta());
         Arc::new(Node {
             chain,
             store,
@@ -202,9 +241,62 @@ impl Node {
             executed: Mutex::new(HashMap::new()),
             evidence: Mutex::new(VecDeque::new()),
             closing: watch::channel(false).0,
+            tip: watch::channel(tip).0,
             validator,
             limits,
+            relay: OnceLock::new(),
+            network: OnceLock::new(),
+            peer_count: AtomicUsize::new(0),
+            syncing: AtomicBool::new(false),
+            consensus: Mutex::new(None),
         })
+    }
+
+    /// Connects the node to the network: transactions submitted here are
+    /// sent to `relay` for gossip, and `network` answers `node_peers`.
+    pub fn attach_network(&self, network: tally_gossip::Handle, relay: mpsc::Sender<Vec<u8>>) {
+        let _ = self.network.set(network);
+        let _ = self.relay.set(relay);
+    }
+
+    /// The network, if started.
+    pub fn network(&self) -> Option<&tally_gossip::Handle> {
+        self.network.get()
+    }
+
+    /// Follows the committed tip.
+    pub fn subscribe_tip(&self) -> watch::Receiver<BlockMeta> {
+        self.tip.subscribe()
+    }
+
+    /// Records how many peers are connected.
+    pub fn set_peer_count(&self, peers: usize) {
+        self.peer_count.store(peers, Ordering::Relaxed);
+    }
+
+    /// Connected peers at the last count.
+    pub fn peer_count(&self) -> usize {
+        self.peer_count.load(Ordering::Relaxed)
+    }
+
+    /// Records whether block sync is fetching blocks.
+    pub fn set_syncing(&self, syncing: bool) {
+        self.syncing.store(syncing, Ordering::Relaxed);
+    }
+
+    /// Whether block sync is fetching blocks.
+    pub fn is_syncing(&self) -> bool {
+        self.syncing.load(Ordering::Relaxed)
+    }
+
+    /// Records where consensus is.
+    pub fn set_consensus_position(&self, position: ConsensusPosition) {
+        *lock(&self.consensus) = Some(position);
+    }
+
+    /// Where consensus is, once it started.
+    pub fn consensus_position(&self) -> Option<ConsensusPosition> {
+        *lock(&self.consensus)
     }
 
     /// The chain this node follows.
@@ -288,14 +380,31 @@ impl Node {
         self.closing.send_replace(true);
     }
 
-    /// Decodes, verifies and admits a transaction to the mempool.
+    /// Decodes, verifies and admits a transaction submitted to this node,
+    /// then passes it to the network.
     pub fn submit(
         &self,
         bytes: &[u8],
     ) -> Result<(SignedTransaction, Hash, PoolState), SubmitError> {
-        if self.validator.is_none() {
+        if self.validator.is_none() && (self.relay.get().is_none() || self.peer_count() == 0) {
             return Err(SubmitError::NotProducing);
         }
+        let admitted = self.admit(bytes)?;
+        if let Some(relay) = self.relay.get() {
+            if relay.try_send(bytes.to_vec()).is_err() {
+                warn!("the network is not keeping up; a transaction was admitted but not gossiped");
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Admits a transaction that arrived by gossip (the network forwards
+    /// it; this node does not send it again).
+    pub fn admit_from_peer(&self, bytes: &[u8]) -> Result<Hash, SubmitError> {
+        self.admit(bytes).map(|(_, id, _)| id)
+    }
+
+    fn admit(&self, bytes: &[u8]) -> Result<(SignedTransaction, Hash, PoolState), SubmitError> {
         let tx = SignedTransaction::decode(bytes)?;
         let id = tx.id();
         if let Some(location) = self.store.tx_location(&id)? {
@@ -429,10 +538,33 @@ impl Node {
     /// execution kept from validating or building it), stores it. On a
     /// storage failure nothing is committed and the caller retries with the
     /// identical block.
+    ///
+    /// A block already committed (consensus and sync may both deliver it)
+    /// is not committed again: its meta is returned.
     pub fn commit_block(&self, stored: StoredBlock) -> Result<BlockMeta, CommitFailure> {
         let _guard = lock(&self.commit_lock);
         let parent = self.tip()?;
         let hash = stored.block.hash();
+        let height = stored.block.header.height;
+        // The certificate first: it costs 2f+1 signature checks, where a
+        // block from an unknown source could cost thousands.
+        self.verify_certificate(&stored, &hash)?;
+        if height <= parent.height {
+            let committed = self
+                .store
+                .header(height)?
+                .map(|h| h.hash())
+                .ok_or_else(|| StorageError::Corrupt(format!("block {height} is missing")))?;
+            if committed != hash {
+                return Err(CommitFailure::Conflict { height, committed });
+            }
+            let header = &stored.block.header;
+            return Ok(BlockMeta {
+                height,
+                hash,
+                timestamp_ms: header.timestamp_ms,
+            });
+        }
         // The kept execution is keyed by the header's hash: use it only for
         // the body that header commits to.
         let kept = match stored.block.body_matches_header() {
@@ -536,6 +668,17 @@ impl Node {
         }
     }
 
+    fn verify_certificate(&self, stored: &StoredBlock, hash: &Hash) -> Result<(), CommitError> {
+        verify_commit(
+            &stored.commit,
+            stored.block.header.height,
+            hash,
+            &self.chain.validators,
+            &self.chain.genesis.chain_id,
+            &self.chain.genesis_hash,
+        )
+    }
+
     /// The tail of the commit path, shared by every block.
     fn finish_commit(
         &self,
@@ -543,14 +686,6 @@ impl Node {
         executed: ExecutedBlock,
     ) -> Result<BlockMeta, CommitFailure> {
         let header = &stored.block.header;
-        verify_commit(
-            &stored.commit,
-            header.height,
-            &executed.hash,
-            &self.chain.validators,
-            &self.chain.genesis.chain_id,
-            &self.chain.genesis_hash,
-        )?;
         let write = BlockWrite {
             stored: &stored,
             hash: executed.hash,
@@ -580,6 +715,7 @@ impl Node {
             timestamp_ms: header.timestamp_ms,
         };
         info!(height = meta.height, txs = executed.tx_ids.len(), hash = %meta.hash, "committed block");
+        self.tip.send_replace(meta);
         Ok(meta)
     }
 }

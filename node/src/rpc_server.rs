@@ -22,8 +22,9 @@ use tally_ledger::{Address, Hash, StorageError};
 use tally_mempool::{MempoolError, PoolState};
 use tally_rpc::codes::{self, error};
 use tally_rpc::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, FullTx, GenesisInfo, SubmitResult,
-    TallyApiServer, TxInfo, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
+    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, FullTx, GenesisInfo,
+    NodeRole, PeerEntry, PeersInfo, SubmitResult, TallyApiServer, TxInfo, TxState, ValidatorInfo,
+    ValidatorsInfo, WaitMode,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,7 +53,7 @@ fn submit_error(e: SubmitError) -> ErrorObjectOwned {
             error(codes::DUPLICATE_TX, "already_committed", e.to_string())
         }
         SubmitError::Storage(e) => unavailable(e),
-        SubmitError::NotProducing => error(codes::UNAVAILABLE, "not_producing", e.to_string()),
+        SubmitError::NotProducing => error(codes::UNAVAILABLE, "no_peers", e.to_string()),
         SubmitError::Pool(p) => match p {
             MempoolError::Invalid(e) => tally_rpc::tx_error(&e),
             MempoolError::Duplicate => error(codes::DUPLICATE_TX, "duplicate", p.to_string()),
@@ -233,7 +234,43 @@ impl TallyApiServer for Api {
             min_fee: chain.genesis.params.min_fee,
             mempool_size: self.node.mempool_len() as u64,
             validator: self.node.validator().map(|k| k.address()),
+            role: match self.node.validator() {
+                Some(_) => NodeRole::Validator,
+                None => NodeRole::Full,
+            },
+            peers: self.node.peer_count() as u64,
+            syncing: self.node.is_syncing(),
+            consensus: self.node.consensus_position().map(|p| ConsensusInfo {
+                height: p.height,
+                round: p.round,
+                step: p.step.to_owned(),
+            }),
             node_version: crate::VERSION.to_owned(),
+        })
+    }
+
+    async fn node_peers(&self) -> RpcResult<PeersInfo> {
+        let stopped = || {
+            error(
+                codes::UNAVAILABLE,
+                "no_network",
+                "the network is not running",
+            )
+        };
+        let network = self.node.network().ok_or_else(stopped)?;
+        let peers = network.peers().await.map_err(|_| stopped())?;
+        Ok(PeersInfo {
+            node_id: network.peer_id().to_string(),
+            listen_address: network.address().to_string(),
+            peers: peers
+                .into_iter()
+                .map(|p| PeerEntry {
+                    node_id: p.id.to_string(),
+                    address: p.address.to_string(),
+                    direction: if p.outbound { "outbound" } else { "inbound" }.to_owned(),
+                    persistent: p.persistent,
+                })
+                .collect(),
         })
     }
 

@@ -5,16 +5,18 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use tally_ledger::ChainContext;
+use anyhow::Context;
+use tally_gossip::{Inbound, LedgerValidator, Topic};
+use tally_ledger::{decode_strict, ChainContext, ConsensusMessage};
 use tally_mempool::Mempool;
 use tally_store::{RocksConfig, RocksStore};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
-use crate::consensus_driver::{load_sign_state, load_valid_block, DriverConfig};
+use crate::consensus_driver::{load_sign_state, load_valid_block, ConsensusNet, DriverConfig};
+use crate::sync::{NodeSyncServer, SyncConfig};
 
 /// Room for a block's header and a polka of 256 validators' votes in the
 /// valid-block record, beyond the block's transactions.
@@ -24,6 +26,13 @@ use crate::node::{now_ms, Node, NodeLimits};
 
 /// How often queued transactions are checked for expiry.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Room in a gossip message beyond the block: the proposal's header,
+/// signature and framing.
+const PROPOSAL_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Consensus messages and transactions from peers waiting to be handled.
+const INBOUND_QUEUE: usize = 8_192;
 
 /// Runs the node in `home` with `config`, serving RPC on `listener`, until
 /// `shutdown` resolves; then stops producing, finishes the block in flight,
@@ -39,13 +48,7 @@ pub async fn run(
     let is_validator = key
         .as_ref()
         .is_some_and(|k| chain.validators.power_of(&k.address()).is_some());
-    if is_validator && chain.validators.validators().len() > 1 {
-        bail!(
-            "this genesis has {} validators; they must agree over the consensus network, which this \
-             version of Tally does not run yet. Use a single-validator genesis (see `tally dev`).",
-            chain.validators.validators().len()
-        );
-    }
+    let node_key = home.load_or_create_node_key(&config)?;
     let rocks = RocksConfig {
         block_cache_bytes: config.storage.block_cache_bytes,
         max_open_files: config.storage.max_open_files,
@@ -58,8 +61,8 @@ pub async fn run(
     if let (Some(key), false) = (&key, is_validator) {
         warn!(
             address = %key.address(),
-            "the configured key is not a validator in this genesis: running as a node that serves \
-             the chain but produces no blocks and accepts no transactions"
+            "the configured key is not a validator in this genesis: running as a full node that \
+             follows and serves the chain and relays transactions, but does not vote"
         );
     }
     let validator = if is_validator { key } else { None };
@@ -78,13 +81,68 @@ pub async fn run(
     let max_record_bytes = node.chain().genesis.params.max_block_bytes as usize + MAX_POLKA_BYTES;
     let valid_block = load_valid_block(&home.valid_block(), max_record_bytes)?;
     let addr = listener.local_addr()?;
-    info!(chain_id = %node.chain().genesis.chain_id, height = tip.height, validator = ?validator.as_ref().map(|k| k.address()), "node started");
-    // A stable line on stdout for people and for scripts that start nodes.
+
+    let params = &node.chain().genesis.params;
+    let max_message_bytes = params.max_block_bytes as usize + PROPOSAL_OVERHEAD_BYTES;
+    let net_config = tally_gossip::Config {
+        listen: config.network.listen_address()?,
+        peers: config.network.peer_addresses()?,
+        max_peers: config.network.max_peers,
+        max_message_bytes,
+        // A batch holds at least one block of the largest size.
+        max_sync_response_bytes: max_message_bytes.max(16 * 1024 * 1024),
+        sync_request_timeout: Duration::from_millis(config.network.sync_timeout_ms),
+        max_messages_per_sec: config.network.max_messages_per_sec,
+        max_requests_per_sec: config.network.max_requests_per_sec,
+        max_invalid_messages: config.network.max_invalid_messages,
+        ban_duration: Duration::from_millis(config.network.ban_duration_ms),
+        inbound_queue: INBOUND_QUEUE,
+        ..tally_gossip::Config::default()
+    };
+    let (network, inbound) = tally_gossip::start(
+        net_config,
+        node_key,
+        node.chain().genesis_hash,
+        LedgerValidator::new(node.chain().clone(), max_message_bytes),
+        Arc::new(NodeSyncServer(node.clone())),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot listen for peers on {} (is another node using it? set network.listen in {})",
+            config.network.listen,
+            home.config().display()
+        )
+    })?;
+    let (relay_tx, relay_rx) = mpsc::channel(INBOUND_QUEUE);
+    node.attach_network(network.clone(), relay_tx);
+
+    info!(chain_id = %node.chain().genesis.chain_id, height = tip.height, validator = ?validator.as_ref().map(|k| k.address()), node_id = %network.peer_id(), "node started");
+    // Stable lines on stdout for people and for scripts that start nodes.
     println!("RPC listening on http://{addr}");
+    println!("P2P listening on {}", network.address());
     let _ = std::io::stdout().flush();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let (consensus_tx, consensus_rx) = mpsc::channel(INBOUND_QUEUE);
+    tasks.spawn(dispatch(
+        node.clone(),
+        inbound,
+        consensus_tx,
+        stop_rx.clone(),
+    ));
+    tasks.spawn(relay(network.clone(), relay_rx, stop_rx.clone()));
+    let sync = SyncConfig {
+        interval: Duration::from_millis(config.network.sync_interval_ms),
+        batch_blocks: config.network.sync_batch_blocks,
+    };
+    tasks.spawn(crate::sync::run(
+        node.clone(),
+        network.clone(),
+        sync,
+        stop_rx.clone(),
+    ));
     let driver = DriverConfig {
         consensus: config.consensus.machine(),
         empty_block_interval: match config.producer.empty_block_interval_ms {
@@ -100,6 +158,10 @@ pub async fn run(
         driver,
         sign_state,
         valid_block,
+        Some(ConsensusNet {
+            network: network.clone(),
+            messages: consensus_rx,
+        }),
         stop_rx.clone(),
     );
     tasks.spawn(consensus);
@@ -117,6 +179,62 @@ pub async fn run(
     drop(node);
     info!("stopped");
     served
+}
+
+/// Routes what peers sent: consensus messages to the driver, transactions
+/// to the mempool.
+async fn dispatch(
+    node: Arc<Node>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    consensus: mpsc::Sender<ConsensusMessage>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let max_bytes = node.chain().genesis.params.max_block_bytes as usize + PROPOSAL_OVERHEAD_BYTES;
+    loop {
+        let message = tokio::select! {
+            _ = stop.changed() => return,
+            message = inbound.recv() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        match message.topic {
+            Topic::Consensus => match decode_strict::<ConsensusMessage>(&message.data, max_bytes) {
+                Ok(decoded) => {
+                    if consensus.try_send(decoded).is_err() {
+                        warn!("consensus is not keeping up; dropping a message from a peer");
+                    }
+                }
+                Err(e) => debug!(error = %e, "undecodable consensus message"),
+            },
+            Topic::Transactions => {
+                // Stale nonces and duplicates are normal under gossip.
+                if let Err(e) = node.admit_from_peer(&message.data) {
+                    debug!(error = %e, "gossiped transaction not admitted");
+                }
+            }
+        }
+    }
+}
+
+/// Gossips the transactions submitted to this node.
+async fn relay(
+    network: tally_gossip::Handle,
+    mut txs: mpsc::Receiver<Vec<u8>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let tx = tokio::select! {
+            _ = stop.changed() => return,
+            tx = txs.recv() => match tx {
+                Some(tx) => tx,
+                None => return,
+            },
+        };
+        if let Err(e) = network.publish(Topic::Transactions, tx).await {
+            debug!(error = %e, "transaction not gossiped");
+        }
+    }
 }
 
 async fn expire_queued(node: Arc<Node>, mut stop: watch::Receiver<bool>) {

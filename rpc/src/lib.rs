@@ -24,8 +24,9 @@ use tally_ledger::DuplicateVoteEvidence;
 
 pub use codes::{error, tx_error, tx_error_code};
 pub use types::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, FullTx, GenesisInfo, SubmitResult,
-    TxInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
+    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, FullTx, GenesisInfo,
+    NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo, TxRejection, TxState, ValidatorInfo,
+    ValidatorsInfo, WaitMode,
 };
 
 /// The Tally JSON-RPC API.
@@ -64,4 +65,8 @@ pub trait TallyApi {
     /// Equivocations this node has seen: pairs of conflicting signed votes.
     #[method(name = "chain_getEvidence")]
     async fn chain_get_evidence(&self) -> RpcResult<Vec<DuplicateVoteEvidence>>;
+
+    /// This node's peer id and address, and its connected peers.
+    #[method(name = "node_peers")]
+    async fn node_peers(&self) -> RpcResult<PeersInfo>;
 }

@@ -221,8 +221,62 @@ pub struct ChainStatus {
     /// This node's validator address, if it validates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validator: Option<Address>,
+    /// `"validator"` (its key is in the validator set) or `"full"`.
+    pub role: NodeRole,
+    /// Connected peers.
+    pub peers: u64,
+    /// Whether the node is fetching blocks it is behind on from peers.
+    pub syncing: bool,
+    /// Where consensus is (absent before it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consensus: Option<ConsensusInfo>,
     /// The node's version.
     pub node_version: String,
+}
+
+/// What a node does in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// Signs proposals and votes.
+    Validator,
+    /// Follows and serves the chain without voting.
+    Full,
+}
+
+/// The height, round and step consensus is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusInfo {
+    /// Height being decided (the tip's height + 1).
+    pub height: u64,
+    /// Round within it (0 unless rounds failed).
+    pub round: u32,
+    /// `propose`, `prevote` or `precommit`.
+    pub step: String,
+}
+
+/// The answer of `node_peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeersInfo {
+    /// This node's peer id (from its node key).
+    pub node_id: String,
+    /// The address peers can dial, ending in `/p2p/<node_id>`.
+    pub listen_address: String,
+    /// The connected peers.
+    pub peers: Vec<PeerEntry>,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// Its peer id.
+    pub node_id: String,
+    /// Its address on this connection.
+    pub address: String,
+    /// `"outbound"` (this node dialled it) or `"inbound"`.
+    pub direction: String,
+    /// Whether it is one of this node's configured peers.
+    pub persistent: bool,
 }
 
 /// The answer of `chain_getGenesis`.

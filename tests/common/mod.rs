@@ -90,13 +90,27 @@ impl NodeProcess {
         )
     }
 
-    /// `tally run --home HOME --rpc-addr 127.0.0.1:0`.
+    /// `tally run --home HOME` on free RPC and peer-to-peer ports.
     pub fn run(home: &Path) -> NodeProcess {
         let home_arg = home.to_str().expect("utf-8 path");
         Self::start(
-            &["run", "--home", home_arg, "--rpc-addr", "127.0.0.1:0"],
+            &[
+                "run",
+                "--home",
+                home_arg,
+                "--rpc-addr",
+                "127.0.0.1:0",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ],
             home,
         )
+    }
+
+    /// `tally run --home HOME` on the ports its config names.
+    pub fn run_configured(home: &Path) -> NodeProcess {
+        let home_arg = home.to_str().expect("utf-8 path");
+        Self::start(&["run", "--home", home_arg], home)
     }
 
     /// An SDK client for this node.

@@ -1,0 +1,229 @@
+//! Block sync: a node that is behind fetches committed blocks with their
+//! commit certificates from peers and commits them through the node's one
+//! commit path, which checks each certificate against the validator set and
+//! executes each block against the state.
+//!
+//! Every `sync_interval` the node asks its peers for their tips. When a peer
+//! is at least two blocks ahead (or one ahead while this node's tip has not
+//! moved for a whole interval, so live consensus is not raced for the block
+//! it is deciding), it fetches blocks in batches from peers that claim to be
+//! ahead. A peer that sends a block whose certificate or contents do not
+//! verify, blocks it was not asked for, or nothing although it claimed to
+//! be ahead, is banned; sync goes on with the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_gossip::{Handle, NodeId, SyncRequest, SyncResponse, SyncServer};
+use tally_ledger::StoredBlock;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::node::{CommitFailure, Node};
+
+/// Answers peers' sync requests from the node's store.
+pub struct NodeSyncServer(pub Arc<Node>);
+
+impl SyncServer for NodeSyncServer {
+    fn status(&self) -> SyncResponse {
+        let tip = self
+            .0
+            .tip()
+            .unwrap_or_else(|_| self.0.chain().genesis_meta());
+        SyncResponse::Status {
+            height: tip.height,
+            hash: tip.hash,
+        }
+    }
+
+    fn blocks(&self, from: u64, max: u32, max_bytes: usize) -> SyncResponse {
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        for height in from.max(1)..from.max(1).saturating_add(u64::from(max)) {
+            let Ok(Some(stored)) = self.0.store().block(height) else {
+                break;
+            };
+            // The encoded size; the response's own framing is a few bytes.
+            let size = borsh::to_vec(&stored)
+                .map(|b| b.len())
+                .unwrap_or(usize::MAX);
+            if !blocks.is_empty() && bytes.saturating_add(size) > max_bytes.saturating_sub(64) {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            blocks.push(stored);
+        }
+        SyncResponse::Blocks(blocks)
+    }
+}
+
+/// Sync settings.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// How often tips are compared.
+    pub interval: Duration,
+    /// Most blocks per request.
+    pub batch_blocks: u32,
+}
+
+/// Compares tips with peers and fetches what this node is missing, until
+/// `shutdown` turns true.
+pub async fn run(
+    node: Arc<Node>,
+    network: Handle,
+    config: SyncConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_height = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = ticker.tick() => {}
+        }
+        let Ok(tip) = node.tip() else { continue };
+        let stalled = last_height == Some(tip.height);
+        last_height = Some(tip.height);
+        let peers = match network.peers().await {
+            Ok(peers) => peers,
+            Err(_) => return, // the network stopped
+        };
+        node.set_peer_count(peers.len());
+        let mut asking = tokio::task::JoinSet::new();
+        for peer in peers {
+            let network = network.clone();
+            asking.spawn(
+                async move { (peer.id, network.request(peer.id, SyncRequest::Status).await) },
+            );
+        }
+        let mut ahead = Vec::new();
+        while let Some(Ok((peer, answer))) = asking.join_next().await {
+            match answer {
+                Ok(SyncResponse::Status { height, .. }) if height > tip.height => {
+                    ahead.push((peer, height));
+                }
+                Ok(SyncResponse::Status { .. }) => {}
+                Ok(SyncResponse::Blocks(_)) => {
+                    ban(&network, peer, "answered a status request with blocks").await;
+                }
+                Err(e) => debug!(%peer, error = %e, "status request failed"),
+            }
+        }
+        let best = ahead.iter().map(|(_, h)| *h).max().unwrap_or(0);
+        if best >= tip.height + 2 || (best > tip.height && stalled) {
+            node.set_syncing(true);
+            info!(
+                height = tip.height,
+                peers_tip = best,
+                "behind the network; fetching blocks"
+            );
+            fetch(&node, &network, &config, ahead, &mut shutdown).await;
+            last_height = node.tip().ok().map(|t| t.height);
+        }
+        node.set_syncing(false);
+    }
+}
+
+/// Fetches blocks from `ahead` (peers with the heights they claim) until
+/// this node reaches the highest claim it can get blocks for.
+async fn fetch(
+    node: &Arc<Node>,
+    network: &Handle,
+    config: &SyncConfig,
+    mut ahead: Vec<(NodeId, u64)>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    // Highest claim first: it can serve the most.
+    ahead.sort_by_key(|(_, height)| std::cmp::Reverse(*height));
+    while let Some(&(peer, claimed)) = ahead.first() {
+        if *shutdown.borrow() {
+            return;
+        }
+        let Ok(tip) = node.tip() else { return };
+        if tip.height >= claimed {
+            ahead.remove(0);
+            continue;
+        }
+        let from = tip.height + 1;
+        let request = SyncRequest::Blocks {
+            from,
+            max: config.batch_blocks,
+        };
+        let blocks = match network.request(peer, request).await {
+            Ok(SyncResponse::Blocks(blocks)) => blocks,
+            Ok(SyncResponse::Status { .. }) => {
+                ban(network, peer, "answered a block request with a status").await;
+                ahead.remove(0);
+                continue;
+            }
+            Err(e) => {
+                // Timeouts and disconnects happen to honest peers too;
+                // undecodable answers were already dropped by the codec.
+                debug!(%peer, error = %e, "block request failed; trying another peer");
+                ahead.remove(0);
+                continue;
+            }
+        };
+        if blocks.is_empty() {
+            ban(network, peer, "claimed blocks it does not serve").await;
+            ahead.remove(0);
+            continue;
+        }
+        match commit_batch(node, from, blocks).await {
+            Ok(()) => {}
+            Err(BatchError::Peer(reason)) => {
+                ban(network, peer, &reason).await;
+                ahead.remove(0);
+            }
+            Err(BatchError::Local(reason)) => {
+                warn!(reason, "block sync paused");
+                return;
+            }
+        }
+    }
+}
+
+enum BatchError {
+    /// The peer sent something false.
+    Peer(String),
+    /// This node cannot commit now (storage).
+    Local(String),
+}
+
+async fn commit_batch(
+    node: &Arc<Node>,
+    from: u64,
+    blocks: Vec<StoredBlock>,
+) -> Result<(), BatchError> {
+    for (expected, stored) in (from..).zip(blocks) {
+        if stored.block.header.height != expected {
+            return Err(BatchError::Peer(format!(
+                "sent block {} when asked for {expected}",
+                stored.block.header.height
+            )));
+        }
+        let n = node.clone();
+        let committed = tokio::task::spawn_blocking(move || n.commit_block(stored))
+            .await
+            .map_err(|e| BatchError::Local(format!("commit task failed: {e}")))?;
+        match committed {
+            Ok(_) => {}
+            Err(CommitFailure::Storage(e)) => return Err(BatchError::Local(e.to_string())),
+            Err(e @ CommitFailure::Conflict { .. }) => {
+                // Two certified blocks at one height: either this node's or
+                // the peer's chain is not the one the honest validators
+                // signed. Never switch; tell the operator.
+                warn!(error = %e, "a peer served a conflicting certified block");
+                return Err(BatchError::Peer(e.to_string()));
+            }
+            Err(e) => return Err(BatchError::Peer(format!("sent block {expected}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+async fn ban(network: &Handle, peer: NodeId, reason: &str) {
+    warn!(%peer, reason, "block sync: banning peer");
+    let _ = network.ban(peer, format!("block sync: {reason}")).await;
+}
