@@ -2,8 +2,14 @@
 CARGO ?= cargo
 DEV_HOME ?= .tally/dev
 DEV_RPC ?= 127.0.0.1:7700
+DEVNET_DIR ?= .tally/devnet
+VALIDATORS ?= 4
 
-.PHONY: dev test deps build fmt lint unit
+.PHONY: devnet dev test deps build fmt lint unit
+
+## Start a local network of 4 validators (RPC on http://127.0.0.1:7700-7703); Ctrl-C stops it.
+devnet: deps
+	$(CARGO) run --quiet -p tally-node --bin tally -- devnet --validators $(VALIDATORS) --dir $(DEVNET_DIR)
 
 ## Start a single-validator dev chain (RPC on http://127.0.0.1:7700).
 dev: deps

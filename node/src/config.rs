@@ -194,7 +194,7 @@ impl Default for StorageConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Where to listen for peers, as a multiaddress
-    /// (`/ip4/0.0.0.0/tcp/7701` for every interface; port 0 picks one).
+    /// (`/ip4/0.0.0.0/tcp/7800` for every interface; port 0 picks one).
     pub listen: String,
     /// Persistent peers, each `/ip4/HOST/tcp/PORT/p2p/NODE_ID` (or
     /// `/dns4/NAME/...`): dialled at start and redialled while

@@ -40,4 +40,4 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const DEFAULT_RPC_PORT: u16 = 7700;
 
 /// Default peer-to-peer port.
-pub const DEFAULT_P2P_PORT: u16 = 7701;
+pub const DEFAULT_P2P_PORT: u16 = 7800;
