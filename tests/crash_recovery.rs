@@ -204,6 +204,6 @@ async fn sigkill_under_load_loses_no_committed_transaction() {
         )
         .await
         .unwrap();
-    assert_eq!(result.status, TxState::Committed);
+    assert_eq!(result.status, TxState::Committed, "{result:?}");
     assert!(node.terminate(), "clean shutdown after recovery");
 }

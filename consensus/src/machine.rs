@@ -360,13 +360,17 @@ impl Consensus {
         self.votes = VoteBook::default();
         self.fired.clear();
         // Lines 2-8 (initial values), except that a validator restarted
-        // inside this height keeps its recorded lock and resumes at the round
-        // after the one it signed in: it may not sign that round's messages
-        // again, so staying there could wait forever for a quorum its own
-        // lost votes were part of. Entering a later round is always safe.
-        let (round, locked, valid) = match &self.sign_state {
-            Some(s) if s.height == height => (s.round.saturating_add(1), s.locked, s.valid),
-            _ => (0, None, None),
+        // inside this height resumes where its record left off: the
+        // recorded round, lock and valid value, and the recorded step, whose
+        // vote it sends again below (the identical message: the guard allows
+        // exactly that). Entering a later round instead would leave that
+        // round short of this validator's vote, which with exactly a quorum
+        // up stalls the height: the others never skip ahead for one
+        // validator (line 55 needs f+1).
+        let resume = self.sign_state.clone().filter(|s| s.height == height);
+        let (round, locked, valid) = match &resume {
+            Some(s) => (s.round, s.locked, s.valid),
+            None => (0, None, None),
         };
         self.round = round;
         self.locked = locked;
@@ -392,6 +396,19 @@ impl Consensus {
             }
         }
         self.start_round(round, out);
+        if let Some(record) = resume {
+            match record.step {
+                SignStep::Propose => {}
+                SignStep::Prevote => {
+                    self.step = Step::Prevote;
+                    self.vote(VoteKind::Prevote, record.block_hash, out);
+                }
+                SignStep::Precommit => {
+                    self.step = Step::Precommit;
+                    self.vote(VoteKind::Precommit, record.block_hash, out);
+                }
+            }
+        }
         let buffered: Vec<ConsensusMessage> = self.future.drain(..).collect();
         self.future_bytes = 0;
         for message in buffered {
@@ -711,18 +728,30 @@ impl Consensus {
     }
 
     /// Lines 49-54: a proposal and 2f+1 precommits for it in any round.
+    /// The proposal only tells which value the precommits are for: a block
+    /// held otherwise (proposed in another round, or kept in the
+    /// valid-block record across a restart) with 2f+1 precommits for its
+    /// hash is decided the same way.
     fn rule_decide(&mut self, out: &mut Vec<Action>) -> bool {
         let quorum = self.quorum();
-        let candidates: Vec<(u32, Hash)> = self
+        let has_quorum = |round: u32, hash: Hash| {
+            self.votes
+                .power_for(round, VoteKind::Precommit, &Some(hash))
+                >= quorum
+        };
+        let mut candidates: Vec<(u32, Hash)> = self
             .proposals
             .keys()
-            .filter(|(round, hash)| {
-                self.votes
-                    .power_for(*round, VoteKind::Precommit, &Some(*hash))
-                    >= quorum
-            })
+            .filter(|(round, hash)| has_quorum(*round, *hash))
             .copied()
             .collect();
+        for hash in self.blocks.keys() {
+            for round in self.votes.rounds_seen() {
+                if has_quorum(round, *hash) && !candidates.contains(&(round, *hash)) {
+                    candidates.push((round, *hash));
+                }
+            }
+        }
         let mut decided = None;
         for (round, hash) in candidates {
             match self.validity.get(&hash) {
@@ -820,7 +849,13 @@ impl Consensus {
         }
         let quorum = self.quorum();
         let round = self.round;
-        let polka = self.proposals_in(round).map(|(hash, _)| hash).find(|hash| {
+        // The round's proposals, then any block held otherwise (the
+        // valid-block record after a restart): 2f+1 prevotes for a hash in
+        // this round mean its proposer proposed it here, since honest
+        // validators prevote only the round's proposal.
+        let mut values: Vec<Hash> = self.proposals_in(round).map(|(hash, _)| hash).collect();
+        values.extend(self.blocks.keys().copied());
+        let polka = values.into_iter().find(|hash| {
             self.votes.power_for(round, VoteKind::Prevote, &Some(*hash)) >= quorum
                 && self.validity.get(hash) == Some(&true)
         });

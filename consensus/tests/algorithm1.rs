@@ -659,15 +659,21 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
     assert_eq!(record.step, SignStep::Precommit);
 
     let mut restarted = net.node(Some(0), Some(record));
-    restarted.handle(Input::StartHeight(1));
-    assert_eq!(restarted.round(), 1, "resumes after the round it signed in");
+    let actions = restarted.handle(Input::StartHeight(1));
+    assert_eq!(restarted.round(), 0, "resumes in the round it signed in");
+    assert_eq!(restarted.step(), Step::Precommit, "at the recorded step");
     assert_eq!(
         restarted.locked(),
         Some((0, a.hash())),
         "and keeps its lock"
     );
+    // It sends the recorded precommit (the same message) and nothing else.
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Precommit, Some(a.hash()))]
+    );
     // Round 0's messages still arrive: they must not make it sign anything
-    // for round 0 again (a fresh node would prevote and precommit nil).
+    // else for round 0 (a fresh node would prevote and precommit nil).
     let actions = feed(
         &mut restarted,
         vec![
@@ -680,15 +686,83 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
     );
     assert!(
         my_votes(&actions).is_empty(),
-        "signed nothing in round 0 again: {:?}",
+        "signed nothing else in round 0: {:?}",
         my_votes(&actions)
     );
-    // Round 1 with a different proposal: the restored lock still says nil.
+    // The round fails (nil precommits), and in round 1, with a different
+    // proposal, the restored lock still says nil.
+    feed(
+        &mut restarted,
+        vec![
+            net.vote(1, 0, VoteKind::Precommit, None),
+            net.vote(2, 0, VoteKind::Precommit, None),
+            Input::Timeout(Timeout {
+                kind: TimeoutKind::Precommit,
+                height: 1,
+                round: 0,
+            }),
+        ],
+    );
+    assert_eq!(restarted.round(), 1);
     let actions = feed(
         &mut restarted,
         vec![net.proposal(1, &b, None), net.valid(&b, true)],
     );
     assert_eq!(my_votes(&actions), vec![(1, VoteKind::Prevote, None)]);
+}
+
+#[test]
+fn a_validator_restarted_mid_round_completes_it_with_exactly_a_quorum_up() {
+    // Validator 0 prevoted a in round 0 and was killed; validator 3 is down
+    // for good. Validators 1 and 2 are still in round 0: the round needs
+    // validator 0's prevote and precommit, which it must send again.
+    let net = Net::new();
+    let a = net.block("a");
+    let (_, actions) = prevoted(&net, &a);
+    let record = actions
+        .iter()
+        .rev()
+        .find_map(|x| match x {
+            Action::PersistSignState(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(record.step, SignStep::Prevote);
+    let mut restarted = net.node(Some(0), Some(record));
+    let actions = restarted.handle(Input::StartHeight(1));
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Prevote, Some(a.hash()))],
+        "the recorded prevote goes out again"
+    );
+    // The proposal and the others' prevotes arrive again (rebroadcast):
+    // with its own, a polka for a, so it locks and precommits a.
+    let actions = feed(
+        &mut restarted,
+        vec![
+            net.proposal(0, &a, None),
+            net.valid(&a, true),
+            net.vote(1, 0, VoteKind::Prevote, Some(&a)),
+            net.vote(2, 0, VoteKind::Prevote, Some(&a)),
+        ],
+    );
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Precommit, Some(a.hash()))]
+    );
+    let actions = feed(
+        &mut restarted,
+        vec![
+            net.vote(1, 0, VoteKind::Precommit, Some(&a)),
+            net.vote(2, 0, VoteKind::Precommit, Some(&a)),
+        ],
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|x| matches!(x, Action::Commit { block, .. } if block.hash() == a.hash())),
+        "decided in the round it was restarted in: {actions:?}"
+    );
 }
 
 #[test]
@@ -743,7 +817,7 @@ fn line_22_a_proposal_whose_body_does_not_match_its_header_is_ignored() {
 }
 
 #[test]
-fn lines_14_15_a_restarted_single_validator_reproposes_its_valid_block_and_decides() {
+fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
     // One validator (quorum 1) decides block b in round 0 and dies after
     // persisting its records but before the node committed b.
     let chain = ChainContext::new(devnet_genesis(1, "tally-devnet").unwrap());
@@ -811,17 +885,91 @@ fn lines_14_15_a_restarted_single_validator_reproposes_its_valid_block_and_decid
     );
     assert!(actions.iter().any(|a| matches!(a, Action::Commit { .. })));
 
-    // Restart: nothing of round 0 may be signed again, but b is proposed
-    // again in round 1 with valid round 0, prevoted (line 28, from the
-    // persisted polka), and decided.
+    // Killed after the valid-block record but before the precommit's
+    // record: it resumes at its prevote, sends it again, and the polka
+    // (its own prevote, in the record) with the held block locks and
+    // precommits b (line 36), and decides it (line 49), all in round 0.
+    let persisted_prevote = actions[..persisted_valid]
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::PersistSignState(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(persisted_prevote.step, SignStep::Prevote);
+    let mut restarted = new_node(Some(persisted_prevote), Some(valid.clone()));
+    let actions = restarted.handle(Input::StartHeight(1));
+    assert_eq!(
+        my_votes(&actions),
+        vec![
+            (0, VoteKind::Prevote, Some(b.hash())),
+            (0, VoteKind::Precommit, Some(b.hash()))
+        ]
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Commit { commit, .. } if commit.round == 0)),
+        "{actions:?}"
+    );
+
+    // Restart: it resumes in round 0 at its recorded precommit and sends
+    // it again; that is 2f+1 precommits for b, whose block the valid-block
+    // record holds, so it decides b in round 0 at once (line 49), signing
+    // nothing new.
     let mut restarted = new_node(Some(record), Some(valid));
     let actions = restarted.handle(Input::StartHeight(1));
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Precommit, Some(b.hash()))],
+        "only the recorded precommit, again"
+    );
     let decided = actions.iter().find_map(|a| match a {
         Action::Commit { block, commit } => Some((block.clone(), commit.round)),
         _ => None,
     });
-    assert_eq!(decided, Some((b, 1)), "{actions:?}");
-    assert!(my_votes(&actions).iter().all(|(round, _, _)| *round == 1));
+    assert_eq!(decided, Some((b, 0)), "{actions:?}");
+}
+
+#[test]
+fn lines_14_15_a_proposer_with_a_valid_value_proposes_it_again() {
+    // Validator 2 (the proposer of round 1) sees a polka for a in round 0,
+    // so a becomes its valid value; round 0 fails on nil precommits.
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = net.started(2);
+    feed(
+        &mut node,
+        vec![
+            net.proposal(0, &a, None),
+            net.valid(&a, true),
+            net.vote(0, 0, VoteKind::Prevote, Some(&a)),
+            net.vote(1, 0, VoteKind::Prevote, Some(&a)),
+            net.vote(0, 0, VoteKind::Precommit, None),
+            net.vote(1, 0, VoteKind::Precommit, None),
+        ],
+    );
+    let actions = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Precommit,
+        height: 1,
+        round: 0,
+    }));
+    let proposal = actions.iter().find_map(|x| match x {
+        Action::Broadcast(ConsensusMessage::Proposal(p)) => Some(p.core.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        proposal.map(|p| (p.round, p.valid_round, p.block_hash)),
+        Some((1, Some(0), a.hash())),
+        "round 1 proposes a again with valid round 0, not a new block: {actions:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|x| matches!(x, Action::BuildProposal { .. })),
+        "no getValue() when a valid value exists"
+    );
 }
 
 #[test]

@@ -48,7 +48,9 @@ use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, ValidationMode};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -129,7 +131,7 @@ impl Default for Config {
             peers: Vec::new(),
             max_peers: 50,
             max_message_bytes: 8 * 1024 * 1024,
-            max_sync_response_bytes: 16 * 1024 * 1024,
+            max_sync_response_bytes: 8 * 1024 * 1024,
             sync_request_timeout: Duration::from_secs(10),
             max_messages_per_sec: 20_000,
             max_requests_per_sec: 50,
@@ -177,9 +179,13 @@ pub enum GossipError {
     /// Publishing failed (e.g. no peer subscribed yet).
     #[error("cannot publish: {0}")]
     Publish(String),
-    /// A sync request failed (timeout, disconnect, undecodable answer).
+    /// A sync request failed (timeout, disconnect, refusal).
     #[error("sync request failed: {0}")]
     Request(String),
+    /// The peer answered with bytes that are not a valid answer (too large,
+    /// malformed): honest peers never do.
+    #[error("invalid sync answer: {0}")]
+    BadResponse(String),
 }
 
 #[derive(NetworkBehaviour)]
@@ -199,6 +205,7 @@ enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Request(PeerId, SyncRequest, Reply<SyncResponse>),
     Ban(PeerId, String),
+    Stop,
 }
 
 /// Commands to the network task.
@@ -212,8 +219,19 @@ pub struct Handle {
 /// Commands waiting for the network task.
 const COMMAND_QUEUE: usize = 1_024;
 
-/// Sync requests being answered at once; more are dropped.
-const MAX_SERVING: usize = 64;
+/// Sync requests being answered at once (until the answer is written);
+/// more are dropped.
+const MAX_SERVING: usize = 16;
+
+/// Most blocks one sync answer holds.
+pub const MAX_BLOCKS_PER_ANSWER: u32 = 256;
+
+/// How long identical gossip bytes count as a duplicate. Shorter than the
+/// interval at which a node republishes its own consensus messages.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_millis(1_500);
+
+/// Most peers whose invalid messages are counted at once.
+const MAX_TRACKED_OFFENDERS: usize = 10_000;
 
 impl Handle {
     /// This node's peer id (its node key).
@@ -265,6 +283,12 @@ impl Handle {
     ) -> Result<SyncResponse, GossipError> {
         self.ask(|reply| Command::Request(peer, request, reply))
             .await?
+    }
+
+    /// Stops the network: every connection closes and the network task
+    /// ends (dropping what it holds, such as the sync server).
+    pub async fn stop(&self) {
+        let _ = self.commands.send(Command::Stop).await;
     }
 
     /// Disconnects `peer` and refuses it for the ban duration: it sent
@@ -336,9 +360,15 @@ pub async fn start(
         .validation_mode(ValidationMode::Strict)
         .validate_messages()
         .heartbeat_interval(Duration::from_millis(500))
-        // Messages are told apart by author and sequence number (the
-        // default), not by content: a validator may publish the same vote
-        // again for peers that missed it (consensus counts it once).
+        // Messages are told apart by content, so a replayed message is
+        // dropped as a duplicate wherever it was seen in the last
+        // `DUPLICATE_WINDOW`; after that the same bytes may travel again,
+        // which is how a node republishes its votes for peers that missed
+        // them.
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(Hash::digest(&m.data).0.to_vec())
+        })
+        .duplicate_cache_time(DUPLICATE_WINDOW)
         .build()
         .map_err(|e| setup(&e))?;
     let gossipsub =
@@ -349,11 +379,11 @@ pub async fn start(
     let kad_protocol =
         StreamProtocol::try_from_owned(format!("/tally/{}/kad/1", genesis_hash.to_hex()))
             .map_err(|e| setup(&e))?;
-    let mut kademlia = kad::Behaviour::with_config(
-        local,
-        kad::store::MemoryStore::new(local),
-        kad::Config::new(kad_protocol),
-    );
+    let mut kad_config = kad::Config::new(kad_protocol);
+    // Lookups run from the redial tick, only while peers are few.
+    kad_config.set_periodic_bootstrap_interval(None);
+    let mut kademlia =
+        kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
     // Answer discovery queries even without a confirmed public address
     // (loopback and private networks never get one).
     kademlia.set_mode(Some(kad::Mode::Server));
@@ -434,7 +464,7 @@ pub async fn start(
         server,
         inbound: inbound_tx,
         served: served_tx,
-        serving: 0,
+        serving: HashMap::new(),
         persistent,
         strikes: HashMap::new(),
         banned: HashMap::new(),
@@ -491,7 +521,11 @@ fn take(bucket: &mut Option<Bucket>, rate: u32, now: Instant) -> bool {
         .take(rate, now)
 }
 
-type Served = (ResponseChannel<SyncResponse>, SyncResponse);
+type Served = (
+    InboundRequestId,
+    ResponseChannel<SyncResponse>,
+    Option<SyncResponse>,
+);
 
 struct Task<V: Validator> {
     swarm: Swarm<Behaviour>,
@@ -503,7 +537,8 @@ struct Task<V: Validator> {
     inbound: mpsc::Sender<Inbound>,
     /// Answers computed off the swarm task, on their way back.
     served: mpsc::Sender<Served>,
-    serving: usize,
+    /// Requests being answered, until their answer is written.
+    serving: HashMap<InboundRequestId, PeerId>,
     persistent: Vec<(PeerId, Multiaddr)>,
     strikes: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, Instant>,
@@ -522,14 +557,20 @@ impl<V: Validator> Task<V> {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
+                    Some(Command::Stop) | None => return, // stopped, or every handle is gone
                     Some(command) => self.on_command(command),
-                    None => return, // every handle is gone
                 },
-                Some((channel, response)) = served.recv() => {
-                    self.serving = self.serving.saturating_sub(1);
-                    // Fails only if the peer went away meanwhile.
-                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
-                }
+                Some((id, channel, response)) = served.recv() => match response {
+                    Some(response) => {
+                        // Fails only if the peer went away meanwhile.
+                        if self.swarm.behaviour_mut().sync.send_response(channel, response).is_err() {
+                            self.serving.remove(&id);
+                        }
+                    }
+                    // Dropping the channel fails the peer's request (and
+                    // reports an InboundFailure that frees the slot).
+                    None => drop(channel),
+                },
                 _ = redial.tick() => self.redial(),
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
@@ -611,6 +652,7 @@ impl<V: Validator> Task<V> {
                 self.requests.insert(id, reply);
             }
             Command::Ban(peer, reason) => self.ban(peer, &reason),
+            Command::Stop => {}
         }
     }
 
@@ -711,7 +753,9 @@ impl<V: Validator> Task<V> {
                 peer,
                 message:
                     request_response::Message::Request {
-                        request, channel, ..
+                        request_id,
+                        request,
+                        channel,
                     },
                 ..
             } => {
@@ -721,21 +765,31 @@ impl<V: Validator> Task<V> {
                     rate,
                     Instant::now(),
                 );
-                if !allowed || self.serving >= MAX_SERVING {
-                    debug!(%peer, "dropping a sync request over the rate limit");
+                // One request per peer at a time, and a bounded number in
+                // all, each holding its slot until its answer is written:
+                // answers waiting for slow readers are what costs memory.
+                let busy = self.serving.values().any(|p| *p == peer);
+                if !allowed || busy || self.serving.len() >= MAX_SERVING {
+                    debug!(%peer, "dropping a sync request over the limits");
                     return; // dropping the channel tells the peer
                 }
-                self.serving += 1;
+                self.serving.insert(request_id, peer);
                 let server = self.server.clone();
                 let served = self.served.clone();
                 let max_bytes = self.config.max_sync_response_bytes;
                 tokio::task::spawn_blocking(move || {
                     let response = match request {
                         SyncRequest::Status => server.status(),
-                        SyncRequest::Blocks { from, max } => server.blocks(from, max, max_bytes),
+                        SyncRequest::Blocks { from, max } => {
+                            server.blocks(from, max.min(MAX_BLOCKS_PER_ANSWER), max_bytes)
+                        }
                     };
-                    let _ = served.blocking_send((channel, response));
+                    let _ = served.blocking_send((request_id, channel, response));
                 });
+            }
+            request_response::Event::ResponseSent { request_id, .. }
+            | request_response::Event::InboundFailure { request_id, .. } => {
+                self.serving.remove(&request_id);
             }
             request_response::Event::Message {
                 message:
@@ -756,10 +810,17 @@ impl<V: Validator> Task<V> {
                 ..
             } => {
                 if let Some(reply) = self.requests.remove(&request_id) {
-                    let _ = reply.send(Err(GossipError::Request(format!("{peer}: {error}"))));
+                    let error = match error {
+                        request_response::OutboundFailure::Io(e)
+                            if e.kind() == std::io::ErrorKind::InvalidData =>
+                        {
+                            GossipError::BadResponse(format!("{peer}: {e}"))
+                        }
+                        other => GossipError::Request(format!("{peer}: {other}")),
+                    };
+                    let _ = reply.send(Err(error));
                 }
             }
-            other => debug!(?other, "sync event"),
         }
     }
 
@@ -807,6 +868,10 @@ impl<V: Validator> Task<V> {
 
     /// Counts an invalid message against `peer`; bans repeat offenders.
     fn strike(&mut self, peer: PeerId) {
+        if self.strikes.len() >= MAX_TRACKED_OFFENDERS && !self.strikes.contains_key(&peer) {
+            // Identities are free: forget old counts rather than grow.
+            self.strikes.clear();
+        }
         let strikes = self.strikes.entry(peer).or_insert(0);
         *strikes += 1;
         if *strikes >= self.config.max_invalid_messages {

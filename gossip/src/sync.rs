@@ -49,12 +49,15 @@ pub enum SyncResponse {
 }
 
 /// Answers sync requests from peers: implemented by the node over its store.
+/// `None` means "cannot answer now" (e.g. a storage error): the request is
+/// dropped unanswered, which the peer sees as a failed request rather than
+/// as a false answer.
 pub trait SyncServer: Send + Sync + 'static {
     /// The committed tip.
-    fn status(&self) -> SyncResponse;
+    fn status(&self) -> Option<SyncResponse>;
     /// Committed blocks from `from`, at most `max` of them and at most
     /// `max_bytes` encoded in all (but at least one if there is one).
-    fn blocks(&self, from: u64, max: u32, max_bytes: usize) -> SyncResponse;
+    fn blocks(&self, from: u64, max: u32, max_bytes: usize) -> Option<SyncResponse>;
 }
 
 /// Reads and writes sync messages as bounded borsh values.

@@ -1,15 +1,27 @@
 //! The validator for Tally's own messages.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tally_ledger::{decode_strict, ChainContext, ConsensusMessage, SignedTransaction};
 
 use crate::{Topic, Validator, Verdict};
 
 /// Accepts consensus messages signed by a validator of the genesis and
 /// transactions with a valid signature for this chain; rejects the rest.
+/// With the node's committed tip ([`LedgerValidator::with_tip`]), consensus
+/// messages far from it are ignored (neither delivered nor forwarded, no
+/// blame): a replayed old vote is authentic but useless, and one for a
+/// height far ahead cannot be used before sync catches up.
 pub struct LedgerValidator {
     chain: ChainContext,
     max_consensus_bytes: usize,
+    tip: Option<Arc<AtomicU64>>,
 }
+
+/// How far past the tip a consensus message may be and still be useful:
+/// the height being decided, and the next (peers that committed first).
+const HEIGHTS_AHEAD: u64 = 2;
 
 impl LedgerValidator {
     /// A validator for `chain`; consensus messages up to `max_consensus_bytes`.
@@ -17,13 +29,28 @@ impl LedgerValidator {
         LedgerValidator {
             chain,
             max_consensus_bytes,
+            tip: None,
         }
+    }
+
+    /// Also ignores consensus messages for heights below `tip` or more than
+    /// two past it; `tip` is the committed height, kept current by the node.
+    pub fn with_tip(mut self, tip: Arc<AtomicU64>) -> Self {
+        self.tip = Some(tip);
+        self
     }
 
     fn consensus(&self, data: &[u8]) -> Verdict {
         let Ok(message) = decode_strict::<ConsensusMessage>(data, self.max_consensus_bytes) else {
             return Verdict::Reject;
         };
+        if let Some(tip) = &self.tip {
+            let tip = tip.load(Ordering::Relaxed);
+            let height = message.height();
+            if height < tip || height > tip.saturating_add(HEIGHTS_AHEAD) {
+                return Verdict::Ignore;
+            }
+        }
         let (chain, validators) = (&self.chain, &self.chain.validators);
         let authentic = match &message {
             ConsensusMessage::Vote(v) => {
@@ -185,5 +212,38 @@ mod tests {
             v.validate(Topic::Consensus, &propose("mallory")),
             Verdict::Reject
         );
+    }
+
+    #[test]
+    fn consensus_messages_far_from_the_tip_are_ignored() {
+        let (v, chain) = setup();
+        let tip = Arc::new(AtomicU64::new(5));
+        let v = v.with_tip(tip.clone());
+        let at = |height: u64| {
+            let vote = Vote {
+                chain_id: chain.genesis.chain_id.clone(),
+                height,
+                round: 0,
+                kind: VoteKind::Prevote,
+                block_hash: None,
+            };
+            let signed = SignedVote::sign(vote, &devnet_key("validator-0"), &chain.genesis_hash);
+            borsh::to_vec(&ConsensusMessage::Vote(signed)).unwrap()
+        };
+        for (height, verdict) in [
+            (4, Verdict::Ignore),
+            (5, Verdict::Accept),
+            (6, Verdict::Accept),
+            (7, Verdict::Accept),
+            (8, Verdict::Ignore),
+        ] {
+            assert_eq!(
+                v.validate(Topic::Consensus, &at(height)),
+                verdict,
+                "height {height}"
+            );
+        }
+        tip.store(7, Ordering::Relaxed);
+        assert_eq!(v.validate(Topic::Consensus, &at(8)), Verdict::Accept);
     }
 }

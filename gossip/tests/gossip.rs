@@ -11,7 +11,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use tally_gossip::{
-    Config, Handle, Inbound, LedgerValidator, SyncRequest, SyncResponse, SyncServer, Topic,
+    Config, GossipError, Handle, Inbound, LedgerValidator, SyncRequest, SyncResponse, SyncServer,
+    Topic,
 };
 use tally_ledger::devnet::devnet_genesis;
 use tally_ledger::{devnet_key, ChainContext, ConsensusMessage, Hash, SignedVote, Vote, VoteKind};
@@ -43,14 +44,14 @@ struct FixedServer {
 }
 
 impl SyncServer for FixedServer {
-    fn status(&self) -> SyncResponse {
-        SyncResponse::Status {
+    fn status(&self) -> Option<SyncResponse> {
+        Some(SyncResponse::Status {
             height: self.height,
             hash: Hash::digest(&self.height.to_le_bytes()),
-        }
+        })
     }
-    fn blocks(&self, _from: u64, _max: u32, _max_bytes: usize) -> SyncResponse {
-        SyncResponse::Blocks(Vec::new())
+    fn blocks(&self, _from: u64, _max: u32, _max_bytes: usize) -> Option<SyncResponse> {
+        Some(SyncResponse::Blocks(Vec::new()))
     }
 }
 
@@ -218,8 +219,11 @@ async fn sync_requests_are_answered_bounded_and_liars_can_be_banned() {
         SyncResponse::Blocks(vec![])
     );
     assert!(
-        b.request(a.peer_id(), SyncRequest::Status).await.is_err(),
-        "an answer over the size limit is refused"
+        matches!(
+            b.request(a.peer_id(), SyncRequest::Status).await,
+            Err(GossipError::BadResponse(_))
+        ),
+        "an answer over the size limit is refused as invalid"
     );
 
     // A banned peer is disconnected and stays out although it is one of

@@ -123,11 +123,17 @@ impl Layout {
         self.base_port + 100 + i as u16
     }
 
-    /// Whether any node of this layout already has a home.
-    fn exists(&self) -> bool {
+    /// How many nodes of this layout already have a home.
+    fn existing(&self) -> usize {
         self.names()
             .iter()
-            .any(|(name, _)| Home::new(&self.dir.join(name)).is_initialised())
+            .filter(|(name, _)| Home::new(&self.dir.join(name)).is_initialised())
+            .count()
+    }
+
+    /// Whether any node of this layout already has a home.
+    fn exists(&self) -> bool {
+        self.existing() > 0
     }
 
     /// Writes every home: genesis, config, validator key (validators) and
@@ -254,10 +260,17 @@ fn print_nodes(layout: &Layout, nodes: &[DevnetNode]) {
 }
 
 fn run(layout: &Layout) -> anyhow::Result<()> {
-    let nodes = if layout.exists() {
-        layout.nodes()?
-    } else {
-        layout.init()?
+    layout.check()?;
+    let nodes = match layout.existing() {
+        0 => layout.init()?,
+        n if n == layout.names().len() => layout.nodes()?,
+        n => bail!(
+            "{} holds {n} of the {} node homes asked for (an interrupted init, or other \
+             --validators/--full-nodes than it was laid out with); use the original flags, \
+             another --dir, or delete it",
+            layout.dir.display(),
+            layout.names().len()
+        ),
     };
     let exe = std::env::current_exe().context("cannot find the tally executable")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -339,9 +352,10 @@ async fn stop_all(children: &mut [(String, Option<Child>)]) {
             terminate(pid);
         }
     }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
     for (name, slot) in children.iter_mut() {
         let Some(child) = slot else { continue };
-        match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        match tokio::time::timeout_at(deadline, child.wait()).await {
             Ok(_) => {}
             Err(_) => {
                 eprintln!("{name} did not stop within {STOP_GRACE:?}; killing it");

@@ -34,6 +34,12 @@ const PROPOSAL_OVERHEAD_BYTES: usize = 64 * 1024;
 /// Consensus messages and transactions from peers waiting to be handled.
 const INBOUND_QUEUE: usize = 8_192;
 
+/// How long a transaction that could not be gossiped is retried.
+const RELAY_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Most transactions waiting to be gossiped again.
+const RELAY_RETRY_MAX: usize = 10_000;
+
 /// Runs the node in `home` with `config`, serving RPC on `listener`, until
 /// `shutdown` resolves; then stops producing, finishes the block in flight,
 /// and closes the store.
@@ -89,8 +95,8 @@ pub async fn run(
         peers: config.network.peer_addresses()?,
         max_peers: config.network.max_peers,
         max_message_bytes,
-        // A batch holds at least one block of the largest size.
-        max_sync_response_bytes: max_message_bytes.max(16 * 1024 * 1024),
+        // A sync answer holds at least one block of the largest size.
+        max_sync_response_bytes: max_message_bytes.max(8 * 1024 * 1024),
         sync_request_timeout: Duration::from_millis(config.network.sync_timeout_ms),
         max_messages_per_sec: config.network.max_messages_per_sec,
         max_requests_per_sec: config.network.max_requests_per_sec,
@@ -103,7 +109,8 @@ pub async fn run(
         net_config,
         node_key,
         node.chain().genesis_hash,
-        LedgerValidator::new(node.chain().clone(), max_message_bytes),
+        LedgerValidator::new(node.chain().clone(), max_message_bytes)
+            .with_tip(node.tip_height_handle()),
         Arc::new(NodeSyncServer(node.clone())),
     )
     .await
@@ -132,7 +139,12 @@ pub async fn run(
         consensus_tx,
         stop_rx.clone(),
     ));
-    tasks.spawn(relay(network.clone(), relay_rx, stop_rx.clone()));
+    tasks.spawn(relay(
+        node.clone(),
+        network.clone(),
+        relay_rx,
+        stop_rx.clone(),
+    ));
     let sync = SyncConfig {
         interval: Duration::from_millis(config.network.sync_interval_ms),
         batch_blocks: config.network.sync_batch_blocks,
@@ -175,6 +187,8 @@ pub async fn run(
     };
     let served = crate::rpc_server::serve(node.clone(), &config.rpc, listener, on_shutdown).await;
     let _ = stop_tx.send(true);
+    // Closes every connection and drops the network's hold on the node.
+    network.stop().await;
     while tasks.join_next().await.is_some() {}
     drop(node);
     info!("stopped");
@@ -217,22 +231,50 @@ async fn dispatch(
     }
 }
 
-/// Gossips the transactions submitted to this node.
+/// Gossips the transactions submitted to this node. One that cannot be
+/// published (no peer subscribed yet, e.g. just after connecting) is tried
+/// again every second while it is still in the mempool, for up to
+/// `RELAY_RETRY_FOR`: a full node's client was told it was accepted.
 async fn relay(
+    node: Arc<Node>,
     network: tally_gossip::Handle,
     mut txs: mpsc::Receiver<Vec<u8>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut retry: std::collections::VecDeque<(Vec<u8>, tokio::time::Instant)> =
+        std::collections::VecDeque::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let tx = tokio::select! {
+        tokio::select! {
             _ = stop.changed() => return,
             tx = txs.recv() => match tx {
-                Some(tx) => tx,
+                Some(tx) => {
+                    if network.publish(Topic::Transactions, tx.clone()).await.is_err()
+                        && retry.len() < RELAY_RETRY_MAX
+                    {
+                        retry.push_back((tx, tokio::time::Instant::now() + RELAY_RETRY_FOR));
+                    }
+                }
                 None => return,
             },
-        };
-        if let Err(e) = network.publish(Topic::Transactions, tx).await {
-            debug!(error = %e, "transaction not gossiped");
+            _ = ticker.tick(), if !retry.is_empty() => {
+                let now = tokio::time::Instant::now();
+                let mut still = std::collections::VecDeque::new();
+                for (tx, until) in retry.drain(..) {
+                    let pending = tally_ledger::SignedTransaction::decode(&tx)
+                        .ok()
+                        .and_then(|t| node.tx_status(&t.id(), false).ok())
+                        .is_some_and(|s| matches!(s, crate::node::TxStatus::InPool { .. }));
+                    if !pending || now >= until {
+                        continue;
+                    }
+                    if let Err(e) = network.publish(Topic::Transactions, tx.clone()).await {
+                        debug!(error = %e, "transaction not gossiped yet; will retry");
+                        still.push_back((tx, until));
+                    }
+                }
+                retry = still;
+            }
         }
     }
 }

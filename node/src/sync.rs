@@ -11,10 +11,11 @@
 //! verify, blocks it was not asked for, or nothing although it claimed to
 //! be ahead, is banned; sync goes on with the others.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_gossip::{Handle, NodeId, SyncRequest, SyncResponse, SyncServer};
+use tally_gossip::{GossipError, Handle, NodeId, SyncRequest, SyncResponse, SyncServer};
 use tally_ledger::StoredBlock;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -25,22 +26,21 @@ use crate::node::{CommitFailure, Node};
 pub struct NodeSyncServer(pub Arc<Node>);
 
 impl SyncServer for NodeSyncServer {
-    fn status(&self) -> SyncResponse {
-        let tip = self
-            .0
-            .tip()
-            .unwrap_or_else(|_| self.0.chain().genesis_meta());
-        SyncResponse::Status {
+    fn status(&self) -> Option<SyncResponse> {
+        let tip = self.0.tip().ok()?;
+        Some(SyncResponse::Status {
             height: tip.height,
             hash: tip.hash,
-        }
+        })
     }
 
-    fn blocks(&self, from: u64, max: u32, max_bytes: usize) -> SyncResponse {
+    fn blocks(&self, from: u64, max: u32, max_bytes: usize) -> Option<SyncResponse> {
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
         for height in from.max(1)..from.max(1).saturating_add(u64::from(max)) {
-            let Ok(Some(stored)) = self.0.store().block(height) else {
+            // A storage error is not "no such block": answer nothing rather
+            // than an empty list the peer would take for a lie.
+            let Some(stored) = self.0.store().block(height).ok()? else {
                 break;
             };
             // The encoded size; the response's own framing is a few bytes.
@@ -53,7 +53,7 @@ impl SyncServer for NodeSyncServer {
             bytes = bytes.saturating_add(size);
             blocks.push(stored);
         }
-        SyncResponse::Blocks(blocks)
+        Some(SyncResponse::Blocks(blocks))
     }
 }
 
@@ -65,6 +65,9 @@ pub struct SyncConfig {
     /// Most blocks per request.
     pub batch_blocks: u32,
 }
+
+/// How long peers get to tell their tips.
+const STATUS_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Compares tips with peers and fetches what this node is missing, until
 /// `shutdown` turns true.
@@ -82,67 +85,89 @@ pub async fn run(
             _ = shutdown.changed() => return,
             _ = ticker.tick() => {}
         }
-        let Ok(tip) = node.tip() else { continue };
-        let stalled = last_height == Some(tip.height);
-        last_height = Some(tip.height);
-        let peers = match network.peers().await {
-            Ok(peers) => peers,
-            Err(_) => return, // the network stopped
-        };
-        node.set_peer_count(peers.len());
-        let mut asking = tokio::task::JoinSet::new();
-        for peer in peers {
-            let network = network.clone();
-            asking.spawn(
-                async move { (peer.id, network.request(peer.id, SyncRequest::Status).await) },
-            );
-        }
-        let mut ahead = Vec::new();
-        while let Some(Ok((peer, answer))) = asking.join_next().await {
-            match answer {
-                Ok(SyncResponse::Status { height, .. }) if height > tip.height => {
-                    ahead.push((peer, height));
-                }
-                Ok(SyncResponse::Status { .. }) => {}
-                Ok(SyncResponse::Blocks(_)) => {
-                    ban(&network, peer, "answered a status request with blocks").await;
-                }
-                Err(e) => debug!(%peer, error = %e, "status request failed"),
-            }
-        }
-        let best = ahead.iter().map(|(_, h)| *h).max().unwrap_or(0);
-        if best >= tip.height + 2 || (best > tip.height && stalled) {
-            node.set_syncing(true);
-            info!(
-                height = tip.height,
-                peers_tip = best,
-                "behind the network; fetching blocks"
-            );
-            fetch(&node, &network, &config, ahead, &mut shutdown).await;
-            last_height = node.tip().ok().map(|t| t.height);
+        // Every await of a round may wait for peers: stop promptly.
+        let round = sync_round(&node, &network, &config, &mut last_height);
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            stopped = round => if stopped { return },
         }
         node.set_syncing(false);
     }
 }
 
-/// Fetches blocks from `ahead` (peers with the heights they claim) until
-/// this node reaches the highest claim it can get blocks for.
-async fn fetch(
+/// One comparison of tips, and fetching if behind. Returns true when the
+/// network has stopped.
+async fn sync_round(
     node: &Arc<Node>,
     network: &Handle,
     config: &SyncConfig,
-    mut ahead: Vec<(NodeId, u64)>,
-    shutdown: &mut watch::Receiver<bool>,
-) {
-    // Highest claim first: it can serve the most.
-    ahead.sort_by_key(|(_, height)| std::cmp::Reverse(*height));
-    while let Some(&(peer, claimed)) = ahead.first() {
-        if *shutdown.borrow() {
-            return;
+    last_height: &mut Option<u64>,
+) -> bool {
+    let Ok(tip) = node.tip() else { return false };
+    let stalled = *last_height == Some(tip.height);
+    *last_height = Some(tip.height);
+    let peers = match network.peers().await {
+        Ok(peers) => peers,
+        Err(_) => return true,
+    };
+    node.set_peer_count(peers.len());
+    let mut asking = tokio::task::JoinSet::new();
+    for peer in peers {
+        let network = network.clone();
+        asking.spawn(async move {
+            let answer = network.request(peer.id, SyncRequest::Status).await;
+            (peer.id, answer)
+        });
+    }
+    // Answers as they come, for a bounded time: a silent peer must not
+    // hold up every round.
+    let mut ahead = Vec::new();
+    let deadline = tokio::time::Instant::now() + STATUS_DEADLINE;
+    while let Ok(Some(Ok((peer, answer)))) =
+        tokio::time::timeout_at(deadline, asking.join_next()).await
+    {
+        match answer {
+            Ok(SyncResponse::Status { height, .. }) if height > tip.height => {
+                ahead.push((peer, height));
+            }
+            Ok(SyncResponse::Status { .. }) => {}
+            Ok(SyncResponse::Blocks(_)) => {
+                ban(network, peer, "answered a status request with blocks").await;
+            }
+            Err(GossipError::BadResponse(e)) => {
+                ban(
+                    network,
+                    peer,
+                    &format!("sent an invalid status answer: {e}"),
+                )
+                .await;
+            }
+            Err(e) => debug!(%peer, error = %e, "status request failed"),
         }
+    }
+    asking.abort_all();
+    let best = ahead.iter().map(|(_, h)| *h).max().unwrap_or(0);
+    if best >= tip.height + 2 || (best > tip.height && stalled) {
+        node.set_syncing(true);
+        info!(
+            height = tip.height,
+            peers_tip = best,
+            "behind the network; fetching blocks"
+        );
+        fetch(node, network, config, ahead).await;
+        *last_height = node.tip().ok().map(|t| t.height);
+    }
+    false
+}
+
+/// Fetches blocks from `ahead` (peers with the heights they claim) until
+/// this node reaches the highest claim it can get blocks for. Peers take
+/// turns, one batch each, so a slow or stingy peer cannot hold sync back.
+async fn fetch(node: &Arc<Node>, network: &Handle, config: &SyncConfig, ahead: Vec<(NodeId, u64)>) {
+    let mut ahead: VecDeque<(NodeId, u64)> = ahead.into();
+    while let Some((peer, claimed)) = ahead.pop_front() {
         let Ok(tip) = node.tip() else { return };
         if tip.height >= claimed {
-            ahead.remove(0);
             continue;
         }
         let from = tip.height + 1;
@@ -154,28 +179,27 @@ async fn fetch(
             Ok(SyncResponse::Blocks(blocks)) => blocks,
             Ok(SyncResponse::Status { .. }) => {
                 ban(network, peer, "answered a block request with a status").await;
-                ahead.remove(0);
+                continue;
+            }
+            Err(GossipError::BadResponse(e)) => {
+                ban(network, peer, &format!("sent an invalid block answer: {e}")).await;
                 continue;
             }
             Err(e) => {
-                // Timeouts and disconnects happen to honest peers too;
-                // undecodable answers were already dropped by the codec.
+                // Timeouts, refusals and disconnects happen to honest peers
+                // too: leave it out of this round only.
                 debug!(%peer, error = %e, "block request failed; trying another peer");
-                ahead.remove(0);
                 continue;
             }
         };
         if blocks.is_empty() {
             ban(network, peer, "claimed blocks it does not serve").await;
-            ahead.remove(0);
             continue;
         }
         match commit_batch(node, from, blocks).await {
-            Ok(()) => {}
-            Err(BatchError::Peer(reason)) => {
-                ban(network, peer, &reason).await;
-                ahead.remove(0);
-            }
+            // Its turn is over; it goes to the back of the line.
+            Ok(()) => ahead.push_back((peer, claimed)),
+            Err(BatchError::Peer(reason)) => ban(network, peer, &reason).await,
             Err(BatchError::Local(reason)) => {
                 warn!(reason, "block sync paused");
                 return;
