@@ -425,18 +425,33 @@ impl Consensus {
             self.request_validation(hash, out);
         }
         let is_proposer = self.my_address() == Some(proposer(&self.validators, self.height, round));
+        // A validator restarted in this round may already have signed in
+        // it: then the only proposal it may send is the identical one.
+        let record = self
+            .sign_state
+            .as_ref()
+            .filter(|s| s.height == self.height && s.round == round)
+            .map(|s| (s.step, s.block_hash, s.valid_round));
         if is_proposer {
             // Lines 14-15: re-propose the valid value if there is one.
             let reproposal = self.valid.and_then(|(valid_round, hash)| {
                 self.blocks.get(&hash).map(|b| (valid_round, b.clone()))
             });
-            match reproposal {
-                Some((valid_round, block)) => self.propose(block, Some(valid_round), out),
+            match (reproposal, record) {
+                (Some((valid_round, block)), None) => self.propose(block, Some(valid_round), out),
+                (Some((valid_round, block)), Some((SignStep::Propose, hash, vr)))
+                    if hash == Some(block.hash()) && vr == Some(valid_round) =>
+                {
+                    self.propose(block, Some(valid_round), out)
+                }
                 // Line 17: getValue().
-                None => out.push(Action::BuildProposal {
+                (None, None) => out.push(Action::BuildProposal {
                     height: self.height,
                     round,
                 }),
+                // Signed in this round already: a new proposal would
+                // conflict with it (or come after a vote).
+                _ => {}
             }
         }
         // Line 21. A proposer schedules it too, so that a block that never
@@ -745,9 +760,13 @@ impl Consensus {
             .filter(|(round, hash)| has_quorum(*round, *hash))
             .copied()
             .collect();
-        for hash in self.blocks.keys() {
-            for round in self.votes.rounds_seen() {
-                if has_quorum(round, *hash) && !candidates.contains(&(round, *hash)) {
+        // At most one value per round can have a quorum: O(rounds).
+        for round in self.votes.rounds_seen() {
+            let Some(precommits) = self.votes.round(round, VoteKind::Precommit) else {
+                continue;
+            };
+            for hash in precommits.values_with(quorum).flatten() {
+                if self.blocks.contains_key(hash) && !candidates.contains(&(round, *hash)) {
                     candidates.push((round, *hash));
                 }
             }
@@ -854,11 +873,29 @@ impl Consensus {
         // this round mean its proposer proposed it here, since honest
         // validators prevote only the round's proposal.
         let mut values: Vec<Hash> = self.proposals_in(round).map(|(hash, _)| hash).collect();
-        values.extend(self.blocks.keys().copied());
-        let polka = values.into_iter().find(|hash| {
-            self.votes.power_for(round, VoteKind::Prevote, &Some(*hash)) >= quorum
-                && self.validity.get(hash) == Some(&true)
-        });
+        if let Some(prevotes) = self.votes.round(round, VoteKind::Prevote) {
+            values.extend(
+                prevotes
+                    .values_with(quorum)
+                    .flatten()
+                    .filter(|hash| self.blocks.contains_key(*hash)),
+            );
+        }
+        let with_polka: Vec<Hash> = values
+            .into_iter()
+            .filter(|hash| self.votes.power_for(round, VoteKind::Prevote, &Some(*hash)) >= quorum)
+            .collect();
+        let mut polka = None;
+        for hash in with_polka {
+            match self.validity.get(&hash) {
+                Some(true) => {
+                    polka = Some(hash);
+                    break;
+                }
+                Some(false) => {}
+                None => self.request_validation(hash, out),
+            }
+        }
         let Some(hash) = polka else {
             return false;
         };

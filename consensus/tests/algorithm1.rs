@@ -930,6 +930,13 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
         _ => None,
     });
     assert_eq!(decided, Some((b, 0)), "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| matches!(
+            a,
+            Action::Broadcast(ConsensusMessage::Proposal(_)) | Action::BuildProposal { .. }
+        )),
+        "the round-0 proposer proposes nothing new in the round it signed in: {actions:?}"
+    );
 }
 
 #[test]
@@ -1057,4 +1064,39 @@ fn timeouts_stop_growing_at_the_cap() {
     });
     assert_eq!(node.round(), 1_000);
     assert_eq!(after, Some(Config::default().max_timeout_ms));
+}
+
+#[test]
+fn a_proposer_restarted_after_proposing_proposes_nothing_new_in_that_round() {
+    // Validator 1, the round-0 proposer, signed a proposal for a and died;
+    // the block is gone with the process. After the restart it must not
+    // build another block for round 0 (it would conflict), and the round
+    // goes on by timeout like any round without a proposal.
+    let net = Net::new();
+    let a = net.block("a");
+    let record = SignState {
+        height: 1,
+        round: 0,
+        step: SignStep::Propose,
+        block_hash: Some(a.hash()),
+        valid_round: None,
+        locked: None,
+        valid: None,
+    };
+    let mut node = net.node(Some(1), Some(record));
+    let actions = node.handle(Input::StartHeight(1));
+    assert!(
+        !actions.iter().any(|x| matches!(
+            x,
+            Action::BuildProposal { .. } | Action::Broadcast(ConsensusMessage::Proposal(_))
+        )),
+        "{actions:?}"
+    );
+    assert_eq!(scheduled(&actions, TimeoutKind::Propose).len(), 1);
+    let actions = node.handle(Input::Timeout(Timeout {
+        kind: TimeoutKind::Propose,
+        height: 1,
+        round: 0,
+    }));
+    assert_eq!(my_votes(&actions), vec![(0, VoteKind::Prevote, None)]);
 }

@@ -81,6 +81,10 @@ enum Command {
         /// Override the config's peer-to-peer listen address (a multiaddress).
         #[arg(long)]
         p2p_listen: Option<String>,
+        /// Also stop when standard input closes (used by `tally devnet`, so
+        /// its nodes stop even if it is killed).
+        #[arg(long, hide = true)]
+        stop_on_stdin_close: bool,
     },
     /// Create and inspect keys.
     #[command(subcommand)]
@@ -257,8 +261,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal, not in log files (node.log).
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -295,6 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             home,
             rpc_addr,
             p2p_listen,
+            stop_on_stdin_close,
         } => {
             init_logging();
             let home = Home::new(&home);
@@ -305,7 +313,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             runtime()?.block_on(async move {
                 let listener = crate::run::bind(&config, rpc_addr).await?;
-                crate::run::run(&home, config, listener, crate::run::shutdown_signal()).await
+                let shutdown = async move {
+                    tokio::select! {
+                        _ = crate::run::shutdown_signal() => {}
+                        _ = stdin_closed(), if stop_on_stdin_close => {}
+                    }
+                };
+                crate::run::run(&home, config, listener, shutdown).await
             })
         }
         Command::Key(command) => key_command(command),
@@ -352,6 +366,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             common,
         } => runtime()?.block_on(wallet::block(&block, full, &common)),
         Command::Status { common } => runtime()?.block_on(wallet::status(&common)),
+    }
+}
+
+/// Resolves when standard input reaches its end (or fails). The read runs
+/// on a plain thread: a blocking read inside the runtime would keep the
+/// runtime from shutting down while stdin stays open.
+async fn stdin_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = tx.send(());
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = rx.await;
+        }
+        // Without the watcher, only signals stop the node.
+        Err(_) => std::future::pending::<()>().await,
     }
 }
 

@@ -322,11 +322,14 @@ async fn spawn(exe: &Path, home: &Path) -> anyhow::Result<Child> {
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let err = log.try_clone()?;
+    // Each node reads a pipe from this process and stops when it closes:
+    // if `tally devnet` dies, even by SIGKILL, its nodes stop with it.
     Command::new(exe)
         .arg("run")
         .arg("--home")
         .arg(home)
-        .stdin(Stdio::null())
+        .arg("--stop-on-stdin-close")
+        .stdin(Stdio::piped())
         .stdout(log)
         .stderr(err)
         .kill_on_drop(true)

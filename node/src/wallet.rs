@@ -154,6 +154,18 @@ pub async fn status(args: &RpcArgs) -> anyhow::Result<()> {
         status.chain_id, status.genesis_hash
     );
     println!("height    {} ({})", status.height, status.tip_hash);
+    if let Some(c) = &status.consensus {
+        println!(
+            "consensus height {} round {} step {}",
+            c.height, c.round, c.step
+        );
+    }
+    let role = match status.role {
+        tally_client::NodeRole::Validator => "validator",
+        tally_client::NodeRole::Full => "full node",
+    };
+    let syncing = if status.syncing { ", syncing" } else { "" };
+    println!("role      {role}, {} peer(s){syncing}", status.peers);
     println!("mempool   {} transaction(s)", status.mempool_size);
     if let Some(v) = status.validator {
         println!("validator {v}");
