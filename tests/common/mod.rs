@@ -39,6 +39,8 @@ pub struct NodeProcess {
     child: Child,
     /// Its JSON-RPC URL.
     pub url: String,
+    /// The address its peers dial (`/ip4/…/tcp/…/p2p/…`).
+    pub p2p: String,
     /// Its home.
     pub home: PathBuf,
 }
@@ -48,27 +50,30 @@ impl NodeProcess {
     pub fn start(args: &[&str], home: &Path) -> NodeProcess {
         let mut child = Command::new(tally_bin())
             .args(args)
-            .env("TALLY_LOG", "warn")
+            .env("TALLY_LOG", "warn,libp2p_kad=error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn tally");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::sync_channel(1);
+        let (tx, rx) = mpsc::sync_channel(2);
         std::thread::spawn(move || {
-            let mut sent = false;
+            // The node prints its RPC line, then its P2P line.
+            let mut wanted = ["RPC listening on ", "P2P listening on "].into_iter();
+            let mut next = wanted.next();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("RPC listening on ") {
-                    if !sent {
-                        let _ = tx.send(url.trim().to_owned());
-                        sent = true;
-                    }
+                if let Some(value) = next.and_then(|prefix| line.strip_prefix(prefix)) {
+                    let _ = tx.send(value.trim().to_owned());
+                    next = wanted.next();
                 }
             }
         });
-        let url = match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(url) => url,
-            Err(_) => {
+        let (url, p2p) = match (
+            rx.recv_timeout(STARTUP_TIMEOUT),
+            rx.recv_timeout(STARTUP_TIMEOUT),
+        ) {
+            (Ok(url), Ok(p2p)) => (url, p2p),
+            _ => {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 panic!("tally {args:?} did not start (exit: {status:?})");
@@ -77,6 +82,7 @@ impl NodeProcess {
         NodeProcess {
             child,
             url,
+            p2p,
             home: home.to_path_buf(),
         }
     }
