@@ -228,7 +228,7 @@ pub const MAX_BLOCKS_PER_ANSWER: u32 = 256;
 
 /// How long identical gossip bytes count as a duplicate. Shorter than the
 /// interval at which a node republishes its own consensus messages.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_millis(1_500);
+pub const DUPLICATE_WINDOW: Duration = Duration::from_millis(1_000);
 
 /// Most peers whose invalid messages are counted at once.
 const MAX_TRACKED_OFFENDERS: usize = 10_000;
@@ -311,6 +311,33 @@ fn topic_of(genesis_hash: &Hash, topic: Topic) -> IdentTopic {
     IdentTopic::new(format!("/tally/{}/{name}/1", genesis_hash.to_hex()))
 }
 
+/// The identify protocol version of the chain with `genesis_hash`.
+fn identify_version(genesis_hash: &Hash) -> String {
+    format!("/tally/1/{}", genesis_hash.to_hex())
+}
+
+/// Fails if a TCP listen address's port is taken. libp2p listens with
+/// SO_REUSEPORT, so a second node on the same port would start and silently
+/// take a share of the first one's connections; a plain bind refuses.
+fn probe_listen(address: &Multiaddr) -> Result<(), GossipError> {
+    let mut ip = None;
+    let mut port = None;
+    for part in address.iter() {
+        match part {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => std::net::TcpListener::bind((ip, port))
+            .map(drop)
+            .map_err(|e| GossipError::Setup(format!("{ip}:{port}: {e}"))),
+        _ => Ok(()),
+    }
+}
+
 /// The peer id at the end of `address` (`.../p2p/<id>`), if any.
 pub fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
     match address.iter().last() {
@@ -374,8 +401,12 @@ pub async fn start(
     let gossipsub =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), gossip_config)
             .map_err(|e| setup(&e))?;
-    let identify =
-        identify::Behaviour::new(identify::Config::new("/tally/1".into(), keypair.public()));
+    // The identify protocol version names the chain: a peer on another
+    // genesis is told apart at once and dropped.
+    let identify = identify::Behaviour::new(identify::Config::new(
+        identify_version(&genesis_hash),
+        keypair.public(),
+    ));
     let kad_protocol =
         StreamProtocol::try_from_owned(format!("/tally/{}/kad/1", genesis_hash.to_hex()))
             .map_err(|e| setup(&e))?;
@@ -439,16 +470,19 @@ pub async fn start(
             .subscribe(&topic_of(&genesis_hash, topic))
             .map_err(|e| setup(&e))?;
     }
+    probe_listen(&config.listen)?;
     swarm
         .listen_on(config.listen.clone())
-        .map_err(|e| setup(&e))?;
+        .map_err(|e| GossipError::Setup(format!("{e:?}")))?;
     let listening = loop {
         match swarm.select_next_some().await {
             SwarmEvent::NewListenAddr { address, .. } => break address,
-            SwarmEvent::ListenerError { error, .. } => return Err(setup(&error)),
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(GossipError::Setup(format!("{error:?}")))
+            }
             SwarmEvent::ListenerClosed {
                 reason: Err(error), ..
-            } => return Err(setup(&error)),
+            } => return Err(GossipError::Setup(format!("{error:?}"))),
             other => debug!(?other, "network event while starting"),
         }
     };
@@ -661,6 +695,9 @@ impl<V: Validator> Task<V> {
         let mut infos: Vec<PeerInfo> = self.connections.values().cloned().collect();
         for info in &mut infos {
             info.persistent = persistent.contains(&info.id);
+            if peer_id_of(&info.address).is_none() {
+                info.address = info.address.clone().with(Protocol::P2p(info.id));
+            }
         }
         infos.sort_by_key(|i| i.id.to_string());
         infos.dedup_by_key(|i| i.id);
@@ -680,6 +717,16 @@ impl<V: Validator> Task<V> {
                 info,
                 ..
             })) => {
+                let ours = identify_version(&self.genesis_hash);
+                if info.protocol_version != ours {
+                    let reason = format!(
+                        "it is on another chain or version ({}; this node: {ours}): check that \
+                         both use the same genesis.json",
+                        info.protocol_version
+                    );
+                    self.ban(peer_id, &reason);
+                    return;
+                }
                 // What the peer says it listens on feeds discovery.
                 for address in info.listen_addrs {
                     self.swarm

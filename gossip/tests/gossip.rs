@@ -234,3 +234,39 @@ async fn sync_requests_are_answered_bounded_and_liars_can_be_banned() {
     assert!(!c.peers().await.unwrap().iter().any(|p| p.id == a.peer_id()));
     assert!(c.request(a.peer_id(), SyncRequest::Status).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_chain_is_dropped_when_it_identifies_itself() {
+    let (a, _a_rx) = node("chain-a", vec![], 10).await;
+    let other = ChainContext::new(devnet_genesis(4, "another-chain").unwrap());
+    let config = Config {
+        peers: vec![a.address()],
+        ..Config::default()
+    };
+    let (stranger, _rx) = tally_gossip::start(
+        config,
+        Hash::digest(b"node-key/stranger").0,
+        other.genesis_hash,
+        LedgerValidator::new(other.clone(), 8 * 1024 * 1024),
+        Arc::new(FixedServer { height: 0 }),
+    )
+    .await
+    .unwrap();
+    // It connects (TCP, Noise), then identify shows the other genesis and
+    // both ends drop the link; the stranger's redials are refused.
+    wait_connected(&a, &stranger, false).await;
+    let (honest, _h_rx) = node("chain-a-peer", vec![a.address()], 10).await;
+    wait_connected(&a, &honest, true).await;
+    assert!(
+        !a.peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.id == stranger.peer_id()),
+        "the other chain's node stays out"
+    );
+    assert!(stranger
+        .request(a.peer_id(), SyncRequest::Status)
+        .await
+        .is_err());
+}

@@ -124,6 +124,11 @@ enum Command {
         #[command(flatten)]
         common: RpcArgs,
     },
+    /// Show the node's node id, the address peers dial, and its peers.
+    Peers {
+        #[command(flatten)]
+        common: RpcArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,13 +247,31 @@ fn default_p2p_listen() -> String {
 /// sentence, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    // `tally block 1 --full | head` closes the pipe early, and println!
+    // panics on that; a reader that has seen enough is not an error.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_pipe(info.payload()) {
+            default_hook(info);
+        }
+    }));
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+        Err(payload) if is_broken_pipe(&*payload) => ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
     }
+}
+
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied());
+    text.is_some_and(|t| t.starts_with("failed printing to stdout") && t.contains("Broken pipe"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -259,8 +282,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_kad=error"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,libp2p_kad=error,libp2p_gossipsub=error")
+    });
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -347,8 +371,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let text = genesis.to_json() + "\n";
             match out {
-                Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display())),
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "wrote {} (chain {}, genesis hash {})",
+                        path.display(),
+                        genesis.chain_id,
+                        genesis.hash()
+                    );
+                    Ok(())
+                }
                 None => {
                     print!("{text}");
                     Ok(())
@@ -366,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             common,
         } => runtime()?.block_on(wallet::block(&block, full, &common)),
         Command::Status { common } => runtime()?.block_on(wallet::status(&common)),
+        Command::Peers { common } => runtime()?.block_on(wallet::peers(&common)),
     }
 }
 
@@ -460,6 +494,12 @@ fn init(
             "node id: {node_id} (peers reach it at {}/p2p/{node_id})",
             config.network.listen
         );
+        if config.network.listen.contains("/0.0.0.0/") || config.network.listen.contains("/::/") {
+            println!(
+                "  (it listens on every interface: in other nodes' peers, write this host's \
+                 address in place of 0.0.0.0)"
+            );
+        }
         match &key {
             Some(key) => {
                 println!(
@@ -514,7 +554,21 @@ fn key_command(command: KeyCommand) -> anyhow::Result<()> {
             home::write_key_file(&out, &key)?;
             print_key(&key, json, false);
         }
-        KeyCommand::Show { file, json } => print_key(&home::read_key_file(&file)?, json, false),
+        KeyCommand::Show { file, json } => match home::read_key_file(&file) {
+            Ok(key) => print_key(&key, json, false),
+            // A node key file (keys/node_key.json) shows its node id.
+            Err(e) => match home::read_node_key_file(&file) {
+                Ok(seed) => {
+                    let id = tally_gossip::peer_id_from_seed(seed)?;
+                    if json {
+                        println!("{}", serde_json::json!({ "node_id": id.to_string() }));
+                    } else {
+                        println!("node id: {id}");
+                    }
+                }
+                Err(_) => return Err(e),
+            },
+        },
         KeyCommand::Devnet { name, out, json } => {
             let key = devnet_key(&name);
             if let Some(out) = out {

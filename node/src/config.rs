@@ -259,7 +259,8 @@ impl NetworkConfig {
                 anyhow::ensure!(
                     tally_gossip::peer_id_of(&address).is_some(),
                     "config: network.peers entry {p:?} must end in /p2p/<node id> \
-                     (`tally status` or node_peers on that node shows it)"
+                     (`tally init` printed it; `tally peers --rpc URL` on that node, or \
+                     `tally key show HOME/keys/node_key.json`, shows it)"
                 );
                 Ok(address)
             })

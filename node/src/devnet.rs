@@ -67,9 +67,11 @@ pub struct Layout {
     /// Directory holding the nodes' homes; reused by later runs.
     #[arg(long, default_value = ".tally/devnet")]
     pub dir: PathBuf,
-    /// Node i serves RPC on BASE_PORT + i and peers on BASE_PORT + 100 + i.
-    #[arg(long, default_value_t = crate::DEFAULT_RPC_PORT)]
-    pub base_port: u16,
+    /// Node i serves RPC on BASE_PORT + i and peers on BASE_PORT + 100 + i
+    /// [default: 7700; an existing devnet keeps the ports it was laid out
+    /// with].
+    #[arg(long)]
+    pub base_port: Option<u16>,
 }
 
 /// One node of a devnet.
@@ -96,11 +98,9 @@ impl Layout {
         if nodes > MAX_NODES {
             bail!("a devnet has at most {MAX_NODES} nodes (validators + full nodes)");
         }
-        if self.base_port == 0 || usize::from(self.base_port) + 100 + nodes > 65_535 {
-            bail!(
-                "--base-port {} leaves no room for {nodes} nodes' ports",
-                self.base_port
-            );
+        let base = self.base();
+        if base == 0 || usize::from(base) + 100 + nodes > 65_535 {
+            bail!("--base-port {base} leaves no room for {nodes} nodes' ports");
         }
         Ok(())
     }
@@ -115,12 +115,16 @@ impl Layout {
         Ok(devnet_genesis(self.validators, DEVNET_CHAIN_ID)?)
     }
 
+    fn base(&self) -> u16 {
+        self.base_port.unwrap_or(crate::DEFAULT_RPC_PORT)
+    }
+
     fn rpc_port(&self, i: usize) -> u16 {
-        self.base_port + i as u16
+        self.base() + i as u16
     }
 
     fn p2p_port(&self, i: usize) -> u16 {
-        self.base_port + 100 + i as u16
+        self.base() + 100 + i as u16
     }
 
     /// How many nodes of this layout already have a home.
@@ -208,6 +212,18 @@ impl Layout {
                     home.root().display()
                 );
             }
+            if let Some(base) = self.base_port {
+                let i = nodes.len();
+                let port = config.rpc.listen_addr.port();
+                if port != self.rpc_port(i) {
+                    bail!(
+                        "{} was laid out with other ports ({name} serves RPC on {port}, not \
+                         {}); leave --base-port out to use them, or use another --dir",
+                        self.dir.display(),
+                        base as usize + i
+                    );
+                }
+            }
             let node_id = home.node_id(&config)?;
             nodes.push(DevnetNode {
                 name,
@@ -261,6 +277,17 @@ fn print_nodes(layout: &Layout, nodes: &[DevnetNode]) {
 
 fn run(layout: &Layout) -> anyhow::Result<()> {
     layout.check()?;
+    let extra = [
+        format!("full-{}", layout.full_nodes),
+        validator_name(layout.validators),
+    ];
+    if let Some(name) = extra.iter().find(|n| layout.dir.join(n).exists()) {
+        bail!(
+            "{} holds more nodes than asked for (it has {name}); pass the --validators and \
+             --full-nodes it was laid out with, or use another --dir",
+            layout.dir.display()
+        );
+    }
     let nodes = match layout.existing() {
         0 => layout.init()?,
         n if n == layout.names().len() => layout.nodes()?,

@@ -63,7 +63,19 @@ pub async fn run(
     let open_chain = chain.clone();
     let store = tokio::task::spawn_blocking(move || RocksStore::open(&data, &open_chain, &rocks))
         .await
-        .context("store task failed")??;
+        .context("store task failed")?
+        .map_err(|e| {
+            // RocksDB's lock file says another process has the database.
+            if e.to_string().contains("LOCK") {
+                anyhow::anyhow!(
+                    "another tally process is using {} (its data directory is locked); stop it \
+                     first, or use another --home",
+                    home.root().display()
+                )
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?;
     if let (Some(key), false) = (&key, is_validator) {
         warn!(
             address = %key.address(),

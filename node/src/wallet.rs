@@ -144,6 +144,22 @@ pub async fn block(id: &str, full: bool, args: &RpcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tally peers`.
+pub async fn peers(args: &RpcArgs) -> anyhow::Result<()> {
+    let info = client(args)?.peers().await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!("node id   {}", info.node_id);
+    println!("listening {}", info.listen_address);
+    println!("peers     {}", info.peers.len());
+    for peer in &info.peers {
+        let persistent = if peer.persistent { ", configured" } else { "" };
+        println!("  {} ({}{persistent})", peer.address, peer.direction);
+    }
+    Ok(())
+}
+
 pub async fn status(args: &RpcArgs) -> anyhow::Result<()> {
     let status = client(args)?.status().await?;
     if args.json {
