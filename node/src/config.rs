@@ -196,9 +196,9 @@ pub struct NetworkConfig {
     /// Where to listen for peers, as a multiaddress
     /// (`/ip4/0.0.0.0/tcp/7800` for every interface; port 0 picks one).
     pub listen: String,
-    /// Persistent peers, each `/ip4/HOST/tcp/PORT/p2p/NODE_ID` (or
-    /// `/dns4/NAME/...`): dialled at start and redialled while
-    /// disconnected. One is enough; discovery finds the rest.
+    /// Persistent peers, each `/ip4/ADDRESS/tcp/PORT/p2p/NODE_ID` (or
+    /// `/ip6/…`; IP addresses, not DNS names): dialled at start and
+    /// redialled while disconnected. One is enough; discovery finds the rest.
     pub peers: Vec<String>,
     /// Node key file, relative to the home directory (created on first
     /// start if missing). It is the node's peer-to-peer identity.
@@ -256,6 +256,11 @@ impl NetworkConfig {
                 let address: tally_gossip::Address = p
                     .parse()
                     .map_err(|e| anyhow::anyhow!("config: network.peers entry {p:?}: {e}"))?;
+                anyhow::ensure!(
+                    p.starts_with("/ip4/") || p.starts_with("/ip6/"),
+                    "config: network.peers entry {p:?} must start with /ip4/ or /ip6/ \
+                     (an IP address; DNS names are not resolved)"
+                );
                 anyhow::ensure!(
                     tally_gossip::peer_id_of(&address).is_some(),
                     "config: network.peers entry {p:?} must end in /p2p/<node id> \
