@@ -1,0 +1,289 @@
+//! Signature and encoding edge cases, rejected at every door: the mempool
+//! (what `tx_submit` and gossiped transactions go through), gossip
+//! validation, block validation (`valid(v)` for proposals and synced
+//! blocks) and the consensus state machine. Each vector is a small change
+//! to something valid, and each door is first shown to accept the valid
+//! original, so a rejection can only come from the change.
+
+#![allow(clippy::unwrap_used)] // tests report failure by panicking
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_consensus::{Config, Consensus, Input};
+use tally_gossip::{LedgerValidator, Topic, Validator, Verdict};
+use tally_ledger::devnet::devnet_genesis;
+use tally_ledger::{
+    devnet_key, tx_root, Address, ChainContext, ChainId, ConsensusMessage, Hash, Signature,
+    SignedTransaction, SignedVote, Transaction, Vote, VoteKind,
+};
+use tally_mempool::Mempool;
+use tally_node::node::{Node, NodeLimits, SubmitError};
+use tally_store::MemoryStore;
+
+/// The group order L, little-endian.
+const L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// The identity point's encoding (y = 1): order 1.
+fn identity() -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = 1;
+    p
+}
+
+/// A point of order 8 (a standard encoding from the small-order list).
+fn order_eight() -> [u8; 32] {
+    let mut p = [0u8; 32];
+    let hex = "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a";
+    for (i, byte) in p.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    p
+}
+
+/// y = p (2^255 - 19): a non-canonical encoding of y = 0.
+fn non_canonical_point() -> [u8; 32] {
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    p
+}
+
+/// S + L: the same scalar modulo L, but not the canonical encoding.
+fn with_non_canonical_s(signature: &Signature) -> Signature {
+    let mut sig = signature.0;
+    let mut carry = 0u16;
+    for (byte, l) in sig[32..].iter_mut().zip(L) {
+        let sum = *byte as u16 + l as u16 + carry;
+        *byte = sum as u8;
+        carry = sum >> 8;
+    }
+    Signature(sig)
+}
+
+fn chain() -> ChainContext {
+    ChainContext::new(devnet_genesis(1, "tally-dev").unwrap())
+}
+
+fn node(chain: &ChainContext) -> Arc<Node> {
+    Node::new(
+        chain.clone(),
+        Arc::new(MemoryStore::new(chain)),
+        Mempool::new(tally_mempool::Config::default()),
+        Some(devnet_key("validator-0")),
+        NodeLimits {
+            wait_timeout: Duration::from_secs(1),
+            max_remembered_outcomes: 100,
+        },
+    )
+}
+
+fn transfer(chain: &ChainContext) -> Transaction {
+    Transaction {
+        chain_id: chain.genesis.chain_id.clone(),
+        from: devnet_key("alice").address(),
+        to: devnet_key("bob").address(),
+        amount: 5,
+        fee: 1,
+        nonce: 0,
+    }
+}
+
+/// The ways a valid signed transfer is turned invalid, by name.
+fn bad_transactions(chain: &ChainContext) -> Vec<(&'static str, SignedTransaction)> {
+    let alice = devnet_key("alice");
+    let good = transfer(chain).sign(&alice, &chain.genesis_hash);
+    let mut out = Vec::new();
+
+    let mut t = good.clone();
+    t.signature = with_non_canonical_s(&good.signature);
+    out.push(("non-canonical S", t));
+
+    let mut t = good.clone();
+    let mut sig = good.signature.0;
+    sig[..32].copy_from_slice(&identity());
+    t.signature = Signature(sig);
+    out.push(("small-order R (identity)", t));
+
+    let mut t = good.clone();
+    let mut sig = good.signature.0;
+    sig[..32].copy_from_slice(&order_eight());
+    t.signature = Signature(sig);
+    out.push(("small-order R (order 8)", t));
+
+    // A sender key of small order with the signature that satisfies the
+    // cofactored equation for any message (R = identity, S = 0).
+    for (name, key) in [
+        ("small-order sender key (identity)", identity()),
+        ("small-order sender key (order 8)", order_eight()),
+        ("non-canonical sender key encoding", non_canonical_point()),
+    ] {
+        let mut tx = transfer(chain);
+        tx.from = Address(key);
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&identity());
+        out.push((
+            name,
+            SignedTransaction {
+                tx,
+                signature: Signature(sig),
+            },
+        ));
+    }
+
+    // A valid signature, but over another genesis (same chain id).
+    out.push((
+        "signed for another genesis",
+        transfer(chain).sign(&alice, &Hash::digest(b"another genesis")),
+    ));
+    // A valid signature for another chain id.
+    let mut other = transfer(chain);
+    other.chain_id = ChainId::new("another-chain").unwrap();
+    out.push((
+        "signed for another chain id",
+        other.sign(&alice, &chain.genesis_hash),
+    ));
+    out
+}
+
+#[test]
+fn bad_signatures_are_refused_by_the_mempool_and_gossip() {
+    let chain = chain();
+    let gossip = LedgerValidator::new(chain.clone(), 1 << 20);
+    let good = transfer(&chain).sign(&devnet_key("alice"), &chain.genesis_hash);
+    assert_eq!(
+        gossip.validate(Topic::Transactions, &good.encode()),
+        Verdict::Accept
+    );
+    assert!(node(&chain).submit(&good.encode()).is_ok());
+    for (name, bad) in bad_transactions(&chain) {
+        let bytes = bad.encode();
+        assert_eq!(
+            gossip.validate(Topic::Transactions, &bytes),
+            Verdict::Reject,
+            "gossip accepted: {name}"
+        );
+        let node = node(&chain);
+        // A ledger rule refuses it (not a pool limit or a balance check).
+        let refused = node.submit(&bytes);
+        assert!(
+            matches!(refused, Err(SubmitError::Tx(_))),
+            "mempool: {name}: {refused:?}"
+        );
+        assert!(
+            matches!(node.admit_from_peer(&bytes), Err(SubmitError::Tx(_))),
+            "mempool, from a peer: {name}"
+        );
+        assert_eq!(node.mempool_len(), 0, "{name}");
+    }
+}
+
+#[test]
+fn a_block_with_a_bad_signature_is_invalid() {
+    let chain = chain();
+    let proposer = devnet_key("validator-0").address();
+    let alice = devnet_key("alice").address();
+    // Vectors from alice (funded), so only the signature can make it fail.
+    let from_alice = bad_transactions(&chain)
+        .into_iter()
+        .filter(|(_, t)| t.tx.from == alice);
+    for (name, bad) in from_alice {
+        // A fresh node builds a valid block with the good transfer...
+        let node = node(&chain);
+        let good = transfer(&chain).sign(&devnet_key("alice"), &chain.genesis_hash);
+        node.submit(&good.encode()).unwrap();
+        let block = node.build_proposal(proposer, 1).unwrap().unwrap();
+        // ...which another node validates...
+        let validator = node_without_cache(&chain);
+        assert!(validator.validate_block(&block).unwrap(), "control: {name}");
+        // ...but not with the transfer swapped for its bad twin (header
+        // updated to match, so only the signature can be wrong).
+        let mut tampered = block.clone();
+        tampered.txs = vec![bad];
+        tampered.header.tx_root = tx_root(&tampered.txs.iter().map(|t| t.id()).collect::<Vec<_>>());
+        let validator = node_without_cache(&chain);
+        assert!(
+            !validator.validate_block(&tampered).unwrap(),
+            "block accepted: {name}"
+        );
+    }
+}
+
+/// A node that never saw the block (nothing cached from building it).
+fn node_without_cache(chain: &ChainContext) -> Arc<Node> {
+    node(chain)
+}
+
+#[test]
+fn bad_consensus_signatures_are_refused_by_gossip_and_the_state_machine() {
+    let chain = ChainContext::new(devnet_genesis(4, "tally-devnet").unwrap());
+    let gossip = LedgerValidator::new(chain.clone(), 1 << 20);
+    let vote = Vote {
+        chain_id: chain.genesis.chain_id.clone(),
+        height: 1,
+        round: 0,
+        kind: VoteKind::Prevote,
+        block_hash: None,
+    };
+    let signer = devnet_key("validator-1");
+    let good = SignedVote::sign(vote.clone(), &signer, &chain.genesis_hash);
+    let mut cases = Vec::new();
+    let mut v = good.clone();
+    v.signature = with_non_canonical_s(&good.signature);
+    cases.push(("non-canonical S", v));
+    let mut v = good.clone();
+    let mut sig = good.signature.0;
+    sig[..32].copy_from_slice(&identity());
+    v.signature = Signature(sig);
+    cases.push(("small-order R", v));
+    cases.push((
+        "signed for another genesis",
+        SignedVote::sign(vote.clone(), &signer, &Hash::digest(b"another genesis")),
+    ));
+    let mut other_chain = vote.clone();
+    other_chain.chain_id = ChainId::new("another-chain").unwrap();
+    cases.push((
+        "signed for another chain id",
+        SignedVote::sign(other_chain, &signer, &chain.genesis_hash),
+    ));
+
+    let machine = || {
+        let mut m = Consensus::new(
+            Config::default(),
+            chain.genesis.chain_id.clone(),
+            chain.genesis_hash,
+            chain.validators.clone(),
+            Some(devnet_key("validator-0")),
+            None,
+            None,
+        );
+        m.handle(Input::StartHeight(1));
+        m
+    };
+    let encode = |v: &SignedVote| borsh::to_vec(&ConsensusMessage::Vote(v.clone())).unwrap();
+    // Control: the good vote passes both.
+    assert_eq!(
+        gossip.validate(Topic::Consensus, &encode(&good)),
+        Verdict::Accept
+    );
+    let mut m = machine();
+    m.handle(Input::Message(ConsensusMessage::Vote(good)));
+    assert_eq!(m.votes().total(0, VoteKind::Prevote), 1);
+    for (name, bad) in cases {
+        assert_eq!(
+            gossip.validate(Topic::Consensus, &encode(&bad)),
+            Verdict::Reject,
+            "gossip accepted: {name}"
+        );
+        let mut m = machine();
+        m.handle(Input::Message(ConsensusMessage::Vote(bad)));
+        assert_eq!(
+            m.votes().total(0, VoteKind::Prevote),
+            0,
+            "consensus counted: {name}"
+        );
+    }
+}
