@@ -83,6 +83,14 @@ where
     let mut bytes = Vec::new();
     // One byte past the limit tells "too large" from "exactly the limit".
     io.take(max as u64 + 1).read_to_end(&mut bytes).await?;
+    if bytes.is_empty() {
+        // The other side closed without answering: a busy or rate-limited
+        // peer does that, so it is a failed request, not a false answer.
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed without an answer",
+        ));
+    }
     decode_strict(&bytes, max).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

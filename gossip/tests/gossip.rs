@@ -55,6 +55,18 @@ impl SyncServer for FixedServer {
     }
 }
 
+/// Answers nothing (as a busy, rate-limited or failing peer does).
+struct SilentServer;
+
+impl SyncServer for SilentServer {
+    fn status(&self) -> Option<SyncResponse> {
+        None
+    }
+    fn blocks(&self, _from: u64, _max: u32, _max_bytes: usize) -> Option<SyncResponse> {
+        None
+    }
+}
+
 async fn node_with(
     name: &str,
     config: Config,
@@ -224,6 +236,17 @@ async fn sync_requests_are_answered_bounded_and_liars_can_be_banned() {
             Err(GossipError::BadResponse(_))
         ),
         "an answer over the size limit is refused as invalid"
+    );
+
+    // A peer that answers nothing has not lied: a plain failure, which
+    // block sync does not punish (unlike an undecodable answer).
+    let (silent, _s_rx) = node_with("sync-silent", Config::default(), Arc::new(SilentServer)).await;
+    c.dial(silent.address()).await.unwrap();
+    wait_connected(&c, &silent, true).await;
+    let answer = c.request(silent.peer_id(), SyncRequest::Status).await;
+    assert!(
+        matches!(answer, Err(GossipError::Request(_))),
+        "no answer is not a bad answer: {answer:?}"
     );
 
     // A banned peer is disconnected and stays out although it is one of
