@@ -147,6 +147,18 @@ fn scheduled(actions: &[Action], kind: TimeoutKind) -> Vec<Timeout> {
         .collect()
 }
 
+/// The last signing record among `actions` (what the shell wrote last).
+fn last_sign_state(actions: &[Action]) -> SignState {
+    actions
+        .iter()
+        .rev()
+        .find_map(|x| match x {
+            Action::PersistSignState(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 /// Validator 0 at height 1 with proposal `a` in round 0 validated and prevoted.
 fn prevoted(net: &Net, a: &Block) -> (Consensus, Vec<Action>) {
     let mut node = net.node(Some(0), None);
@@ -409,14 +421,7 @@ fn line_36_a_polka_for_the_proposal_locks_and_precommits() {
     );
     assert_eq!(node.locked(), Some((0, a.hash())));
     // The record persisted before that precommit carries the new lock.
-    let record = actions
-        .iter()
-        .rev()
-        .find_map(|x| match x {
-            Action::PersistSignState(s) => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let record = last_sign_state(&actions);
     assert_eq!(
         (record.step, record.locked),
         (SignStep::Precommit, Some((0, a.hash())))
@@ -648,14 +653,7 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
     );
     // The shell persisted this record, then the process died before the
     // precommit it covers left the machine.
-    let record = actions
-        .iter()
-        .rev()
-        .find_map(|x| match x {
-            Action::PersistSignState(s) => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let record = last_sign_state(&actions);
     assert_eq!(record.step, SignStep::Precommit);
 
     let mut restarted = net.node(Some(0), Some(record));
@@ -719,14 +717,7 @@ fn a_validator_restarted_mid_round_completes_it_with_exactly_a_quorum_up() {
     let net = Net::new();
     let a = net.block("a");
     let (_, actions) = prevoted(&net, &a);
-    let record = actions
-        .iter()
-        .rev()
-        .find_map(|x| match x {
-            Action::PersistSignState(s) => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let record = last_sign_state(&actions);
     assert_eq!(record.step, SignStep::Prevote);
     let mut restarted = net.node(Some(0), Some(record));
     let actions = restarted.handle(Input::StartHeight(1));
@@ -854,14 +845,7 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
         round: 0,
         block: b.clone(),
     });
-    let record = actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::PersistSignState(s) => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let record = last_sign_state(&actions);
     let valid = actions
         .iter()
         .find_map(|a| match a {
@@ -889,14 +873,7 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
     // record: it resumes at its prevote, sends it again, and the polka
     // (its own prevote, in the record) with the held block locks and
     // precommits b (line 36), and decides it (line 49), all in round 0.
-    let persisted_prevote = actions[..persisted_valid]
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::PersistSignState(s) => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let persisted_prevote = last_sign_state(&actions[..persisted_valid]);
     assert_eq!(persisted_prevote.step, SignStep::Prevote);
     let mut restarted = new_node(Some(persisted_prevote), Some(valid.clone()));
     let actions = restarted.handle(Input::StartHeight(1));

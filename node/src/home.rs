@@ -93,13 +93,7 @@ impl Home {
             Some(key) => write_key_file(&key_path, key)?,
             None => {}
         }
-        let node_key = self.root.join(&config.network.node_key_file);
-        if !node_key.exists() {
-            let mut seed = [0u8; 32];
-            getrandom::getrandom(&mut seed)
-                .map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
-            write_node_key_file(&node_key, seed)?;
-        }
+        self.load_or_create_node_key(config)?;
         write_atomically(&self.genesis(), genesis.to_json().as_bytes())?;
         let mut config = config.clone();
         config.validator_key_file = key.map(|_| PathBuf::from("keys/validator.json"));
