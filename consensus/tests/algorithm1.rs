@@ -147,6 +147,15 @@ fn scheduled(actions: &[Action], kind: TimeoutKind) -> Vec<Timeout> {
         .collect()
 }
 
+/// A fired timeout of height 1.
+fn timeout(kind: TimeoutKind, round: u32) -> Input {
+    Input::Timeout(Timeout {
+        kind,
+        height: 1,
+        round,
+    })
+}
+
 /// The last signing record among `actions` (what the shell wrote last).
 fn last_sign_state(actions: &[Action]) -> SignState {
     actions
@@ -300,11 +309,7 @@ fn locked_on(net: &Net, a: &Block) -> Consensus {
         vec![(0, VoteKind::Precommit, Some(a.hash()))]
     );
     assert_eq!(node.locked(), Some((0, a.hash())));
-    node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    node.handle(timeout(TimeoutKind::Precommit, 0));
     assert_eq!(node.round(), 1);
     node
 }
@@ -375,11 +380,7 @@ fn line_32_a_lock_newer_than_the_valid_round_holds() {
         "no polka in the valid round: line 28 does not apply"
     );
     // Timeout: line 59 prevotes nil.
-    let actions = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Propose,
-        height: 1,
-        round: 1,
-    }));
+    let actions = node.handle(timeout(TimeoutKind::Propose, 1));
     assert_eq!(my_votes(&actions), vec![(1, VoteKind::Prevote, None)]);
 }
 
@@ -432,11 +433,7 @@ fn line_36_a_polka_for_the_proposal_locks_and_precommits() {
 fn line_44_a_polka_for_nil_precommits_nil() {
     let net = Net::new();
     let mut node = net.started(0);
-    let actions = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Propose,
-        height: 1,
-        round: 0,
-    }));
+    let actions = node.handle(timeout(TimeoutKind::Propose, 0));
     assert_eq!(my_votes(&actions), vec![(0, VoteKind::Prevote, None)]);
     let actions = feed(
         &mut node,
@@ -514,11 +511,7 @@ fn line_49_commits_in_an_earlier_round_too() {
     let net = Net::new();
     let a = net.block("a");
     let (mut node, _) = prevoted(&net, &a);
-    node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    node.handle(timeout(TimeoutKind::Precommit, 0));
     assert_eq!(node.round(), 1);
     let actions = feed(
         &mut node,
@@ -545,35 +538,15 @@ fn line_55_f_plus_one_in_a_later_round_moves_there() {
 fn lines_57_61_65_timeouts_act_only_in_their_round_and_step() {
     let net = Net::new();
     let mut node = net.started(0);
-    let stale = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Propose,
-        height: 1,
-        round: 3,
-    }));
+    let stale = node.handle(timeout(TimeoutKind::Propose, 3));
     assert!(my_votes(&stale).is_empty());
-    let early = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Prevote,
-        height: 1,
-        round: 0,
-    }));
+    let early = node.handle(timeout(TimeoutKind::Prevote, 0));
     assert!(my_votes(&early).is_empty(), "line 61 needs step prevote");
-    let a = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Propose,
-        height: 1,
-        round: 0,
-    }));
+    let a = node.handle(timeout(TimeoutKind::Propose, 0));
     assert_eq!(my_votes(&a), vec![(0, VoteKind::Prevote, None)]);
-    let b = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Prevote,
-        height: 1,
-        round: 0,
-    }));
+    let b = node.handle(timeout(TimeoutKind::Prevote, 0));
     assert_eq!(my_votes(&b), vec![(0, VoteKind::Precommit, None)]);
-    let c = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    let c = node.handle(timeout(TimeoutKind::Precommit, 0));
     assert_eq!((node.round(), node.step()), (1, Step::Propose));
     // Round 1's timeout is longer: timeouts grow with the round.
     let after = c.iter().find_map(|x| match x {
@@ -694,11 +667,7 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
         vec![
             net.vote(1, 0, VoteKind::Precommit, None),
             net.vote(2, 0, VoteKind::Precommit, None),
-            Input::Timeout(Timeout {
-                kind: TimeoutKind::Precommit,
-                height: 1,
-                round: 0,
-            }),
+            timeout(TimeoutKind::Precommit, 0),
         ],
     );
     assert_eq!(restarted.round(), 1);
@@ -934,11 +903,7 @@ fn lines_14_15_a_proposer_with_a_valid_value_proposes_it_again() {
             net.vote(1, 0, VoteKind::Precommit, None),
         ],
     );
-    let actions = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    let actions = node.handle(timeout(TimeoutKind::Precommit, 0));
     let proposal = actions.iter().find_map(|x| match x {
         Action::Broadcast(ConsensusMessage::Proposal(p)) => Some(p.core.clone()),
         _ => None,
@@ -1070,10 +1035,6 @@ fn a_proposer_restarted_after_proposing_proposes_nothing_new_in_that_round() {
         "{actions:?}"
     );
     assert_eq!(scheduled(&actions, TimeoutKind::Propose).len(), 1);
-    let actions = node.handle(Input::Timeout(Timeout {
-        kind: TimeoutKind::Propose,
-        height: 1,
-        round: 0,
-    }));
+    let actions = node.handle(timeout(TimeoutKind::Propose, 0));
     assert_eq!(my_votes(&actions), vec![(0, VoteKind::Prevote, None)]);
 }

@@ -1,8 +1,5 @@
 //! The validator for Tally's own messages.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use tally_ledger::{decode_strict, ChainContext, ConsensusMessage, SignedTransaction};
 
 use crate::{Topic, Validator, Verdict};
@@ -16,7 +13,7 @@ use crate::{Topic, Validator, Verdict};
 pub struct LedgerValidator {
     chain: ChainContext,
     max_consensus_bytes: usize,
-    tip: Option<Arc<AtomicU64>>,
+    tip: Option<Box<dyn Fn() -> u64 + Send>>,
 }
 
 /// How far past the tip a consensus message may be and still be useful:
@@ -33,10 +30,10 @@ impl LedgerValidator {
         }
     }
 
-    /// Also ignores consensus messages for heights below `tip` or more than
-    /// two past it; `tip` is the committed height, kept current by the node.
-    pub fn with_tip(mut self, tip: Arc<AtomicU64>) -> Self {
-        self.tip = Some(tip);
+    /// Also ignores consensus messages for heights below the committed
+    /// height `tip()` or more than two past it.
+    pub fn with_tip(mut self, tip: impl Fn() -> u64 + Send + 'static) -> Self {
+        self.tip = Some(Box::new(tip));
         self
     }
 
@@ -45,7 +42,7 @@ impl LedgerValidator {
             return Verdict::Reject;
         };
         if let Some(tip) = &self.tip {
-            let tip = tip.load(Ordering::Relaxed);
+            let tip = tip();
             let height = message.height();
             if height < tip || height > tip.saturating_add(HEIGHTS_AHEAD) {
                 return Verdict::Ignore;
@@ -101,6 +98,8 @@ impl Validator for LedgerValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
     use tally_ledger::devnet::devnet_genesis;
     use tally_ledger::{
         devnet_key, Block, ChainId, Hash, Header, ProposalCore, SignedProposal, SignedVote,
@@ -218,7 +217,8 @@ mod tests {
     fn consensus_messages_far_from_the_tip_are_ignored() {
         let (v, chain) = setup();
         let tip = Arc::new(AtomicU64::new(5));
-        let v = v.with_tip(tip.clone());
+        let reader = tip.clone();
+        let v = v.with_tip(move || reader.load(Ordering::Relaxed));
         let at = |height: u64| {
             let vote = Vote {
                 chain_id: chain.genesis.chain_id.clone(),

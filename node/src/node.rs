@@ -7,7 +7,7 @@
 //! sync will drive the same one.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -187,10 +187,9 @@ pub struct Node {
     /// Equivocations seen, oldest first (at most `MAX_EVIDENCE`).
     evidence: Mutex<VecDeque<DuplicateVoteEvidence>>,
     closing: watch::Sender<bool>,
-    /// The committed tip, for tasks that follow it (consensus, sync).
+    /// The committed tip, for tasks that follow it (consensus, sync, the
+    /// network's message filter).
     tip: watch::Sender<BlockMeta>,
-    /// Its height, for the network's message filter.
-    tip_height: Arc<AtomicU64>,
     validator: Option<Keypair>,
     limits: NodeLimits,
     /// Where transactions submitted here go to be gossiped.
@@ -243,7 +242,6 @@ impl Node {
             executed: Mutex::new(HashMap::new()),
             evidence: Mutex::new(VecDeque::new()),
             closing: watch::channel(false).0,
-            tip_height: Arc::new(AtomicU64::new(tip.height)),
             tip: watch::channel(tip).0,
             validator,
             limits,
@@ -270,11 +268,6 @@ impl Node {
     /// Follows the committed tip.
     pub fn subscribe_tip(&self) -> watch::Receiver<BlockMeta> {
         self.tip.subscribe()
-    }
-
-    /// The committed height, kept current (for the network's filter).
-    pub fn tip_height_handle(&self) -> Arc<AtomicU64> {
-        self.tip_height.clone()
     }
 
     /// Records how many peers are connected.
@@ -728,7 +721,6 @@ impl Node {
             timestamp_ms: header.timestamp_ms,
         };
         info!(height = meta.height, txs = executed.tx_ids.len(), hash = %meta.hash, "committed block");
-        self.tip_height.store(meta.height, Ordering::Relaxed);
         self.tip.send_replace(meta);
         Ok(meta)
     }

@@ -121,8 +121,10 @@ pub async fn run(
         net_config,
         node_key,
         node.chain().genesis_hash,
-        LedgerValidator::new(node.chain().clone(), max_message_bytes)
-            .with_tip(node.tip_height_handle()),
+        LedgerValidator::new(node.chain().clone(), max_message_bytes).with_tip({
+            let tip = node.subscribe_tip();
+            move || tip.borrow().height
+        }),
         Arc::new(NodeSyncServer(node.clone())),
     )
     .await

@@ -43,10 +43,9 @@ impl SyncServer for NodeSyncServer {
             let Some(stored) = self.0.store().block(height).ok()? else {
                 break;
             };
-            // The encoded size; the response's own framing is a few bytes.
-            let size = borsh::to_vec(&stored)
-                .map(|b| b.len())
-                .unwrap_or(usize::MAX);
+            // The encoded size, counted without encoding (the codec encodes
+            // the answer once); the response's own framing is a few bytes.
+            let size = borsh::object_length(&stored).unwrap_or(usize::MAX);
             if !blocks.is_empty() && bytes.saturating_add(size) > max_bytes.saturating_sub(64) {
                 break;
             }
