@@ -35,6 +35,11 @@ pub struct SignState {
     pub locked: Option<(u32, Hash)>,
     /// The valid value (`validRound`, `validValue`), if any.
     pub valid: Option<(u32, Hash)>,
+    /// The prevote signed in this height and round, if any (its value;
+    /// `Some(None)` is a nil prevote). A validator restarted after its
+    /// precommit sends this prevote again too: peers that lost it may need
+    /// it to complete the round.
+    pub prevote: Option<Option<Hash>>,
 }
 
 /// The valid value (`validValue`, `validRound`) with the 2f+1 prevotes that
@@ -111,6 +116,7 @@ mod tests {
             valid_round: None,
             locked: None,
             valid: None,
+            prevote: None,
         }
     }
 

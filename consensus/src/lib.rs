@@ -40,4 +40,4 @@ mod votes;
 pub use guard::{SignConflict, SignState, SignStep, ValidBlockRecord};
 pub use machine::{Action, Config, Consensus, Input, Step, Timeout, TimeoutKind};
 pub use proposer::proposer;
-pub use votes::{RoundVotes, VoteBook, VoteOutcome};
+pub use votes::{RoundVotes, VoteBook, VoteOutcome, MAX_VALUES_PER_VALIDATOR};

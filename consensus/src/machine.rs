@@ -290,6 +290,18 @@ impl Consensus {
         &self.votes
     }
 
+    /// The votes held for the current and the previous round, anyone's.
+    /// A peer that lost some of them (cut off, restarted) cannot get past
+    /// the round without them, and a validator restarted after its
+    /// precommit can send again only that precommit; so while a height is
+    /// stuck the shell sends these again (vote gossip).
+    pub fn votes_to_relay(&self) -> Vec<SignedVote> {
+        let since = self.round.saturating_sub(1);
+        (since..=self.round)
+            .flat_map(|round| self.votes.all_in(round))
+            .collect()
+    }
+
     /// Processes one input; returns what to do, in order.
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
@@ -405,6 +417,14 @@ impl Consensus {
                 }
                 SignStep::Precommit => {
                     self.step = Step::Precommit;
+                    // The identical prevote of this round again (signing
+                    // is deterministic): only this node can send it.
+                    if let Some(value) = record.prevote {
+                        if let Some(signed) = self.sign_vote(VoteKind::Prevote, value) {
+                            out.push(Action::Broadcast(ConsensusMessage::Vote(signed.clone())));
+                            self.count_vote(signed, out);
+                        }
+                    }
                     self.vote(VoteKind::Precommit, record.block_hash, out);
                 }
             }
@@ -491,6 +511,20 @@ impl Consensus {
         out.push(Action::Broadcast(ConsensusMessage::Proposal(Box::new(
             proposal.clone(),
         ))));
+        // A re-proposed valid value is accepted (line 28) only by those who
+        // hold its polka. Prevotes of an earlier round may have been lost
+        // to a peer that was cut off or restarted, and nobody sends old
+        // rounds again: without them, validators locked on this value and
+        // those who never saw its polka prevote differently round after
+        // round. So the polka travels with the proposal.
+        if let Some(vr) = valid_round {
+            for vote in self
+                .votes
+                .votes_for(vr, VoteKind::Prevote, &Some(block_hash))
+            {
+                out.push(Action::Broadcast(ConsensusMessage::Vote(vote)));
+            }
+        }
         self.accept_proposal(proposal, out);
     }
 
@@ -518,6 +552,15 @@ impl Consensus {
                 return false;
             }
         }
+        let prevote = match step {
+            SignStep::Propose => None,
+            SignStep::Prevote => Some(block_hash),
+            SignStep::Precommit => self
+                .sign_state
+                .as_ref()
+                .filter(|r| (r.height, r.round) == (self.height, self.round))
+                .and_then(|r| r.prevote),
+        };
         let record = SignState {
             height: self.height,
             round: self.round,
@@ -526,6 +569,7 @@ impl Consensus {
             valid_round,
             locked: self.locked,
             valid: self.valid,
+            prevote,
         };
         self.sign_state = Some(record.clone());
         out.push(Action::PersistSignState(record));
@@ -541,7 +585,17 @@ impl Consensus {
         if !self.guard(step, value, None, out) {
             return;
         }
-        let Some(key) = &self.key else { return };
+        let Some(signed) = self.sign_vote(kind, value) else {
+            return;
+        };
+        out.push(Action::Broadcast(ConsensusMessage::Vote(signed.clone())));
+        self.count_vote(signed, out);
+    }
+
+    /// This validator's vote in the current height and round (the guard
+    /// is the caller's business).
+    fn sign_vote(&self, kind: VoteKind, value: Option<Hash>) -> Option<SignedVote> {
+        let key = self.key.as_ref()?;
         let vote = Vote {
             chain_id: self.chain_id.clone(),
             height: self.height,
@@ -549,9 +603,7 @@ impl Consensus {
             kind,
             block_hash: value,
         };
-        let signed = SignedVote::sign(vote, key, &self.genesis_hash);
-        out.push(Action::Broadcast(ConsensusMessage::Vote(signed.clone())));
-        self.count_vote(signed, out);
+        Some(SignedVote::sign(vote, key, &self.genesis_hash))
     }
 
     fn on_message(&mut self, message: ConsensusMessage, out: &mut Vec<Action>) {
@@ -674,6 +726,11 @@ impl Consensus {
     }
 
     fn on_vote(&mut self, vote: SignedVote, out: &mut Vec<Action>) {
+        // Gossip and rebroadcasts deliver votes many times: a vote already
+        // counted (same signer, same content) changes nothing.
+        if self.votes.has_from(&vote.validator, &vote.vote) {
+            return;
+        }
         let acceptable = vote.vote.chain_id == self.chain_id
             && self.round_in_range(vote.vote.round)
             && vote.verify(&self.validators, &self.genesis_hash);

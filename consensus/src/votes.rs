@@ -2,23 +2,37 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tally_ledger::{Address, CommitSignature, DuplicateVoteEvidence, Hash, SignedVote, VoteKind};
+use tally_ledger::{
+    Address, CommitSignature, DuplicateVoteEvidence, Hash, SignedVote, Vote, VoteKind,
+};
+
+/// Most different values one validator is counted for in one round and
+/// kind. An honest validator signs one; an equivocating one counts for each
+/// value it signed (a quorum for a value is 2f+1 distinct signers of it,
+/// and honest validators never sign twice, so this is safe), up to this
+/// bound, which keeps memory bounded.
+pub const MAX_VALUES_PER_VALIDATOR: usize = 4;
 
 /// The votes of one kind in one round.
 #[derive(Debug, Default, Clone)]
 pub struct RoundVotes {
-    votes: BTreeMap<Address, SignedVote>,
+    /// Each validator's first vote: the total counts these.
+    first: BTreeMap<Address, SignedVote>,
+    /// Every counted vote, by value.
+    by_value: BTreeMap<Option<Hash>, BTreeMap<Address, SignedVote>>,
     power_by_value: BTreeMap<Option<Hash>, u64>,
+    /// Values each validator is counted for.
+    values_of: BTreeMap<Address, usize>,
     total: u64,
 }
 
 impl RoundVotes {
-    /// Power of the votes for `value` (`None` = nil).
+    /// Power of the distinct validators that voted for `value` (`None` = nil).
     pub fn power_for(&self, value: &Option<Hash>) -> u64 {
         self.power_by_value.get(value).copied().unwrap_or(0)
     }
 
-    /// Power of all votes, whatever their value.
+    /// Power of the distinct validators that voted, whatever their value.
     pub fn total(&self) -> u64 {
         self.total
     }
@@ -30,6 +44,21 @@ impl RoundVotes {
             .filter(move |(_, p)| **p >= power)
             .map(|(v, _)| v)
     }
+
+    /// Counts `vote` for its value; false if it already is, or the
+    /// validator is counted for as many values as allowed.
+    fn count(&mut self, vote: SignedVote, power: u64) -> bool {
+        let (validator, value) = (vote.validator, vote.vote.block_hash);
+        let values = self.values_of.entry(validator).or_insert(0);
+        let signers = self.by_value.entry(value).or_default();
+        if signers.contains_key(&validator) || *values >= MAX_VALUES_PER_VALIDATOR {
+            return false;
+        }
+        *values += 1;
+        signers.insert(validator, vote);
+        *self.power_by_value.entry(value).or_insert(0) += power;
+        true
+    }
 }
 
 /// What adding a vote did.
@@ -40,10 +69,11 @@ pub enum VoteOutcome {
     /// The same vote again: ignored.
     Known,
     /// A second, different vote by the same validator for the same round and
-    /// kind: not counted; here is the proof (reported once per validator,
-    /// round and kind).
+    /// kind: counted for its value (not in the total), and here is the
+    /// proof (reported once per validator, round and kind).
     Equivocation(Box<DuplicateVoteEvidence>),
-    /// A second conflicting vote already reported.
+    /// A further conflicting vote of an equivocation already reported
+    /// (counted for its value while the bound allows).
     Ignored,
 }
 
@@ -107,38 +137,50 @@ impl VoteBook {
         let (round, kind, validator) = (vote.vote.round, vote.vote.kind, vote.validator);
         self.note_sender(round, validator, power);
         let votes = self.rounds(kind).entry(round).or_default();
-        if let Some(first) = votes.votes.get(&validator) {
-            if first.vote == vote.vote {
-                return VoteOutcome::Known;
-            }
-            let first = first.clone();
-            if !self.reported.insert((validator, round, kind)) {
-                return VoteOutcome::Ignored;
-            }
-            return VoteOutcome::Equivocation(Box::new(DuplicateVoteEvidence {
-                first,
-                second: vote,
-            }));
+        let Some(first) = votes.first.get(&validator) else {
+            votes.first.insert(validator, vote.clone());
+            votes.total += power;
+            votes.count(vote, power);
+            return VoteOutcome::Added;
+        };
+        if first.vote == vote.vote {
+            return VoteOutcome::Known;
         }
-        *votes
-            .power_by_value
-            .entry(vote.vote.block_hash)
-            .or_insert(0) += power;
-        votes.total += power;
-        votes.votes.insert(validator, vote);
-        VoteOutcome::Added
+        let first = first.clone();
+        votes.count(vote.clone(), power);
+        if !self.reported.insert((validator, round, kind)) {
+            return VoteOutcome::Ignored;
+        }
+        VoteOutcome::Equivocation(Box::new(DuplicateVoteEvidence {
+            first,
+            second: vote,
+        }))
+    }
+
+    /// Whether `validator`'s `vote` is already counted (then its signature
+    /// need not be checked again).
+    pub fn has_from(&self, validator: &Address, vote: &Vote) -> bool {
+        self.round(vote.round, vote.kind)
+            .and_then(|r| r.by_value.get(&vote.block_hash))
+            .and_then(|signers| signers.get(validator))
+            .is_some_and(|v| &v.vote == vote)
+    }
+
+    /// Every vote counted in `round`, both kinds.
+    pub fn all_in(&self, round: u32) -> Vec<SignedVote> {
+        [VoteKind::Prevote, VoteKind::Precommit]
+            .into_iter()
+            .filter_map(|kind| self.round(round, kind))
+            .flat_map(|r| r.by_value.values().flat_map(|signers| signers.values()))
+            .cloned()
+            .collect()
     }
 
     /// The votes of `kind` in `round` for `value`, in address order.
     pub fn votes_for(&self, round: u32, kind: VoteKind, value: &Option<Hash>) -> Vec<SignedVote> {
         self.round(round, kind)
-            .map(|r| {
-                r.votes
-                    .values()
-                    .filter(|v| &v.vote.block_hash == value)
-                    .cloned()
-                    .collect()
-            })
+            .and_then(|r| r.by_value.get(value))
+            .map(|signers| signers.values().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -151,10 +193,10 @@ impl VoteBook {
         value: &Option<Hash>,
     ) -> Vec<CommitSignature> {
         self.round(round, kind)
-            .map(|r| {
-                r.votes
+            .and_then(|r| r.by_value.get(value))
+            .map(|signers| {
+                signers
                     .values()
-                    .filter(|v| &v.vote.block_hash == value)
                     .map(|v| CommitSignature {
                         validator: v.validator,
                         signature: v.signature,

@@ -638,10 +638,14 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
         Some((0, a.hash())),
         "and keeps its lock"
     );
-    // It sends the recorded precommit (the same message) and nothing else.
+    // It sends the recorded prevote and precommit (the same messages) and
+    // nothing else.
     assert_eq!(
         my_votes(&actions),
-        vec![(0, VoteKind::Precommit, Some(a.hash()))]
+        vec![
+            (0, VoteKind::Prevote, Some(a.hash())),
+            (0, VoteKind::Precommit, Some(a.hash()))
+        ]
     );
     // Round 0's messages still arrive: they must not make it sign anything
     // else for round 0 (a fresh node would prevote and precommit nil).
@@ -861,15 +865,18 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
     );
 
     // Restart: it resumes in round 0 at its recorded precommit and sends
-    // it again; that is 2f+1 precommits for b, whose block the valid-block
+    // it (and its prevote) again; that is 2f+1 precommits for b, whose block the valid-block
     // record holds, so it decides b in round 0 at once (line 49), signing
     // nothing new.
     let mut restarted = new_node(Some(record), Some(valid));
     let actions = restarted.handle(Input::StartHeight(1));
     assert_eq!(
         my_votes(&actions),
-        vec![(0, VoteKind::Precommit, Some(b.hash()))],
-        "only the recorded precommit, again"
+        vec![
+            (0, VoteKind::Prevote, Some(b.hash())),
+            (0, VoteKind::Precommit, Some(b.hash()))
+        ],
+        "only the recorded prevote and precommit, again"
     );
     let decided = actions.iter().find_map(|a| match a {
         Action::Commit { block, commit } => Some((block.clone(), commit.round)),
@@ -1024,6 +1031,7 @@ fn a_proposer_restarted_after_proposing_proposes_nothing_new_in_that_round() {
         valid_round: None,
         locked: None,
         valid: None,
+        prevote: None,
     };
     let mut node = net.node(Some(1), Some(record));
     let actions = node.handle(Input::StartHeight(1));
@@ -1037,4 +1045,135 @@ fn a_proposer_restarted_after_proposing_proposes_nothing_new_in_that_round() {
     assert_eq!(scheduled(&actions, TimeoutKind::Propose).len(), 1);
     let actions = node.handle(timeout(TimeoutKind::Propose, 0));
     assert_eq!(my_votes(&actions), vec![(0, VoteKind::Prevote, None)]);
+}
+
+#[test]
+fn a_re_proposed_valid_value_carries_its_polka() {
+    // Validator 2 proposes its valid value a in round 1 with valid round 0:
+    // a peer that lost the prevotes of round 0 can only accept it (line 28)
+    // if the polka comes along.
+    let net = Net::new();
+    let a = net.block("a");
+    let mut node = net.started(2);
+    feed(
+        &mut node,
+        vec![
+            net.proposal(0, &a, None),
+            net.valid(&a, true),
+            net.vote(0, 0, VoteKind::Prevote, Some(&a)),
+            net.vote(1, 0, VoteKind::Prevote, Some(&a)),
+            net.vote(0, 0, VoteKind::Precommit, None),
+            net.vote(1, 0, VoteKind::Precommit, None),
+        ],
+    );
+    let actions = node.handle(timeout(TimeoutKind::Precommit, 0));
+    let mut relayed: Vec<(tally_ledger::Address, u32, Option<Hash>)> = actions
+        .iter()
+        .filter_map(|x| match x {
+            Action::Broadcast(ConsensusMessage::Vote(v)) if v.vote.kind == VoteKind::Prevote => {
+                Some((v.validator, v.vote.round, v.vote.block_hash))
+            }
+            _ => None,
+        })
+        .filter(|(_, round, _)| *round == 0)
+        .collect();
+    relayed.sort();
+    let mut expected: Vec<(tally_ledger::Address, u32, Option<Hash>)> = (0..3)
+        .map(|i| (net.key(i).address(), 0, Some(a.hash())))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        relayed, expected,
+        "the 2f+1 prevotes of round 0 for a: {actions:?}"
+    );
+
+    // A validator that never saw round 0 takes the proposal with its polka.
+    let mut late = net.node(Some(3), None);
+    late.handle(Input::StartHeight(1));
+    late.handle(timeout(TimeoutKind::Propose, 0));
+    late.handle(net.vote(0, 0, VoteKind::Precommit, None));
+    late.handle(net.vote(1, 0, VoteKind::Precommit, None));
+    late.handle(net.vote(2, 0, VoteKind::Precommit, None));
+    late.handle(timeout(TimeoutKind::Precommit, 0));
+    let mut seen = Vec::new();
+    for action in &actions {
+        if let Action::Broadcast(message) = action {
+            seen.extend(late.handle(Input::Message(message.clone())));
+        }
+    }
+    seen.extend(late.handle(net.valid(&a, true)));
+    assert!(
+        my_votes(&seen).contains(&(1, VoteKind::Prevote, Some(a.hash()))),
+        "line 28: prevote a in round 1: {seen:?}"
+    );
+}
+
+#[test]
+fn an_equivocators_vote_counts_for_each_value_it_signed() {
+    // Validator 2 prevotes b to this node and a to others. Its signed
+    // prevote for a still belongs to the polka for a: otherwise a polka
+    // that locked an honest validator elsewhere can never be shown here.
+    let net = Net::new();
+    let (a, b) = (net.block("a"), net.block("b"));
+    let (mut node, _) = prevoted(&net, &a);
+    node.handle(net.vote(2, 0, VoteKind::Prevote, Some(&b)));
+    let evidence = node.handle(net.vote(2, 0, VoteKind::Prevote, Some(&a)));
+    assert!(evidence.iter().any(|x| matches!(x, Action::Evidence(_))));
+    assert_eq!(
+        node.votes().total(0, VoteKind::Prevote),
+        2,
+        "distinct voters"
+    );
+    let actions = node.handle(net.vote(1, 0, VoteKind::Prevote, Some(&a)));
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Precommit, Some(a.hash()))],
+        "0, 1 and 2 signed a: a polka"
+    );
+
+    // Memory stays bounded: one validator counts for a few values at most.
+    let mut node = net.started(0);
+    for i in 0..10 {
+        node.handle(net.vote(3, 0, VoteKind::Prevote, Some(&net.block(&format!("v{i}")))));
+    }
+    let counted = (0..10)
+        .filter(|i| {
+            let value = Some(net.block(&format!("v{i}")).hash());
+            node.votes().power_for(0, VoteKind::Prevote, &value) > 0
+        })
+        .count();
+    assert_eq!(counted, tally_consensus::MAX_VALUES_PER_VALIDATOR);
+}
+
+#[test]
+fn a_validator_restarted_after_its_precommit_sends_its_prevote_again() {
+    // Its prevote may be lost everywhere (peers restarted too): without it
+    // a peer still in the prevote step never gets 2f+1 prevotes.
+    let net = Net::new();
+    let a = net.block("a");
+    let (mut node, _) = prevoted(&net, &a);
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 0, VoteKind::Prevote, Some(&a)),
+            net.vote(2, 0, VoteKind::Prevote, Some(&a)),
+        ],
+    );
+    assert_eq!(
+        my_votes(&actions),
+        vec![(0, VoteKind::Precommit, Some(a.hash()))]
+    );
+    let record = last_sign_state(&actions);
+    assert_eq!(record.prevote, Some(Some(a.hash())));
+
+    let mut restarted = net.node(Some(0), Some(record));
+    let again = restarted.handle(Input::StartHeight(1));
+    assert_eq!(
+        my_votes(&again),
+        vec![
+            (0, VoteKind::Prevote, Some(a.hash())),
+            (0, VoteKind::Precommit, Some(a.hash()))
+        ],
+        "the identical prevote and precommit: {again:?}"
+    );
 }

@@ -46,8 +46,9 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 /// needs its vote never completes.
 const REBROADCAST_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Most own messages kept for rebroadcast (a few per round).
-const MAX_OWN_MESSAGES: usize = 16;
+/// Most own messages kept for rebroadcast: a few per round, plus the
+/// polka relayed with a re-proposed block (up to 2f+1 prevotes).
+const MAX_OWN_MESSAGES: usize = 256;
 
 /// Largest signing record file read.
 const MAX_SIGN_STATE_BYTES: u64 = 4096;
@@ -225,8 +226,9 @@ impl Driver {
         self.feed(Input::StartHeight(tip + 1)).await
     }
 
-    /// Publishes this round's (and the previous round's) own messages
-    /// again if the height has not moved since the last tick.
+    /// Publishes this round's (and the previous round's) own messages and
+    /// the votes held for them again if the height has not moved since the
+    /// last tick.
     async fn rebroadcast(&mut self) -> Result<(), Stopped> {
         let height = self.machine.height();
         let stuck = height == self.height_at_tick;
@@ -238,15 +240,23 @@ impl Driver {
             return Ok(());
         }
         let since = self.machine.round().saturating_sub(1);
-        for message in &self.own {
+        let own = self.own.iter().filter(|message| {
             let (h, round) = match message {
                 ConsensusMessage::Vote(v) => (v.vote.height, v.vote.round),
                 ConsensusMessage::Proposal(p) => (p.core.height, p.core.round),
             };
-            if h == height && round >= since {
-                if let Ok(bytes) = borsh::to_vec(message) {
-                    let _ = network.publish(Topic::Consensus, bytes).await;
-                }
+            h == height && round >= since
+        });
+        // Everyone's votes of these rounds too: a peer may have lost them.
+        let relayed = self
+            .machine
+            .votes_to_relay()
+            .into_iter()
+            .map(ConsensusMessage::Vote);
+        let messages: Vec<ConsensusMessage> = own.cloned().chain(relayed).collect();
+        for message in &messages {
+            if let Ok(bytes) = borsh::to_vec(message) {
+                let _ = network.publish(Topic::Consensus, bytes).await;
             }
         }
         Ok(())
