@@ -22,9 +22,11 @@
 //! - Concurrent writers: one process owns a data directory (RocksDB's lock).
 
 mod memory;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "rocksdb")]
 pub use rocks::{RocksConfig, RocksStore};
 
 use tally_ledger::{Hash, StorageError};

@@ -1,0 +1,205 @@
+//! The invariants, checked as the run goes: every commit, every signature
+//! an honest validator gives and every vote an honest node counts passes
+//! through here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tally_ledger::{
+    execute_block, verify_commit, Account, Address, BlockMeta, ChainContext, ConsensusMessage,
+    ExecutedBlock, Hash, SigCheck, StoredBlock, VoteKind,
+};
+
+/// Key of one vote slot: who, height, round, kind.
+pub type VoteSlot = (Address, u64, u32, VoteKind);
+
+/// The reference chain, built from the first commit of every height, and
+/// what honest validators signed.
+pub struct Checker {
+    chain: ChainContext,
+    supply: u64,
+    /// The reference state: the genesis plus every committed block.
+    state: BTreeMap<Address, Account>,
+    tip: BlockMeta,
+    /// Block hash committed at each height (by anyone honest, first).
+    committed: BTreeMap<u64, Hash>,
+    /// Every committed transaction id.
+    committed_txs: BTreeSet<Hash>,
+    /// Transactions built to be invalid; none may ever commit.
+    never_valid: BTreeSet<Hash>,
+    /// What each honest validator signed in each vote slot.
+    votes: BTreeMap<VoteSlot, Option<Hash>>,
+    /// What each honest validator proposed in each (height, round).
+    proposals: BTreeMap<(Address, u64, u32), Hash>,
+    /// The first violation seen; the run stops there.
+    pub violation: Option<String>,
+}
+
+impl Checker {
+    /// A checker at genesis.
+    pub fn new(chain: &ChainContext) -> Checker {
+        let supply = chain.genesis.total_supply().unwrap_or(0);
+        Checker {
+            chain: chain.clone(),
+            supply,
+            state: chain.genesis_accounts(),
+            tip: chain.genesis_meta(),
+            committed: BTreeMap::new(),
+            committed_txs: BTreeSet::new(),
+            never_valid: BTreeSet::new(),
+            votes: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            violation: None,
+        }
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.violation = Some(what);
+        }
+    }
+
+    /// Height of the reference chain.
+    pub fn height(&self) -> u64 {
+        self.tip.height
+    }
+
+    /// Transactions committed so far.
+    pub fn committed_txs(&self) -> usize {
+        self.committed_txs.len()
+    }
+
+    /// A client built `id` to be invalid.
+    pub fn never_valid(&mut self, id: Hash) {
+        self.never_valid.insert(id);
+    }
+
+    /// Honest `node` committed `stored` (executed as `executed`).
+    pub fn on_commit(&mut self, node: usize, stored: &StoredBlock, executed: &ExecutedBlock) {
+        let header = &stored.block.header;
+        let (height, hash) = (header.height, executed.hash);
+        if let Err(e) = verify_commit(
+            &stored.commit,
+            height,
+            &hash,
+            &self.chain.validators,
+            &self.chain.genesis.chain_id,
+            &self.chain.genesis_hash,
+        ) {
+            self.fail(format!(
+                "node {node} committed block {height} without a valid certificate: {e}"
+            ));
+        }
+        if let Some(first) = self.committed.get(&height) {
+            if *first != hash {
+                self.fail(format!(
+                    "agreement: node {node} committed {hash} at height {height}, \
+                     another honest node committed {first}"
+                ));
+            }
+            return;
+        }
+        if height != self.tip.height + 1 {
+            self.fail(format!(
+                "node {node} committed height {height} before height {} was committed by anyone",
+                self.tip.height + 1
+            ));
+            return;
+        }
+        self.extend(node, stored);
+    }
+
+    /// Applies the first commit of a height to the reference chain.
+    fn extend(&mut self, node: usize, stored: &StoredBlock) {
+        let block = &stored.block;
+        let height = block.header.height;
+        let executed =
+            match execute_block(&self.state, &self.chain, &self.tip, block, SigCheck::Verify) {
+                Ok(executed) => executed,
+                Err(e) => {
+                    return self.fail(format!(
+                        "node {node} committed block {height}, which is invalid: {e}"
+                    ))
+                }
+            };
+        let mut next_nonce: BTreeMap<Address, u64> = BTreeMap::new();
+        for (stx, id) in block.txs.iter().zip(&executed.tx_ids) {
+            if !self.committed_txs.insert(*id) {
+                return self.fail(format!(
+                    "transaction {id} committed twice (again at {height})"
+                ));
+            }
+            if self.never_valid.contains(id) {
+                return self.fail(format!("invalid transaction {id} committed at {height}"));
+            }
+            let from = stx.tx.from;
+            let expected = *next_nonce
+                .entry(from)
+                .or_insert_with(|| self.state.get(&from).map_or(0, |a| a.nonce));
+            if stx.tx.nonce != expected {
+                return self.fail(format!(
+                    "sender {from} skipped from nonce {expected} to {} at {height}",
+                    stx.tx.nonce
+                ));
+            }
+            next_nonce.insert(from, expected + 1);
+        }
+        self.state.extend(executed.accounts.iter().copied());
+        let total = self
+            .state
+            .values()
+            .try_fold(0u64, |sum, a| sum.checked_add(a.balance));
+        if total != Some(self.supply) {
+            return self.fail(format!(
+                "supply not conserved at height {height}: {total:?}, genesis {}",
+                self.supply
+            ));
+        }
+        self.committed.insert(height, executed.hash);
+        self.tip = BlockMeta {
+            height,
+            hash: executed.hash,
+            timestamp_ms: block.header.timestamp_ms,
+        };
+    }
+
+    /// Honest validator `signer` sent `message`: what it signed itself must
+    /// never conflict with anything it signed before, restarts included.
+    /// (It also relays others' votes, which are theirs.)
+    pub fn on_signed(&mut self, node: usize, signer: Address, message: &ConsensusMessage) {
+        match message {
+            ConsensusMessage::Vote(v) if v.validator != signer => {}
+            ConsensusMessage::Proposal(p) if p.proposer != signer => {}
+            ConsensusMessage::Vote(v) => {
+                let slot = (signer, v.vote.height, v.vote.round, v.vote.kind);
+                let value = v.vote.block_hash;
+                if let Some(before) = self.votes.insert(slot, value) {
+                    if before != value {
+                        self.fail(format!(
+                            "honest node {node} signed two {:?}s at height {} round {}: \
+                             {before:?} and {value:?}",
+                            v.vote.kind, v.vote.height, v.vote.round
+                        ));
+                    }
+                }
+            }
+            ConsensusMessage::Proposal(p) => {
+                let slot = (signer, p.core.height, p.core.round);
+                let hash = p.core.block_hash;
+                if let Some(before) = self.proposals.insert(slot, hash) {
+                    if before != hash {
+                        self.fail(format!(
+                            "honest node {node} proposed two blocks at height {} round {}",
+                            p.core.height, p.core.round
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a violation found elsewhere (evidence, liveness, a refused
+    /// decided block).
+    pub fn violate(&mut self, what: String) {
+        self.fail(what);
+    }
+}
