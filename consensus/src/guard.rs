@@ -4,7 +4,7 @@
 //! very same message again.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use tally_ledger::Hash;
+use tally_ledger::{decode_strict, DecodeError, Hash};
 
 /// The step a signature belongs to, in protocol order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
@@ -40,6 +40,41 @@ pub struct SignState {
     /// precommit sends this prevote again too: peers that lost it may need
     /// it to complete the round.
     pub prevote: Option<Option<Hash>>,
+}
+
+/// The signing record as builds before the `prevote` field wrote it.
+#[derive(BorshDeserialize)]
+struct SignStateV0 {
+    height: u64,
+    round: u32,
+    step: SignStep,
+    block_hash: Option<Hash>,
+    valid_round: Option<u32>,
+    locked: Option<(u32, Hash)>,
+    valid: Option<(u32, Hash)>,
+}
+
+impl SignState {
+    /// Decodes a record strictly, also one written by a build before the
+    /// `prevote` field (read as "no prevote recorded", which only means
+    /// the prevote is not sent again after a restart). The two layouts
+    /// cannot be confused: strict decoding refuses missing and trailing
+    /// bytes.
+    pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<SignState, DecodeError> {
+        decode_strict::<SignState>(bytes, max_bytes).or_else(|e| {
+            let old = decode_strict::<SignStateV0>(bytes, max_bytes).map_err(|_| e)?;
+            Ok(SignState {
+                height: old.height,
+                round: old.round,
+                step: old.step,
+                block_hash: old.block_hash,
+                valid_round: old.valid_round,
+                locked: old.locked,
+                valid: old.valid,
+                prevote: None,
+            })
+        })
+    }
 }
 
 /// The valid value (`validValue`, `validRound`) with the 2f+1 prevotes that
@@ -118,6 +153,17 @@ mod tests {
             valid: None,
             prevote: None,
         }
+    }
+
+    #[test]
+    fn a_record_written_before_the_prevote_field_still_loads() {
+        let r = record();
+        let mut old = borsh::to_vec(&r).unwrap_or_default();
+        old.pop(); // the new trailing field (None)
+        assert_eq!(SignState::decode(&old, 4096), Ok(r.clone()));
+        let new = borsh::to_vec(&r).unwrap_or_default();
+        assert_eq!(SignState::decode(&new, 4096), Ok(r));
+        assert!(SignState::decode(&old[..old.len() - 1], 4096).is_err());
     }
 
     #[test]

@@ -295,11 +295,20 @@ impl Consensus {
     /// the round without them, and a validator restarted after its
     /// precommit can send again only that precommit; so while a height is
     /// stuck the shell sends these again (vote gossip).
+    ///
+    /// Also the polka of the valid value, whatever its round: a proposal of
+    /// that value (lines 14–16) is accepted only with it (line 28).
+    /// Equivocators' further votes are not relayed: at most 2 votes per
+    /// validator and round, plus one polka.
     pub fn votes_to_relay(&self) -> Vec<SignedVote> {
         let since = self.round.saturating_sub(1);
-        (since..=self.round)
-            .flat_map(|round| self.votes.all_in(round))
-            .collect()
+        let mut votes: Vec<SignedVote> = (since..=self.round)
+            .flat_map(|round| self.votes.first_votes_in(round))
+            .collect();
+        if let Some((vr, hash)) = self.valid.filter(|(vr, _)| *vr < since) {
+            votes.extend(self.votes.votes_for(vr, VoteKind::Prevote, &Some(hash)));
+        }
+        votes
     }
 
     /// Processes one input; returns what to do, in order.

@@ -49,13 +49,20 @@ impl RoundVotes {
     /// validator is counted for as many values as allowed.
     fn count(&mut self, vote: SignedVote, power: u64) -> bool {
         let (validator, value) = (vote.validator, vote.vote.block_hash);
-        let values = self.values_of.entry(validator).or_insert(0);
-        let signers = self.by_value.entry(value).or_default();
-        if signers.contains_key(&validator) || *values >= MAX_VALUES_PER_VALIDATOR {
+        let counted = self.values_of.get(&validator).copied().unwrap_or(0);
+        let known = self
+            .by_value
+            .get(&value)
+            .is_some_and(|signers| signers.contains_key(&validator));
+        // Nothing is stored for a vote refused here (no empty entries).
+        if known || counted >= MAX_VALUES_PER_VALIDATOR {
             return false;
         }
-        *values += 1;
-        signers.insert(validator, vote);
+        self.values_of.insert(validator, counted + 1);
+        self.by_value
+            .entry(value)
+            .or_default()
+            .insert(validator, vote);
         *self.power_by_value.entry(value).or_insert(0) += power;
         true
     }
@@ -166,12 +173,13 @@ impl VoteBook {
             .is_some_and(|v| &v.vote == vote)
     }
 
-    /// Every vote counted in `round`, both kinds.
-    pub fn all_in(&self, round: u32) -> Vec<SignedVote> {
+    /// Each validator's first vote in `round`, both kinds (not the
+    /// further votes of equivocators).
+    pub fn first_votes_in(&self, round: u32) -> Vec<SignedVote> {
         [VoteKind::Prevote, VoteKind::Precommit]
             .into_iter()
             .filter_map(|kind| self.round(round, kind))
-            .flat_map(|r| r.by_value.values().flat_map(|signers| signers.values()))
+            .flat_map(|r| r.first.values())
             .cloned()
             .collect()
     }

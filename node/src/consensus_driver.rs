@@ -46,9 +46,8 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 /// needs its vote never completes.
 const REBROADCAST_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Most own messages kept for rebroadcast: a few per round, plus the
-/// polka relayed with a re-proposed block (up to 2f+1 prevotes).
-const MAX_OWN_MESSAGES: usize = 256;
+/// Most own messages kept for rebroadcast (a few per round).
+const MAX_OWN_MESSAGES: usize = 16;
 
 /// Largest signing record file read.
 const MAX_SIGN_STATE_BYTES: u64 = 4096;
@@ -66,14 +65,13 @@ pub fn load_sign_state(path: &Path) -> anyhow::Result<Option<SignState>> {
         "{} is larger than a signing record can be",
         path.display()
     );
-    let record =
-        decode_strict::<SignState>(&bytes, MAX_SIGN_STATE_BYTES as usize).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is damaged ({e}). It records what this validator signed last and protects it \
+    let record = SignState::decode(&bytes, MAX_SIGN_STATE_BYTES as usize).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is damaged ({e}). It records what this validator signed last and protects it \
              from signing conflicting votes; restore it from a backup rather than deleting it",
-                path.display()
-            )
-        })?;
+            path.display()
+        )
+    })?;
     Ok(Some(record))
 }
 
@@ -370,7 +368,16 @@ impl Driver {
                 if self.own.len() >= MAX_OWN_MESSAGES {
                     self.own.pop_front();
                 }
-                self.own.push_back(message.clone());
+                // Others' votes relayed with a proposal are not ours to keep:
+                // the state machine hands them out again when needed.
+                let me = self.key.as_ref().map(Keypair::address);
+                let signed_by_me = match &message {
+                    ConsensusMessage::Vote(v) => Some(v.validator) == me,
+                    ConsensusMessage::Proposal(p) => Some(p.proposer) == me,
+                };
+                if signed_by_me {
+                    self.own.push_back(message.clone());
+                }
                 if let Some(network) = &self.network {
                     match borsh::to_vec(&message) {
                         Ok(bytes) => {

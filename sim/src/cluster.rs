@@ -44,7 +44,7 @@ const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Funded client accounts.
 const CLIENTS: usize = 8;
 /// Own messages kept for rebroadcast (as in the node).
-const MAX_OWN_MESSAGES: usize = 256;
+const MAX_OWN_MESSAGES: usize = 16;
 
 /// What travels between nodes.
 #[derive(Debug, Clone)]
@@ -703,12 +703,19 @@ impl Sim {
 
     fn broadcast(&mut self, i: usize, message: ConsensusMessage) {
         let height = self.nodes[i].machine.height();
+        let me = self.nodes[i].address;
         let own = &mut self.nodes[i].own;
         own.retain(|m| m.height() == height);
         if own.len() >= MAX_OWN_MESSAGES {
             own.pop_front();
         }
-        own.push_back(message.clone());
+        let signed_by_me = match &message {
+            ConsensusMessage::Vote(v) => v.validator == me,
+            ConsensusMessage::Proposal(p) => p.proposer == me,
+        };
+        if signed_by_me {
+            own.push_back(message.clone());
+        }
         match self.nodes[i].lies.clone() {
             None => {
                 self.checker.on_signed(i, self.nodes[i].address, &message);
