@@ -5,7 +5,7 @@ DEV_RPC ?= 127.0.0.1:7700
 DEVNET_DIR ?= .tally/devnet
 VALIDATORS ?= 4
 
-.PHONY: devnet dev test deps build fmt lint unit
+.PHONY: devnet dev test deps build fmt lint unit sim fuzz
 
 ## Start a local network of 4 validators (RPC on http://127.0.0.1:7700-7703); Ctrl-C stops it.
 devnet: deps
@@ -20,6 +20,14 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+
+## A batch of 1000 simulated cluster runs (docs/TESTING.md); SEEDS=N for more.
+sim:
+	$(CARGO) run --release -p tally-sim -- --seeds $(or $(SEEDS),1000)
+
+## Every fuzz target for 30 s (FUZZ_SECONDS=N); needs cargo-fuzz (installed if missing).
+fuzz:
+	./scripts/fuzz.sh $(or $(FUZZ_SECONDS),30)
 
 ## Install libclang/clang (for RocksDB) and rustfmt/clippy when missing.
 deps:

@@ -25,9 +25,16 @@ struct Ack {
     index: u32,
 }
 
-/// Kill cycles, each after a different number of acknowledgements so the
-/// kill lands at different points of the commit cycle.
-const KILL_AFTER_ACKS: [usize; 4] = [5, 13, 8, 21];
+/// Kill cycles (`TALLY_CRASH_CYCLES` for a longer run).
+const KILL_CYCLES: usize = 20;
+
+/// How many acknowledgements cycle `cycle` waits for before the kill: 1 to
+/// 24, scattered, so that the kill lands at different points of the commit
+/// cycle (building, signing, writing, answering).
+fn kill_after(cycle: usize) -> usize {
+    let mixed = (cycle as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59;
+    1 + (mixed as usize % 24)
+}
 /// Bound on how long one cycle may take to reach its acknowledgements.
 const CYCLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -150,7 +157,12 @@ async fn sigkill_under_load_loses_no_committed_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let mut all_acks: Vec<Ack> = Vec::new();
-    for (cycle, kill_after) in KILL_AFTER_ACKS.iter().enumerate() {
+    let cycles = std::env::var("TALLY_CRASH_CYCLES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(KILL_CYCLES);
+    for cycle in 0..cycles {
+        let kill_after = &kill_after(cycle);
         let node = NodeProcess::dev(&home);
         let client = node.client();
         check_acks(&client, &all_acks).await;
@@ -206,4 +218,66 @@ async fn sigkill_under_load_loses_no_committed_transaction() {
         .unwrap();
     assert_eq!(result.status, TxState::Committed, "{result:?}");
     assert!(node.terminate(), "clean shutdown after recovery");
+}
+
+/// Runs `tally ARGS`, expecting it to refuse to start: returns its stderr.
+/// A node that starts anyway is killed and the test fails.
+fn refused(args: &[&str]) -> String {
+    let mut child = std::process::Command::new(common::tally_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "{args:?} exited successfully");
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} started although its data directory is not its own");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_another_genesis_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::dev(&home);
+    let (_, result) = node
+        .client()
+        .transfer(
+            &devnet_key("alice"),
+            devnet_key("bob").address(),
+            1,
+            1,
+            WaitMode::Committed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.status, TxState::Committed);
+    assert!(node.terminate());
+    // Someone points the home at another chain's genesis.
+    let path = home.join("genesis.json");
+    let mut genesis = Genesis::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    genesis.genesis_time_ms += 1;
+    std::fs::write(&path, genesis.to_json()).unwrap();
+    let home_arg = home.to_str().unwrap();
+    let err = refused(&["dev", "--home", home_arg, "--rpc-addr", "127.0.0.1:0"]);
+    assert!(
+        err.contains("was created for genesis") && err.contains("fresh data directory"),
+        "{err}"
+    );
 }
