@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use common::NodeProcess;
 use tally_client::{BlockId, BlockTxs, Client, TxState, WaitMode};
 use tally_ledger::{
-    devnet_key, execute_block, verify_commit, Block, BlockMeta, ChainContext, Genesis, Hash,
-    SigCheck,
+    devnet_key, execute_block, Block, BlockMeta, ChainContext, Genesis, Hash, SigCheck,
 };
 
 /// A transaction the node acknowledged as committed, and where.
@@ -118,15 +117,9 @@ async fn check_replay(client: &Client, chain: &ChainContext) {
             txs: txs.into_iter().map(|t| t.tx).collect(),
         };
         assert_eq!(block.hash(), info.hash);
-        verify_commit(
-            &info.commit,
-            height,
-            &info.hash,
-            &chain.validators,
-            &chain.genesis.chain_id,
-            &chain.genesis_hash,
-        )
-        .unwrap();
+        chain
+            .verify_commit(&info.commit, height, &info.hash)
+            .unwrap();
         let executed = execute_block(&state, chain, &parent, &block, SigCheck::Verify)
             .unwrap_or_else(|e| panic!("stored block {height} does not replay: {e}"));
         state.extend(executed.accounts);
@@ -150,6 +143,21 @@ async fn check_replay(client: &Client, chain: &ChainContext) {
             "state of {address} differs from the replay"
         );
     }
+}
+
+/// One transfer from alice to bob, which must commit.
+async fn transfer_committed(client: &Client) {
+    let (_, result) = client
+        .transfer(
+            &devnet_key("alice"),
+            devnet_key("bob").address(),
+            1,
+            1,
+            WaitMode::Committed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.status, TxState::Committed, "{result:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,17 +214,7 @@ async fn sigkill_under_load_loses_no_committed_transaction() {
         all_acks.len()
     );
     // The chain goes on after all the crashes.
-    let (_, result) = client
-        .transfer(
-            &devnet_key("alice"),
-            devnet_key("bob").address(),
-            1,
-            1,
-            WaitMode::Committed,
-        )
-        .await
-        .unwrap();
-    assert_eq!(result.status, TxState::Committed, "{result:?}");
+    transfer_committed(&client).await;
     assert!(node.terminate(), "clean shutdown after recovery");
 }
 
@@ -256,18 +254,7 @@ async fn a_data_directory_of_another_genesis_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let node = NodeProcess::dev(&home);
-    let (_, result) = node
-        .client()
-        .transfer(
-            &devnet_key("alice"),
-            devnet_key("bob").address(),
-            1,
-            1,
-            WaitMode::Committed,
-        )
-        .await
-        .unwrap();
-    assert_eq!(result.status, TxState::Committed);
+    transfer_committed(&node.client()).await;
     assert!(node.terminate());
     // Someone points the home at another chain's genesis.
     let path = home.join("genesis.json");

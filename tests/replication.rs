@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::{tally, NodeProcess};
 use tally_client::{BlockId, Client, TxState, WaitMode};
 use tally_ledger::devnet::{DEV_ACCOUNTS, DEV_ACCOUNT_BALANCE};
-use tally_ledger::{devnet_key, verify_commit, Address, ChainContext, Genesis, Hash, Keypair};
+use tally_ledger::{devnet_key, Address, ChainContext, Genesis, Hash, Keypair};
 use tokio::time::Instant;
 
 /// Longest any one step may take (catching up, resuming).
@@ -289,15 +289,9 @@ async fn four_validators_survive_crashes_and_a_late_full_node_syncs() {
     let client = net.client("full-0");
     for height in 1..=common_tip {
         let block = client.block(BlockId::Height(height), false).await.unwrap();
-        verify_commit(
-            &block.commit,
-            height,
-            &block.hash,
-            &chain.validators,
-            &chain.genesis.chain_id,
-            &chain.genesis_hash,
-        )
-        .unwrap_or_else(|e| panic!("certificate of block {height}: {e}"));
+        chain
+            .verify_commit(&block.commit, height, &block.hash)
+            .unwrap_or_else(|e| panic!("certificate of block {height}: {e}"));
     }
     let mut holders: Vec<Address> = DEV_ACCOUNTS
         .iter()

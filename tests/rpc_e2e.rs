@@ -8,7 +8,7 @@ mod common;
 use common::{call_raw, NodeProcess};
 use serde_json::json;
 use tally_client::{BlockId, BlockTxs, TxState, WaitMode};
-use tally_ledger::{devnet_key, verify_commit, ChainContext, Genesis, Transaction};
+use tally_ledger::{devnet_key, ChainContext, Genesis, Transaction};
 
 fn genesis_of(node: &NodeProcess) -> ChainContext {
     let text = std::fs::read_to_string(node.home.join("genesis.json")).unwrap();
@@ -74,15 +74,9 @@ async fn transfer_commits_and_every_query_agrees() {
         BlockTxs::Full(txs) => assert!(txs.iter().any(|t| t.hash == tx.id() && t.tx == tx)),
         other => panic!("expected full transactions, got {other:?}"),
     }
-    verify_commit(
-        &by_height.commit,
-        height,
-        &by_height.hash,
-        &chain.validators,
-        &chain.genesis.chain_id,
-        &chain.genesis_hash,
-    )
-    .unwrap();
+    chain
+        .verify_commit(&by_height.commit, height, &by_height.hash)
+        .unwrap();
     let latest = client.block(BlockId::latest(), false).await.unwrap();
     assert!(latest.header.height >= height);
     let ids = client.block(BlockId::Height(height), false).await.unwrap();

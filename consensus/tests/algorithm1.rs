@@ -9,8 +9,8 @@ use tally_consensus::{
 };
 use tally_ledger::devnet::devnet_genesis;
 use tally_ledger::{
-    devnet_key, verify_commit, Block, ChainContext, ConsensusMessage, Hash, Header, Keypair,
-    ProposalCore, SignedProposal, SignedVote, Vote, VoteKind, BLOCK_VERSION,
+    devnet_key, Block, ChainContext, ConsensusMessage, Hash, Header, Keypair, ProposalCore,
+    SignedProposal, SignedVote, Vote, VoteKind, BLOCK_VERSION,
 };
 
 struct Net {
@@ -491,15 +491,7 @@ fn line_49_a_proposal_and_2f1_precommits_commit_with_a_certificate() {
     };
     assert_eq!(block, &a);
     let c = &net.chain;
-    verify_commit(
-        commit,
-        1,
-        &a.hash(),
-        &c.validators,
-        &c.genesis.chain_id,
-        &c.genesis_hash,
-    )
-    .unwrap();
+    c.verify_commit(commit, 1, &a.hash()).unwrap();
     assert_eq!(node.step(), Step::Decided);
     assert!(!actions
         .iter()
@@ -892,25 +884,30 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
     );
 }
 
-#[test]
-fn lines_14_15_a_proposer_with_a_valid_value_proposes_it_again() {
-    // Validator 2 (the proposer of round 1) sees a polka for a in round 0,
-    // so a becomes its valid value; round 0 fails on nil precommits.
-    let net = Net::new();
-    let a = net.block("a");
+/// Validator 2 (the proposer of round 1) sees a polka for `a` in round 0,
+/// so `a` becomes its valid value; round 0 fails on nil precommits. Returns
+/// what it does when round 1 starts.
+fn round_1_with_valid_value(net: &Net, a: &Block) -> Vec<Action> {
     let mut node = net.started(2);
     feed(
         &mut node,
         vec![
-            net.proposal(0, &a, None),
-            net.valid(&a, true),
-            net.vote(0, 0, VoteKind::Prevote, Some(&a)),
-            net.vote(1, 0, VoteKind::Prevote, Some(&a)),
+            net.proposal(0, a, None),
+            net.valid(a, true),
+            net.vote(0, 0, VoteKind::Prevote, Some(a)),
+            net.vote(1, 0, VoteKind::Prevote, Some(a)),
             net.vote(0, 0, VoteKind::Precommit, None),
             net.vote(1, 0, VoteKind::Precommit, None),
         ],
     );
-    let actions = node.handle(timeout(TimeoutKind::Precommit, 0));
+    node.handle(timeout(TimeoutKind::Precommit, 0))
+}
+
+#[test]
+fn lines_14_15_a_proposer_with_a_valid_value_proposes_it_again() {
+    let net = Net::new();
+    let a = net.block("a");
+    let actions = round_1_with_valid_value(&net, &a);
     let proposal = actions.iter().find_map(|x| match x {
         Action::Broadcast(ConsensusMessage::Proposal(p)) => Some(p.core.clone()),
         _ => None,
@@ -1054,19 +1051,7 @@ fn a_re_proposed_valid_value_carries_its_polka() {
     // if the polka comes along.
     let net = Net::new();
     let a = net.block("a");
-    let mut node = net.started(2);
-    feed(
-        &mut node,
-        vec![
-            net.proposal(0, &a, None),
-            net.valid(&a, true),
-            net.vote(0, 0, VoteKind::Prevote, Some(&a)),
-            net.vote(1, 0, VoteKind::Prevote, Some(&a)),
-            net.vote(0, 0, VoteKind::Precommit, None),
-            net.vote(1, 0, VoteKind::Precommit, None),
-        ],
-    );
-    let actions = node.handle(timeout(TimeoutKind::Precommit, 0));
+    let actions = round_1_with_valid_value(&net, &a);
     let mut relayed: Vec<(tally_ledger::Address, u32, Option<Hash>)> = actions
         .iter()
         .filter_map(|x| match x {

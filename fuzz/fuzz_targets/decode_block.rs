@@ -4,9 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tally_ledger::{
-    decode_strict, devnet::devnet_genesis, verify_commit, ChainContext, StoredBlock,
-};
+use tally_ledger::{decode_strict, devnet::devnet_genesis, ChainContext, StoredBlock};
 
 const LIMIT: usize = 8 * 1024 * 1024;
 
@@ -20,13 +18,6 @@ fuzz_target!(|data: &[u8]| {
     let hash = block.hash();
     if let Ok(genesis) = devnet_genesis(4, "tally-devnet") {
         let chain = ChainContext::new(genesis);
-        let _ = verify_commit(
-            &stored.commit,
-            block.header.height,
-            &hash,
-            &chain.validators,
-            &chain.genesis.chain_id,
-            &chain.genesis_hash,
-        );
+        let _ = chain.verify_commit(&stored.commit, block.header.height, &hash);
     }
 });

@@ -379,6 +379,25 @@ impl ChainContext {
         }
     }
 
+    /// Checks that `commit` proves block `(height, block_hash)` of this
+    /// chain final ([`crate::verify_commit`] with this chain's validators,
+    /// chain id and genesis hash).
+    pub fn verify_commit(
+        &self,
+        commit: &crate::Commit,
+        height: u64,
+        block_hash: &Hash,
+    ) -> Result<(), crate::CommitError> {
+        crate::verify_commit(
+            commit,
+            height,
+            block_hash,
+            &self.validators,
+            &self.genesis.chain_id,
+            &self.genesis_hash,
+        )
+    }
+
     /// The account state before block 1: the genesis balances, nonce 0.
     pub fn genesis_accounts(&self) -> std::collections::BTreeMap<Address, crate::state::Account> {
         self.genesis

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tally_ledger::{
-    build_block, execute_block, verify_commit, Address, Block, BlockError, BlockMeta, BlockWrite,
-    ChainContext, ChainWrite, CommitError, DuplicateVoteEvidence, ExecutedBlock, Hash, Keypair,
-    SigCheck, SignedTransaction, StorageError, StoredBlock, TxError, TxLocation,
+    build_block, execute_block, Address, Block, BlockError, BlockMeta, BlockWrite, ChainContext,
+    ChainWrite, CommitError, DuplicateVoteEvidence, ExecutedBlock, Hash, Keypair, SigCheck,
+    SignedTransaction, StorageError, StoredBlock, TxError, TxLocation,
 };
 use tally_mempool::{Mempool, MempoolError, PoolState, Removal};
 use tally_rpc::{tx_error_code, TxRejection};
@@ -549,7 +549,7 @@ impl Node {
         let height = stored.block.header.height;
         // The certificate first: it costs 2f+1 signature checks, where a
         // block from an unknown source could cost thousands.
-        self.verify_certificate(&stored, &hash)?;
+        self.chain.verify_commit(&stored.commit, height, &hash)?;
         if height <= parent.height {
             let committed = self
                 .store
@@ -672,17 +672,6 @@ impl Node {
                 Ok(false)
             }
         }
-    }
-
-    fn verify_certificate(&self, stored: &StoredBlock, hash: &Hash) -> Result<(), CommitError> {
-        verify_commit(
-            &stored.commit,
-            stored.block.header.height,
-            hash,
-            &self.chain.validators,
-            &self.chain.genesis.chain_id,
-            &self.chain.genesis_hash,
-        )
     }
 
     /// The tail of the commit path, shared by every block.

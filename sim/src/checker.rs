@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tally_ledger::{
-    execute_block, verify_commit, Account, Address, BlockMeta, ChainContext, ConsensusMessage,
-    ExecutedBlock, Hash, SigCheck, StoredBlock, VoteKind,
+    execute_block, Account, Address, BlockMeta, ChainContext, ConsensusMessage, ExecutedBlock,
+    Hash, SigCheck, StoredBlock, VoteKind,
 };
 
 /// Key of one vote slot: who, height, round, kind.
@@ -63,6 +63,11 @@ impl Checker {
         self.tip.height
     }
 
+    /// The genesis supply, which every block conserves.
+    pub fn supply(&self) -> u64 {
+        self.supply
+    }
+
     /// Transactions committed so far.
     pub fn committed_txs(&self) -> usize {
         self.committed_txs.len()
@@ -77,14 +82,7 @@ impl Checker {
     pub fn on_commit(&mut self, node: usize, stored: &StoredBlock, executed: &ExecutedBlock) {
         let header = &stored.block.header;
         let (height, hash) = (header.height, executed.hash);
-        if let Err(e) = verify_commit(
-            &stored.commit,
-            height,
-            &hash,
-            &self.chain.validators,
-            &self.chain.genesis.chain_id,
-            &self.chain.genesis_hash,
-        ) {
+        if let Err(e) = self.chain.verify_commit(&stored.commit, height, &hash) {
             self.fail(format!(
                 "node {node} committed block {height} without a valid certificate: {e}"
             ));

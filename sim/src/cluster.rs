@@ -17,11 +17,10 @@ use tally_consensus::{
     Action, Config, Consensus, Input, SignState, Step, Timeout, ValidBlockRecord,
 };
 use tally_ledger::{
-    build_block, decode_strict, devnet_key, execute_block, tx_root, verify_commit, AccountRead,
-    Address, Block, BlockMeta, BlockWrite, ChainContext, ChainId, ChainRead, ChainWrite,
-    ConsensusMessage, Genesis, GenesisBalance, GenesisValidator, Hash, Keypair, Params,
-    ProposalCore, SigCheck, SignedProposal, SignedTransaction, SignedVote, StoredBlock,
-    Transaction, Vote,
+    build_block, decode_strict, devnet_key, execute_block, tx_root, AccountRead, Address, Block,
+    BlockMeta, BlockWrite, ChainContext, ChainId, ChainRead, ChainWrite, ConsensusMessage, Genesis,
+    GenesisBalance, GenesisValidator, Hash, Keypair, Params, ProposalCore, SigCheck,
+    SignedProposal, SignedTransaction, SignedVote, StoredBlock, Transaction, Vote,
 };
 use tally_mempool::Mempool;
 use tally_store::MemoryStore;
@@ -640,15 +639,9 @@ impl Sim {
         let tip = self.tip(i);
         let block = &stored.block;
         let (height, hash) = (block.header.height, block.hash());
-        verify_commit(
-            &stored.commit,
-            height,
-            &hash,
-            &self.chain.validators,
-            &self.chain.genesis.chain_id,
-            &self.chain.genesis_hash,
-        )
-        .map_err(|e| format!("bad certificate: {e}"))?;
+        self.chain
+            .verify_commit(&stored.commit, height, &hash)
+            .map_err(|e| format!("bad certificate: {e}"))?;
         if height <= tip.height {
             let have = self.nodes[i].store.header(height).ok().flatten();
             return match have.map(|h| h.hash()) {
@@ -1168,7 +1161,8 @@ impl Sim {
                     None => (tx.sign(&key, &genesis_hash), false),
                 },
                 5 => {
-                    tx.amount = self.checker_supply();
+                    // More than any balance can be: the whole supply.
+                    tx.amount = self.checker.supply();
                     (tx.sign(&key, &genesis_hash), true)
                 }
                 6 => {
@@ -1192,10 +1186,6 @@ impl Sim {
         }
         self.stats.submitted += 1;
         let _ = self.admit(i, &bytes, true);
-    }
-
-    fn checker_supply(&self) -> u64 {
-        self.chain.genesis.total_supply().unwrap_or(u64::MAX)
     }
 
     // ----- Byzantine behaviour -----
