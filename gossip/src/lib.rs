@@ -233,6 +233,15 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_millis(1_000);
 /// Most peers whose invalid messages are counted at once.
 const MAX_TRACKED_OFFENDERS: usize = 10_000;
 
+/// Incoming connections still in their handshake (TCP accepted, Noise and
+/// Yamux not yet agreed) at one time; more are closed at once, so silent or
+/// slow connections cannot pile up.
+const MAX_PENDING_INCOMING: u32 = 64;
+
+/// Longest a connection may take to finish its handshake before it is
+/// closed (a half-open or trickling connection holds a slot no longer).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Handle {
     /// This node's peer id (its node key).
     pub fn peer_id(&self) -> PeerId {
@@ -436,7 +445,8 @@ pub async fn start(
     let mut limits = connection_limits::Behaviour::new(
         connection_limits::ConnectionLimits::default()
             .with_max_established(Some(config.max_peers))
-            .with_max_established_per_peer(Some(2)),
+            .with_max_established_per_peer(Some(2))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
     );
     for (id, _) in &persistent {
         limits.bypass_peer_id(id);
@@ -458,6 +468,7 @@ pub async fn start(
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_connection_timeout(HANDSHAKE_TIMEOUT)
         .build();
     let topics: HashMap<gossipsub::TopicHash, Topic> = [Topic::Consensus, Topic::Transactions]
         .into_iter()

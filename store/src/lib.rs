@@ -49,7 +49,22 @@ pub enum OpenError {
         /// The genesis hash of the node.
         expected: Hash,
     },
-    /// The storage engine failed or the data is damaged.
+    /// The data on disk is damaged (a checksum mismatch, a record that is
+    /// not what was written, a tip that names a missing block). The store
+    /// refuses to open rather than silently drop what follows the damage.
+    #[error(
+        "data directory {path} is damaged ({detail}); it was not opened, so that no committed \
+         block is silently dropped. Restore it from a backup, or move it aside, create an empty \
+         {path} holding only the old sign_state.bin and valid_block.bin, and restart: the node \
+         syncs the chain from its peers (docs/OPERATIONS.md, Durability and recovery)"
+    )]
+    Damaged {
+        /// The directory.
+        path: String,
+        /// What the storage engine reported.
+        detail: String,
+    },
+    /// The storage engine failed.
     #[error("cannot open the data directory {path}: {source}")]
     Storage {
         /// The directory.

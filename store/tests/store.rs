@@ -166,3 +166,65 @@ fn rocks_store_refuses_another_genesis() {
         Ok(_) => panic!("a store for another genesis opened"),
     }
 }
+
+/// The newest write-ahead log file of a closed store, with its length.
+fn newest_wal(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    let newest = logs.pop().expect("the store keeps a write-ahead log");
+    let len = std::fs::metadata(&newest).unwrap().len();
+    (newest, len)
+}
+
+/// Three committed blocks, left in the write-ahead log (a store closed
+/// without flushing keeps its recent writes only there).
+fn store_with_blocks_in_wal(dir: &std::path::Path, chain: &ChainContext) -> Vec<StoredBlock> {
+    let store = RocksStore::open(dir, chain, &RocksConfig::default()).unwrap();
+    (0..3).map(|n| commit_transfer(&store, chain, n)).collect()
+}
+
+#[test]
+fn rocks_store_refuses_a_damaged_log_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chain("damaged");
+    store_with_blocks_in_wal(dir.path(), &chain);
+    let (wal, len) = newest_wal(dir.path());
+    assert!(len > 200, "the commits are in the log ({len} bytes)");
+    // Flip one byte inside the last record: the bytes are all there, but
+    // they are not what was written.
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&wal, bytes).unwrap();
+    match RocksStore::open(dir.path(), &chain, &RocksConfig::default()) {
+        Err(e @ OpenError::Damaged { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("is damaged"), "{message}");
+            assert!(message.contains("checksum mismatch"), "{message}");
+        }
+        Err(other) => panic!("expected the directory to be called damaged, got {other}"),
+        Ok(store) => panic!(
+            "a damaged log opened silently at tip {:?}",
+            store.tip().unwrap().map(|tip| tip.height)
+        ),
+    }
+}
+
+#[test]
+fn rocks_store_drops_only_an_unfinished_last_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chain("torn");
+    let blocks = store_with_blocks_in_wal(dir.path(), &chain);
+    let (wal, len) = newest_wal(dir.path());
+    // Cut the last record short, as a crash in the middle of writing it
+    // would: that write was never acknowledged, so it is the only loss.
+    let file = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    file.set_len(len - 40).unwrap();
+    drop(file);
+    let store = RocksStore::open(dir.path(), &chain, &RocksConfig::default()).unwrap();
+    check_contents(&store, &blocks[..2]);
+}

@@ -124,6 +124,11 @@ impl NodeProcess {
         Client::new(&self.url).expect("client")
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
