@@ -1,5 +1,6 @@
 //! End to end against a real `tally dev` process: transfers, queries, the
-//! commit certificate, and parameters by position and by name.
+//! commit certificate, parameters by position and by name, and batched
+//! submission.
 
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
@@ -8,7 +9,7 @@ mod common;
 use common::{call_raw, NodeProcess};
 use serde_json::json;
 use tally_client::{BlockId, BlockTxs, TxState, WaitMode};
-use tally_ledger::{devnet_key, ChainContext, Genesis, Transaction};
+use tally_ledger::{devnet_key, to_hex, ChainContext, Genesis, Hash, Transaction};
 
 fn genesis_of(node: &NodeProcess) -> ChainContext {
     let text = std::fs::read_to_string(node.home.join("genesis.json")).unwrap();
@@ -173,4 +174,81 @@ async fn params_by_position_and_by_name_give_the_same_answer() {
     let health = reqwest::get(format!("{}/health", node.url)).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
     assert!(node.terminate(), "clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_batch_is_answered_per_transaction_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::dev(&dir.path().join("home"));
+    let client = node.client();
+    let status = client.status().await.unwrap();
+    let (alice, bob) = (devnet_key("alice"), devnet_key("bob"));
+    let tx = |nonce: u64, genesis: &Hash| {
+        let signed = Transaction {
+            chain_id: status.chain_id.clone(),
+            from: alice.address(),
+            to: bob.address(),
+            amount: 5,
+            fee: 1,
+            nonce,
+        }
+        .sign(&alice, genesis);
+        to_hex(&signed.encode())
+    };
+    let good = [tx(0, &status.genesis_hash), tx(1, &status.genesis_hash)];
+    let forged = tx(2, &Hash::digest(b"another genesis"));
+    let ahead = tx(5, &status.genesis_hash);
+    let answer = call_raw(
+        &node.url,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tx_submitBatch",
+               "params": [[good[0], "0xzz", good[1], forged, ahead, good[0]]]}),
+    )
+    .await;
+    let entries = answer["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(entries.len(), 6, "{answer}");
+    assert_eq!(entries[0]["status"], json!("pending"), "{answer}");
+    assert_eq!(entries[1]["error"]["code"], json!(2002), "{answer}");
+    assert_eq!(entries[2]["status"], json!("pending"), "{answer}");
+    assert_eq!(entries[3]["error"]["code"], json!(1004), "{answer}");
+    assert_eq!(entries[3]["error"]["reason"], json!("invalid_signature"));
+    assert_eq!(entries[4]["status"], json!("queued"), "{answer}");
+    assert_eq!(entries[4]["waiting_for_nonce"], json!(2), "{answer}");
+    assert_eq!(
+        entries[5]["error"]["reason"],
+        json!("duplicate"),
+        "{answer}"
+    );
+    // Both admitted transfers commit.
+    let second: Hash = serde_json::from_value(entries[2]["hash"].clone()).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client.tx(&second).await.unwrap().status != TxState::Committed {
+        assert!(tokio::time::Instant::now() < deadline, "not committed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.account(&alice.address()).await.unwrap().nonce, 2);
+
+    // Over the limit: refused whole, nothing admitted.
+    let too_many: Vec<String> = (0..1_001)
+        .map(|n| tx(100 + n, &status.genesis_hash))
+        .collect();
+    let answer = call_raw(
+        &node.url,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tx_submitBatch", "params": [too_many]}),
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], json!(-32602), "{answer}");
+    assert_eq!(
+        client.status().await.unwrap().mempool_size,
+        1,
+        "only the queued one"
+    );
+    // An empty batch is an empty answer.
+    let answer = call_raw(
+        &node.url,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tx_submitBatch", "params": [[]]}),
+    )
+    .await;
+    assert_eq!(answer["result"], json!([]), "{answer}");
 }

@@ -18,8 +18,9 @@ use tally_ledger::{Address, Hash, Keypair, SignedTransaction, Transaction};
 use tally_rpc::TallyApiClient;
 
 pub use tally_rpc::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, GenesisInfo, NodeRole,
-    PeerEntry, PeersInfo, SubmitResult, TxInfo, TxState, ValidatorsInfo, WaitMode,
+    AccountInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, GenesisInfo,
+    NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo, TxRejection, TxState, ValidatorsInfo,
+    WaitMode,
 };
 
 /// What went wrong talking to a node.
@@ -113,6 +114,17 @@ impl Client {
         let hex = tally_ledger::to_hex(&tx.encode());
         self.http
             .tx_submit(hex, Some(wait))
+            .await
+            .map_err(|e| self.map(e))
+    }
+
+    /// Submits already encoded signed transactions in one call
+    /// (`tx_submitBatch`, at most `tally_rpc::MAX_SUBMIT_BATCH`); the
+    /// answer holds one entry per transaction, in order.
+    pub async fn submit_batch(&self, encoded: &[Vec<u8>]) -> Result<Vec<BatchEntry>, ClientError> {
+        let hex = encoded.iter().map(|tx| tally_ledger::to_hex(tx)).collect();
+        self.http
+            .tx_submit_batch(hex)
             .await
             .map_err(|e| self.map(e))
     }

@@ -70,6 +70,10 @@ enum Command {
     /// Run a local network of validators (and full nodes) as separate
     /// processes on loopback; Ctrl-C stops them all.
     Devnet(crate::devnet::DevnetArgs),
+    /// Measure throughput and latency: start a local devnet (or attach to
+    /// running nodes), submit pre-signed transfers for a while, and report
+    /// (docs/BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
     /// Run the node whose home was laid out by `tally init`.
     Run {
         /// The node's home directory.
@@ -322,6 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init(&home, &genesis, key, config, json)
         }
         Command::Devnet(args) => crate::devnet::command(args),
+        Command::Bench(args) => crate::bench::command(args),
         Command::Run {
             home,
             rpc_addr,

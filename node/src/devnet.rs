@@ -152,39 +152,17 @@ impl Layout {
                 self.dir.display()
             );
         }
-        let genesis = self.genesis()?;
         let names = self.names();
-        // Node keys first: every config names its peers by node id.
-        let mut addresses = Vec::new();
-        for (i, (name, _)) in names.iter().enumerate() {
-            let seed = crate::cli::new_key()?.seed();
-            let key_file = self
-                .dir
-                .join(name)
-                .join(&NodeConfig::default().network.node_key_file);
-            if !key_file.exists() {
-                home::write_node_key_file(&key_file, seed)?;
-            }
-            let id = Home::new(&self.dir.join(name)).node_id(&NodeConfig::default())?;
-            addresses.push(format!("/ip4/127.0.0.1/tcp/{}/p2p/{id}", self.p2p_port(i)));
-        }
-        for (i, (name, is_validator)) in names.iter().enumerate() {
-            let mut config = NodeConfig::default();
-            config.rpc.listen_addr = ([127, 0, 0, 1], self.rpc_port(i)).into();
-            config.network.listen = format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port(i));
-            config.network.peers = if *is_validator {
-                (0..self.validators)
-                    .filter(|j| *j != i)
-                    .map(|j| addresses[j].clone())
-                    .collect()
-            } else {
-                // One bootstrap address; discovery finds the others.
-                vec![addresses[0].clone()]
-            };
-            config.validate()?;
-            let key = is_validator.then(|| devnet_key(name));
-            Home::new(&self.dir.join(name)).init(&genesis, &config, key.as_ref())?;
-        }
+        let rpc_ports: Vec<u16> = (0..names.len()).map(|i| self.rpc_port(i)).collect();
+        let p2p_ports: Vec<u16> = (0..names.len()).map(|i| self.p2p_port(i)).collect();
+        write_homes(
+            &self.dir,
+            &self.genesis()?,
+            &names,
+            &rpc_ports,
+            &p2p_ports,
+            &|_| {},
+        )?;
         self.nodes()
     }
 
@@ -235,6 +213,54 @@ impl Layout {
         }
         Ok(nodes)
     }
+}
+
+/// Writes one home per node of `names` (validators first) under `dir`, for
+/// `genesis`: node `i` serves RPC on `rpc_ports[i]` and listens for peers on
+/// `p2p_ports[i]`, all on 127.0.0.1. Validators take their devnet keys and
+/// list every other validator as a persistent peer; a full node knows only
+/// the first node and discovers the rest. `tune` adjusts each config.
+pub(crate) fn write_homes(
+    dir: &Path,
+    genesis: &Genesis,
+    names: &[(String, bool)],
+    rpc_ports: &[u16],
+    p2p_ports: &[u16],
+    tune: &dyn Fn(&mut NodeConfig),
+) -> anyhow::Result<()> {
+    let validators = names.iter().filter(|(_, v)| *v).count();
+    // Node keys first: every config names its peers by node id.
+    let mut addresses = Vec::new();
+    for ((name, _), port) in names.iter().zip(p2p_ports) {
+        let seed = crate::cli::new_key()?.seed();
+        let key_file = dir
+            .join(name)
+            .join(&NodeConfig::default().network.node_key_file);
+        if !key_file.exists() {
+            home::write_node_key_file(&key_file, seed)?;
+        }
+        let id = Home::new(&dir.join(name)).node_id(&NodeConfig::default())?;
+        addresses.push(format!("/ip4/127.0.0.1/tcp/{port}/p2p/{id}"));
+    }
+    for (i, (name, is_validator)) in names.iter().enumerate() {
+        let mut config = NodeConfig::default();
+        config.rpc.listen_addr = ([127, 0, 0, 1], rpc_ports[i]).into();
+        config.network.listen = format!("/ip4/127.0.0.1/tcp/{}", p2p_ports[i]);
+        config.network.peers = if *is_validator {
+            (0..validators)
+                .filter(|j| *j != i)
+                .map(|j| addresses[j].clone())
+                .collect()
+        } else {
+            // One bootstrap address; discovery finds the others.
+            vec![addresses[0].clone()]
+        };
+        tune(&mut config);
+        config.validate()?;
+        let key = is_validator.then(|| devnet_key(name));
+        Home::new(&dir.join(name)).init(genesis, &config, key.as_ref())?;
+    }
+    Ok(())
 }
 
 /// Runs `tally devnet [init]`.
@@ -341,7 +367,7 @@ fn run(layout: &Layout) -> anyhow::Result<()> {
     })
 }
 
-async fn spawn(exe: &Path, home: &Path) -> anyhow::Result<Child> {
+pub(crate) async fn spawn(exe: &Path, home: &Path) -> anyhow::Result<Child> {
     let log_path = home.join("node.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -376,7 +402,7 @@ fn report_exits(children: &mut [(String, Option<Child>)]) {
 }
 
 /// SIGTERM to every node, then wait; kill what has not stopped in time.
-async fn stop_all(children: &mut [(String, Option<Child>)]) {
+pub(crate) async fn stop_all(children: &mut [(String, Option<Child>)]) {
     for (_, child) in children.iter() {
         if let Some(pid) = child.as_ref().and_then(Child::id) {
             terminate(pid);

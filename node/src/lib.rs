@@ -22,6 +22,7 @@
 //! - Progress while more than a third of the voting power is down or cut
 //!   off: the chain halts (safely) until enough validators return.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod consensus_driver;

@@ -22,9 +22,9 @@ use tally_ledger::{Address, Hash, StorageError};
 use tally_mempool::{MempoolError, PoolState};
 use tally_rpc::codes::{self, error};
 use tally_rpc::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, FullTx, GenesisInfo,
-    NodeRole, PeerEntry, PeersInfo, SubmitResult, TallyApiServer, TxInfo, TxState, ValidatorInfo,
-    ValidatorsInfo, WaitMode,
+    AccountInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, FullTx,
+    GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult, TallyApiServer, TxInfo, TxRejection,
+    TxState, ValidatorInfo, ValidatorsInfo, WaitMode, MAX_SUBMIT_BATCH,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,30 +47,48 @@ fn unavailable(e: StorageError) -> ErrorObjectOwned {
 }
 
 fn submit_error(e: SubmitError) -> ErrorObjectOwned {
-    match e {
-        SubmitError::Tx(e) => tally_rpc::tx_error(&e),
-        SubmitError::AlreadyCommitted(_) => {
-            error(codes::DUPLICATE_TX, "already_committed", e.to_string())
+    let rejection = submit_rejection(e);
+    error(rejection.code, &rejection.reason, rejection.message)
+}
+
+/// The code, reason and sentence of a refused submission.
+fn submit_rejection(e: SubmitError) -> TxRejection {
+    let message = e.to_string();
+    let (code, reason) = match &e {
+        SubmitError::Tx(e) => tally_rpc::tx_error_code(e),
+        SubmitError::AlreadyCommitted(_) => (codes::DUPLICATE_TX, "already_committed"),
+        SubmitError::Storage(e) => {
+            return TxRejection {
+                code: codes::UNAVAILABLE,
+                reason: "storage".into(),
+                message: format!("the node cannot read its chain: {e}"),
+            }
         }
-        SubmitError::Storage(e) => unavailable(e),
-        SubmitError::NotProducing => error(codes::UNAVAILABLE, "no_peers", e.to_string()),
+        SubmitError::NotProducing => (codes::UNAVAILABLE, "no_peers"),
         SubmitError::Pool(p) => match p {
-            MempoolError::Invalid(e) => tally_rpc::tx_error(&e),
-            MempoolError::Duplicate => error(codes::DUPLICATE_TX, "duplicate", p.to_string()),
-            MempoolError::NonceTooFarAhead { .. } => {
-                error(codes::NONCE_GAP, "nonce_gap", p.to_string())
+            MempoolError::Invalid(e) => tally_rpc::tx_error_code(e),
+            MempoolError::Duplicate => (codes::DUPLICATE_TX, "duplicate"),
+            MempoolError::NonceTooFarAhead { .. } => (codes::NONCE_GAP, "nonce_gap"),
+            MempoolError::ReplacementUnderpriced { .. } => {
+                (codes::REPLACEMENT_UNDERPRICED, "replacement_underpriced")
             }
-            MempoolError::ReplacementUnderpriced { .. } => error(
-                codes::REPLACEMENT_UNDERPRICED,
-                "replacement_underpriced",
-                p.to_string(),
-            ),
-            MempoolError::SenderFull { .. } => {
-                error(codes::SENDER_QUEUE_FULL, "sender_queue_full", p.to_string())
-            }
-            MempoolError::Full(_) => error(codes::MEMPOOL_FULL, "mempool_full", p.to_string()),
-            MempoolError::InBlock { .. } => error(codes::NONCE_TOO_LOW, "in_block", p.to_string()),
+            MempoolError::SenderFull { .. } => (codes::SENDER_QUEUE_FULL, "sender_queue_full"),
+            MempoolError::Full(_) => (codes::MEMPOOL_FULL, "mempool_full"),
+            MempoolError::InBlock { .. } => (codes::NONCE_TOO_LOW, "in_block"),
         },
+    };
+    TxRejection {
+        code,
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+fn malformed_hex(e: impl std::fmt::Display) -> TxRejection {
+    TxRejection {
+        code: codes::MALFORMED_HEX,
+        reason: "malformed_hex".into(),
+        message: format!("tx must be 0x-prefixed hex of the signed transaction: {e}"),
     }
 }
 
@@ -135,11 +153,8 @@ fn tx_info(hash: Hash, status: TxStatus) -> TxInfo {
 impl TallyApiServer for Api {
     async fn tx_submit(&self, tx: String, wait: Option<WaitMode>) -> RpcResult<SubmitResult> {
         let bytes = tally_ledger::parse_hex(&tx).map_err(|e| {
-            error(
-                codes::MALFORMED_HEX,
-                "malformed_hex",
-                format!("tx must be 0x-prefixed hex of the signed transaction: {e}"),
-            )
+            let r = malformed_hex(e);
+            error(r.code, &r.reason, r.message)
         })?;
         let (tx, hash, state) = self.node.submit(&bytes).map_err(submit_error)?;
         let status = match wait.unwrap_or_default() {
@@ -155,6 +170,53 @@ impl TallyApiServer for Api {
             block_hash: info.block_hash,
             waiting_for_nonce: info.waiting_for_nonce,
         })
+    }
+
+    async fn tx_submit_batch(&self, txs: Vec<String>) -> RpcResult<Vec<BatchEntry>> {
+        if txs.len() > MAX_SUBMIT_BATCH {
+            return Err(ErrorObjectOwned::owned(
+                jsonrpsee::types::error::INVALID_PARAMS_CODE,
+                format!(
+                    "{} transactions in one tx_submitBatch; at most {MAX_SUBMIT_BATCH}",
+                    txs.len()
+                ),
+                None::<()>,
+            ));
+        }
+        // Checking up to a thousand signatures takes tens of milliseconds:
+        // off the async workers, so consensus and other requests go on.
+        let node = self.node.clone();
+        let entries = tokio::task::spawn_blocking(move || {
+            txs.iter()
+                .map(|hex| {
+                    let bytes = tally_ledger::parse_hex(hex).map_err(malformed_hex)?;
+                    let (_, hash, state) = node.submit(&bytes).map_err(submit_rejection)?;
+                    Ok((hash, state))
+                })
+                .map(|result: Result<_, TxRejection>| match result {
+                    Ok((hash, PoolState::Pending)) => BatchEntry::Admitted {
+                        hash,
+                        status: TxState::Pending,
+                        waiting_for_nonce: None,
+                    },
+                    Ok((hash, PoolState::Queued { waiting_for })) => BatchEntry::Admitted {
+                        hash,
+                        status: TxState::Queued,
+                        waiting_for_nonce: Some(waiting_for),
+                    },
+                    Err(error) => BatchEntry::Refused { error },
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| {
+            ErrorObjectOwned::owned(
+                jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+                format!("the batch was not finished: {e}"),
+                None::<()>,
+            )
+        })?;
+        Ok(entries)
     }
 
     async fn tx_get(&self, hash: String) -> RpcResult<TxInfo> {

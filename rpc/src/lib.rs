@@ -24,10 +24,14 @@ use tally_ledger::DuplicateVoteEvidence;
 
 pub use codes::{error, tx_error, tx_error_code};
 pub use types::{
-    AccountInfo, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, FullTx, GenesisInfo,
-    NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo, TxRejection, TxState, ValidatorInfo,
-    ValidatorsInfo, WaitMode,
+    AccountInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, FullTx,
+    GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo, TxRejection, TxState,
+    ValidatorInfo, ValidatorsInfo, WaitMode,
 };
+
+/// Most transactions in one `tx_submitBatch` call (about 450 KB of JSON,
+/// within the default 1 MiB body limit).
+pub const MAX_SUBMIT_BATCH: usize = 1_000;
 
 /// The Tally JSON-RPC API.
 #[rpc(server, client)]
@@ -36,6 +40,12 @@ pub trait TallyApi {
     /// `wait = "committed"` answers once it is committed or the wait times out.
     #[method(name = "tx_submit")]
     async fn tx_submit(&self, tx: String, wait: Option<WaitMode>) -> RpcResult<SubmitResult>;
+
+    /// Submits up to [`MAX_SUBMIT_BATCH`] signed transactions in one call
+    /// and answers each, in order, as `tx_submit` with `wait = "none"`
+    /// would; one refused transaction does not affect the others.
+    #[method(name = "tx_submitBatch")]
+    async fn tx_submit_batch(&self, txs: Vec<String>) -> RpcResult<Vec<BatchEntry>>;
 
     /// Where a transaction is in its lifecycle.
     #[method(name = "tx_get")]

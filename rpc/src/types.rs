@@ -56,6 +56,28 @@ pub struct SubmitResult {
     pub waiting_for_nonce: Option<u64>,
 }
 
+/// One transaction's answer in `tx_submitBatch`, in the order submitted:
+/// either admitted (`hash`, `status`) or refused (`error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchEntry {
+    /// Admitted to the mempool.
+    Admitted {
+        /// Transaction id.
+        hash: Hash,
+        /// `pending` or `queued`.
+        status: TxState,
+        /// The missing nonce, when queued.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waiting_for_nonce: Option<u64>,
+    },
+    /// Refused, with the error `tx_submit` would have answered.
+    Refused {
+        /// The error.
+        error: TxRejection,
+    },
+}
+
 /// Why a transaction was rejected after admission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxRejection {
