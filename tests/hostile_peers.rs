@@ -208,7 +208,10 @@ async fn hostile_peers_are_cut_off_while_the_node_keeps_committing() {
     };
     for i in 0..200u64 {
         let (topic, data) = if i % 2 == 0 {
-            (Topic::Transactions, forged(i).encode())
+            (
+                Topic::Transactions,
+                tally_ledger::encode_tx_batch(&[forged(i).encode()]),
+            )
         } else {
             (Topic::Consensus, [0xee; 40].repeat(1 + i as usize % 5))
         };

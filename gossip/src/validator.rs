@@ -1,19 +1,54 @@
 //! The validator for Tally's own messages.
 
-use tally_ledger::{decode_strict, ChainContext, ConsensusMessage, SignedTransaction};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+use tally_ledger::{decode_strict, decode_tx_batch, ChainContext, ConsensusMessage, Hash};
 
 use crate::{Topic, Validator, Verdict};
 
 /// Accepts consensus messages signed by a validator of the genesis and
-/// transactions with a valid signature for this chain; rejects the rest.
+/// messages of transactions that each carry a valid signature for this
+/// chain; rejects the rest.
 /// With the node's committed tip ([`LedgerValidator::with_tip`]), consensus
 /// messages far from it are ignored (neither delivered nor forwarded, no
 /// blame): a replayed old vote is authentic but useless, and one for a
 /// height far ahead cannot be used before sync catches up.
+///
+/// It remembers the ids of the last [`REMEMBERED_TXS`] transactions it
+/// accepted: a message whose transactions were all seen before is ignored
+/// (a late copy of a batch, after gossip's duplicate window, must not be
+/// checked and forwarded again), and in a message with new ones only those
+/// are checked. An id hashes the whole signed encoding, so a remembered id
+/// stands for exactly the bytes that were checked.
 pub struct LedgerValidator {
     chain: ChainContext,
     max_consensus_bytes: usize,
     tip: Option<Box<dyn Fn() -> u64 + Send>>,
+    seen: Mutex<SeenTxs>,
+}
+
+/// Transaction ids remembered as checked (about 100 bytes each).
+pub const REMEMBERED_TXS: usize = 100_000;
+
+/// A bounded set of ids, the oldest forgotten first.
+#[derive(Default)]
+struct SeenTxs {
+    ids: HashSet<Hash>,
+    order: VecDeque<Hash>,
+}
+
+impl SeenTxs {
+    fn insert(&mut self, id: Hash) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > REMEMBERED_TXS {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// How far past the tip a consensus message may be and still be useful:
@@ -27,6 +62,7 @@ impl LedgerValidator {
             chain,
             max_consensus_bytes,
             tip: None,
+            seen: Mutex::new(SeenTxs::default()),
         }
     }
 
@@ -67,22 +103,40 @@ impl LedgerValidator {
         }
     }
 
+    /// A gossip message of transactions is accepted only if every one of
+    /// them is valid on its own (fields and signature): an honest node
+    /// relays nothing else, so one bad transaction condemns the message.
     fn transaction(&self, data: &[u8]) -> Verdict {
         let genesis = &self.chain.genesis;
-        match SignedTransaction::decode(data) {
-            Ok(tx)
-                if tx
+        let Ok(txs) = decode_tx_batch(data) else {
+            return Verdict::Reject;
+        };
+        let ids: Vec<Hash> = txs.iter().map(|tx| tx.id()).collect();
+        let fresh: Vec<bool> = {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            ids.iter().map(|id| !seen.ids.contains(id)).collect()
+        };
+        if !fresh.contains(&true) {
+            return Verdict::Ignore;
+        }
+        let valid = txs.iter().zip(&fresh).all(|(tx, fresh)| {
+            !fresh
+                || tx
                     .verify_stateless(
                         &genesis.chain_id,
                         &self.chain.genesis_hash,
                         genesis.params.min_fee,
                     )
-                    .is_ok() =>
-            {
-                Verdict::Accept
-            }
-            _ => Verdict::Reject,
+                    .is_ok()
+        });
+        if !valid {
+            return Verdict::Reject;
         }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            seen.insert(id);
+        }
+        Verdict::Accept
     }
 }
 
@@ -125,21 +179,34 @@ mod tests {
         .encode()
     }
 
+    /// A gossip message holding these transactions.
+    fn batch(txs: &[Vec<u8>]) -> Vec<u8> {
+        tally_ledger::encode_tx_batch(txs)
+    }
+
     #[test]
     fn transactions_must_be_valid_for_this_chain() {
         let (v, chain) = setup();
+        let good = transfer(&chain, "tally-devnet", 1);
+        let other_chain = transfer(&chain, "other", 1);
+        let no_fee = transfer(&chain, "tally-devnet", 0);
+        let accept = |txs: &[Vec<u8>]| v.validate(Topic::Transactions, &batch(txs));
+        let other_good = transfer(&chain, "tally-devnet", 2);
+        assert_eq!(accept(&[other_chain]), Verdict::Reject);
         assert_eq!(
-            v.validate(Topic::Transactions, &transfer(&chain, "tally-devnet", 1)),
-            Verdict::Accept
+            accept(&[good.clone(), no_fee.clone()]),
+            Verdict::Reject,
+            "one bad one"
         );
-        assert_eq!(
-            v.validate(Topic::Transactions, &transfer(&chain, "other", 1)),
-            Verdict::Reject
-        );
-        assert_eq!(
-            v.validate(Topic::Transactions, &transfer(&chain, "tally-devnet", 0)),
-            Verdict::Reject
-        );
+        assert_eq!(accept(&[good.clone(), good.clone()]), Verdict::Accept);
+        // Seen before: a late copy is neither checked nor forwarded again.
+        assert_eq!(accept(std::slice::from_ref(&good)), Verdict::Ignore);
+        // A seen one beside new ones: the new ones decide.
+        assert_eq!(accept(&[good.clone(), no_fee]), Verdict::Reject);
+        assert_eq!(accept(&[good.clone(), other_good]), Verdict::Accept);
+        assert_eq!(accept(&[]), Verdict::Reject, "empty");
+        // A bare transaction is not a gossip message.
+        assert_eq!(v.validate(Topic::Transactions, &good), Verdict::Reject);
         assert_eq!(v.validate(Topic::Transactions, &[1, 2, 3]), Verdict::Reject);
     }
 

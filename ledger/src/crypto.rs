@@ -1,5 +1,6 @@
 //! Keys and signatures: ed25519 with `verify_strict` as the one rule.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -17,12 +18,39 @@ impl Signature {
     /// Checks this signature over `message` by `signer` with `verify_strict`:
     /// rejects non-canonical S, small-order R and small-order public keys.
     pub fn verify(&self, signer: &Address, message: &Hash) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&signer.0) else {
+        let Some(key) = verifying_key(signer) else {
             return false;
         };
         let signature = ed25519_dalek::Signature::from_bytes(&self.0);
         key.verify_strict(&message.0, &signature).is_ok()
     }
+}
+
+/// Most decompressed public keys kept (about 200 bytes each).
+const KEY_CACHE_ENTRIES: usize = 65_536;
+
+/// Decompressed public keys of recent signers. Decompressing a key (a
+/// square root in the field) is about a sixth of a signature check, and the
+/// same senders sign again and again; the cache only memoises a pure
+/// function of the address bytes, so every answer is what
+/// `VerifyingKey::from_bytes` would give. When full it starts over.
+static KEY_CACHE: std::sync::LazyLock<std::sync::Mutex<HashMap<Address, VerifyingKey>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The public key `address` names, or `None` if its bytes are no valid
+/// point.
+fn verifying_key(address: &Address) -> Option<VerifyingKey> {
+    let cache = || KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(key) = cache().get(address) {
+        return Some(*key);
+    }
+    let key = VerifyingKey::from_bytes(&address.0).ok()?;
+    let mut cache = cache();
+    if cache.len() >= KEY_CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(*address, key);
+    Some(key)
 }
 
 impl fmt::Debug for Signature {

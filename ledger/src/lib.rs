@@ -53,7 +53,10 @@ pub use state::{
     apply_transaction, build_block, execute_block, Account, AccountRead, ApplyError, BlockError,
     BuiltBlock, ExecutedBlock, SigCheck, StateOverlay,
 };
-pub use tx::{SignedTransaction, Transaction, TxError, MAX_TX_BYTES};
+pub use tx::{
+    decode_tx_batch, encode_tx_batch, SignedTransaction, Transaction, TxError, MAX_GOSSIP_TXS,
+    MAX_TX_BYTES,
+};
 pub use types::{
     amount_string, parse_hex, to_hex, Address, AddressError, ChainId, ChainIdError, Hash, HexError,
     ADDRESS_HRP,

@@ -1,6 +1,6 @@
 //! The state transition: applying transfers and blocks to account state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
@@ -130,12 +130,56 @@ fn credit<R: AccountRead + ?Sized>(
 
 /// Whether block execution checks transaction signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SigCheck {
+pub enum SigCheck<'a> {
     /// Check every signature (blocks from elsewhere).
     Verify,
     /// Every transaction was verified when it entered this node's mempool
     /// (a block this node built itself).
     AlreadyVerified,
+    /// Check every signature except those of the transactions whose ids are
+    /// in the set: this node verified them when they entered its mempool.
+    /// A transaction id hashes the whole signed encoding, signature
+    /// included, so an id in the set stands for exactly the bytes checked.
+    SkipVerified(&'a HashSet<Hash>),
+}
+
+/// Blocks with at least this many signatures to check spread the checks
+/// over every core; fewer are not worth starting threads for.
+const PARALLEL_VERIFY_MIN: usize = 256;
+
+/// Checks the signatures of `txs` marked in `check`; returns the index of
+/// the first invalid one. Large sets are split over the available cores
+/// (the answer is the same: the lowest failing index).
+fn first_bad_signature(
+    txs: &[SignedTransaction],
+    check: &[bool],
+    genesis_hash: &Hash,
+) -> Option<usize> {
+    let todo: Vec<usize> = (0..txs.len()).filter(|&i| check[i]).collect();
+    let verify = |indexes: &[usize]| {
+        indexes
+            .iter()
+            .copied()
+            .find(|&i| txs[i].verify_signature(genesis_hash).is_err())
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if todo.len() < PARALLEL_VERIFY_MIN || threads < 2 {
+        return verify(&todo);
+    }
+    let chunk = todo.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = todo
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || verify(part)))
+            .collect();
+        handles
+            .into_iter()
+            // A checker thread cannot panic (verification returns a bool);
+            // if one did, treat its share as unchecked-and-bad at its start.
+            .zip(todo.chunks(chunk))
+            .filter_map(|(h, part)| h.join().unwrap_or(Some(part[0])))
+            .min()
+    })
 }
 
 /// Why a block is invalid or could not be executed.
@@ -179,7 +223,7 @@ pub fn execute_block<R: AccountRead + ?Sized>(
     chain: &ChainContext,
     parent: &BlockMeta,
     block: &Block,
-    sig_check: SigCheck,
+    sig_check: SigCheck<'_>,
 ) -> Result<ExecutedBlock, BlockError> {
     check_header(chain, parent, block)?;
     let tx_ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
@@ -188,6 +232,17 @@ pub fn execute_block<R: AccountRead + ?Sized>(
             "tx_root does not match the transactions".into(),
         ));
     }
+    let check: Vec<bool> = tx_ids
+        .iter()
+        .map(|id| match sig_check {
+            SigCheck::Verify => true,
+            SigCheck::AlreadyVerified => false,
+            SigCheck::SkipVerified(known) => !known.contains(id),
+        })
+        .collect();
+    // Signatures first, all at once (in parallel when many): the first bad
+    // one fails the block, as checking them in order would.
+    let bad_signature = first_bad_signature(&block.txs, &check, &chain.genesis_hash);
     let mut overlay = StateOverlay::new(state);
     for (index, (stx, id)) in block.txs.iter().zip(&tx_ids).enumerate() {
         let fail = |error| BlockError::Tx {
@@ -198,8 +253,8 @@ pub fn execute_block<R: AccountRead + ?Sized>(
         let params = &chain.genesis.params;
         stx.check_fields(&chain.genesis.chain_id, params.min_fee)
             .map_err(fail)?;
-        if sig_check == SigCheck::Verify {
-            stx.verify_signature(&chain.genesis_hash).map_err(fail)?;
+        if bad_signature == Some(index) {
+            return Err(fail(TxError::InvalidSignature));
         }
         match apply_transaction(&mut overlay, &stx.tx, &block.header.proposer) {
             Ok(()) => {}

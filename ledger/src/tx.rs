@@ -206,10 +206,76 @@ impl SignedTransaction {
     }
 }
 
+/// Most transactions in one gossip message (PROTOCOL.md, "Gossip topics").
+pub const MAX_GOSSIP_TXS: usize = 1_024;
+
+/// A gossip message of transactions, `borsh(Vec<SignedTransaction>)`, made
+/// from already encoded transactions (the encoding of a vector is its
+/// length as a little-endian u32, then each element's encoding).
+pub fn encode_tx_batch(encoded: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + encoded.iter().map(Vec::len).sum::<usize>());
+    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    for tx in encoded {
+        out.extend_from_slice(tx);
+    }
+    out
+}
+
+/// Decodes a gossip message of transactions strictly: 1 to
+/// [`MAX_GOSSIP_TXS`] of them, each canonical.
+pub fn decode_tx_batch(bytes: &[u8]) -> Result<Vec<SignedTransaction>, TxError> {
+    let max = 4 + MAX_GOSSIP_TXS * MAX_TX_BYTES;
+    let txs: Vec<SignedTransaction> = decode_strict(bytes, max).map_err(|e| match e {
+        DecodeError::TooLarge { len, max } => TxError::TooLarge { len, max },
+        DecodeError::Malformed(m) => TxError::Malformed(m),
+    })?;
+    if txs.is_empty() || txs.len() > MAX_GOSSIP_TXS {
+        return Err(TxError::Malformed(format!(
+            "a gossip message holds 1 to {MAX_GOSSIP_TXS} transactions, not {}",
+            txs.len()
+        )));
+    }
+    Ok(txs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::devnet_key;
+
+    #[test]
+    fn a_gossip_batch_is_the_borsh_vector_and_is_bounded() {
+        let key = devnet_key("alice");
+        let txs: Vec<SignedTransaction> = (0..3)
+            .map(|nonce| {
+                Transaction {
+                    chain_id: ChainId::new("c").unwrap(),
+                    from: key.address(),
+                    to: devnet_key("bob").address(),
+                    amount: 1,
+                    fee: 1,
+                    nonce,
+                }
+                .sign(&key, &Hash::ZERO)
+            })
+            .collect();
+        let encoded: Vec<Vec<u8>> = txs.iter().map(SignedTransaction::encode).collect();
+        let batch = encode_tx_batch(&encoded);
+        assert_eq!(batch, borsh::to_vec(&txs).unwrap());
+        assert_eq!(decode_tx_batch(&batch).unwrap(), txs);
+        assert!(decode_tx_batch(&encode_tx_batch(&[])).is_err(), "empty");
+        assert!(
+            decode_tx_batch(&batch[..batch.len() - 1]).is_err(),
+            "truncated"
+        );
+        let mut trailing = batch.clone();
+        trailing.push(0);
+        assert!(decode_tx_batch(&trailing).is_err(), "trailing byte");
+        let too_many = encode_tx_batch(&vec![encoded[0].clone(); MAX_GOSSIP_TXS + 1]);
+        assert!(decode_tx_batch(&too_many).is_err(), "over the limit");
+        // A length prefix promising billions allocates nothing large.
+        assert!(decode_tx_batch(&u32::MAX.to_le_bytes()).is_err());
+    }
 
     fn sample() -> (SignedTransaction, Hash, ChainId) {
         let chain = ChainId::new("tally-test").unwrap();

@@ -6,7 +6,7 @@
 //! mempool and waiting clients up to date. Consensus drives this path; block
 //! sync will drive the same one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -70,6 +70,15 @@ impl TxStatus {
             TxStatus::Committed { .. } | TxStatus::Rejected(_) | TxStatus::Expired
         )
     }
+}
+
+/// Whether a transaction's signature was already checked before admission.
+#[derive(Debug, Clone, Copy)]
+enum SignatureChecked {
+    /// No: check it.
+    No,
+    /// By the network's validator, before it delivered the transaction.
+    ByNetwork,
 }
 
 /// Why a submission was refused.
@@ -390,7 +399,7 @@ impl Node {
         if self.validator.is_none() && (self.relay.get().is_none() || self.peer_count() == 0) {
             return Err(SubmitError::NotProducing);
         }
-        let admitted = self.admit(bytes)?;
+        let admitted = self.admit(SignedTransaction::decode(bytes)?, SignatureChecked::No)?;
         if let Some(relay) = self.relay.get() {
             if relay.try_send(bytes.to_vec()).is_err() {
                 warn!("the network is not keeping up; a transaction was admitted but not gossiped");
@@ -400,23 +409,34 @@ impl Node {
     }
 
     /// Admits a transaction that arrived by gossip (the network forwards
-    /// it; this node does not send it again).
-    pub fn admit_from_peer(&self, bytes: &[u8]) -> Result<Hash, SubmitError> {
-        self.admit(bytes).map(|(_, id, _)| id)
+    /// it; this node does not send it again). The network delivers only
+    /// what its validator accepted ([`tally_gossip::LedgerValidator`], which
+    /// checks the signature), so the signature is not checked twice.
+    pub fn admit_from_peer(&self, tx: SignedTransaction) -> Result<Hash, SubmitError> {
+        self.admit(tx, SignatureChecked::ByNetwork)
+            .map(|(_, id, _)| id)
     }
 
-    fn admit(&self, bytes: &[u8]) -> Result<(SignedTransaction, Hash, PoolState), SubmitError> {
-        let tx = SignedTransaction::decode(bytes)?;
+    fn admit(
+        &self,
+        tx: SignedTransaction,
+        signature: SignatureChecked,
+    ) -> Result<(SignedTransaction, Hash, PoolState), SubmitError> {
         let id = tx.id();
         if let Some(location) = self.store.tx_location(&id)? {
             return Err(SubmitError::AlreadyCommitted(location));
         }
         let genesis = &self.chain.genesis;
-        tx.verify_stateless(
-            &genesis.chain_id,
-            &self.chain.genesis_hash,
-            genesis.params.min_fee,
-        )?;
+        match signature {
+            SignatureChecked::No => tx.verify_stateless(
+                &genesis.chain_id,
+                &self.chain.genesis_hash,
+                genesis.params.min_fee,
+            )?,
+            SignatureChecked::ByNetwork => {
+                tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?
+            }
+        }
         let admission = {
             let mut pool = lock(&self.pool);
             // Read the account under the pool lock so a commit cannot slip
@@ -579,7 +599,7 @@ impl Node {
                 &self.chain,
                 &parent,
                 &stored.block,
-                SigCheck::Verify,
+                SigCheck::SkipVerified(&self.verified_in_pool(&stored.block)),
             )
             // A read failure is this node's problem, not the block's.
             .map_err(|e| match e {
@@ -640,6 +660,18 @@ impl Node {
         Ok(Some(built.block))
     }
 
+    /// The ids of `block`'s transactions that are in the mempool: their
+    /// signatures were checked when they were admitted, so validating the
+    /// block need not check them again (a block's transactions normally
+    /// reach every node by gossip before the proposal does).
+    fn verified_in_pool(&self, block: &Block) -> HashSet<Hash> {
+        let ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
+        let pool = lock(&self.pool);
+        ids.into_iter()
+            .filter(|id| pool.get(id).is_some())
+            .collect()
+    }
+
     fn keep_execution(&self, executed: ExecutedBlock) {
         let mut cache = lock(&self.executed);
         if cache.len() >= MAX_CACHED_EXECUTIONS {
@@ -661,7 +693,9 @@ impl Node {
         if block.header.parent_hash == parent.hash && lock(&self.executed).contains_key(&hash) {
             return Ok(true);
         }
-        match execute_block(&*self.store, &self.chain, &parent, block, SigCheck::Verify) {
+        let verified = self.verified_in_pool(block);
+        let sig_check = SigCheck::SkipVerified(&verified);
+        match execute_block(&*self.store, &self.chain, &parent, block, sig_check) {
             Ok(executed) => {
                 self.keep_execution(executed);
                 Ok(true)

@@ -235,20 +235,28 @@ async fn dispatch(
                 }
                 Err(e) => debug!(error = %e, "undecodable consensus message"),
             },
-            Topic::Transactions => {
-                // Stale nonces and duplicates are normal under gossip.
-                if let Err(e) = node.admit_from_peer(&message.data) {
-                    debug!(error = %e, "gossiped transaction not admitted");
+            Topic::Transactions => match tally_ledger::decode_tx_batch(&message.data) {
+                Ok(txs) => {
+                    for tx in txs {
+                        // Stale nonces and duplicates are normal under gossip.
+                        if let Err(e) = node.admit_from_peer(tx) {
+                            debug!(error = %e, "gossiped transaction not admitted");
+                        }
+                    }
                 }
-            }
+                Err(e) => debug!(error = %e, "undecodable transactions message"),
+            },
         }
     }
 }
 
-/// Gossips the transactions submitted to this node. One that cannot be
-/// published (no peer subscribed yet, e.g. just after connecting) is tried
-/// again every second while it is still in the mempool, for up to
-/// `RELAY_RETRY_FOR`: a full node's client was told it was accepted.
+/// Gossips the transactions submitted to this node, as many to a message
+/// as are waiting (up to `MAX_GOSSIP_TXS`): under load one message carries
+/// hundreds, and a lone transaction still leaves at once. A batch that
+/// cannot be published (no peer subscribed yet, e.g. just after connecting)
+/// is tried again every second with those of its transactions still in the
+/// mempool, for up to `RELAY_RETRY_FOR`: a full node's client was told they
+/// were accepted.
 async fn relay(
     node: Arc<Node>,
     network: tally_gossip::Handle,
@@ -258,36 +266,42 @@ async fn relay(
     let mut retry: std::collections::VecDeque<(Vec<u8>, tokio::time::Instant)> =
         std::collections::VecDeque::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            tx = txs.recv() => match tx {
-                Some(tx) => {
-                    if network.publish(Topic::Transactions, tx.clone()).await.is_err()
-                        && retry.len() < RELAY_RETRY_MAX
-                    {
-                        retry.push_back((tx, tokio::time::Instant::now() + RELAY_RETRY_FOR));
-                    }
+            received = txs.recv_many(&mut batch, tally_ledger::MAX_GOSSIP_TXS) => {
+                if received == 0 {
+                    return;
                 }
-                None => return,
-            },
+                let message = tally_ledger::encode_tx_batch(&batch);
+                if network.publish(Topic::Transactions, message).await.is_err() {
+                    let until = tokio::time::Instant::now() + RELAY_RETRY_FOR;
+                    let room = RELAY_RETRY_MAX.saturating_sub(retry.len());
+                    retry.extend(batch.drain(..).take(room).map(|tx| (tx, until)));
+                }
+                batch.clear();
+            }
             _ = ticker.tick(), if !retry.is_empty() => {
                 let now = tokio::time::Instant::now();
-                let mut still = std::collections::VecDeque::new();
-                for (tx, until) in retry.drain(..) {
-                    let pending = tally_ledger::SignedTransaction::decode(&tx)
-                        .ok()
-                        .and_then(|t| node.tx_status(&t.id(), false).ok())
-                        .is_some_and(|s| matches!(s, crate::node::TxStatus::InPool { .. }));
-                    if !pending || now >= until {
-                        continue;
+                retry.retain(|(tx, until)| {
+                    now < *until
+                        && tally_ledger::SignedTransaction::decode(tx)
+                            .ok()
+                            .and_then(|t| node.tx_status(&t.id(), false).ok())
+                            .is_some_and(|s| matches!(s, crate::node::TxStatus::InPool { .. }))
+                });
+                let waiting: Vec<_> = retry.iter().cloned().collect();
+                for chunk in waiting.chunks(tally_ledger::MAX_GOSSIP_TXS) {
+                    let encoded: Vec<Vec<u8>> = chunk.iter().map(|(tx, _)| tx.clone()).collect();
+                    let message = tally_ledger::encode_tx_batch(&encoded);
+                    if let Err(e) = network.publish(Topic::Transactions, message).await {
+                        debug!(error = %e, "transactions not gossiped yet; will retry");
+                        break;
                     }
-                    if let Err(e) = network.publish(Topic::Transactions, tx.clone()).await {
-                        debug!(error = %e, "transaction not gossiped yet; will retry");
-                        still.push_back((tx, until));
-                    }
+                    // Published: these need no more tries.
+                    retry.drain(..chunk.len());
                 }
-                retry = still;
             }
         }
     }
