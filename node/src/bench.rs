@@ -95,6 +95,11 @@ pub struct BenchArgs {
     /// during the load (0: none).
     #[arg(long, default_value_t = 0)]
     readers: usize,
+    /// Kill the last validator (SIGKILL) as the load starts, restart it
+    /// when the load is over, and time how fast it catches up (needs at
+    /// least 4 validators, and not --rpc).
+    #[arg(long)]
+    catch_up: bool,
 }
 
 /// Parses `60s`, `500ms`, `2m`, `1h` (a bare number is seconds).
@@ -228,6 +233,8 @@ pub struct Report {
     pub agreed_height: u64,
     /// `account_get` reads, when `--readers` was given.
     pub reads: Option<Reads>,
+    /// How the validator stopped for the load caught up, with --catch-up.
+    pub catch_up: Option<CatchUp>,
     /// Per node.
     pub nodes: Vec<NodeReport>,
     /// Growth of the data directories per committed transfer, averaged over
@@ -246,6 +253,21 @@ pub struct Latency {
     pub p99: f64,
     /// Largest.
     pub max: f64,
+}
+
+/// A restarted validator catching up.
+#[derive(Debug, Serialize)]
+pub struct CatchUp {
+    /// Blocks it fetched.
+    pub blocks: u64,
+    /// Transactions in them.
+    pub transfers: u64,
+    /// From its restart to holding the tip it was restarted behind.
+    pub seconds: f64,
+    /// Transactions caught up per second.
+    pub tps: f64,
+    /// `tps` over the live `committed_tps`.
+    pub times_live: f64,
 }
 
 /// Read throughput.
@@ -319,6 +341,10 @@ fn check(args: &BenchArgs) -> anyhow::Result<()> {
         "--duration must be 100ms to 1h"
     );
     ensure!(args.window >= 1, "--window must be at least 1");
+    ensure!(
+        !args.catch_up || (args.rpc.is_empty() && args.validators >= 4),
+        "--catch-up needs a devnet this run starts (no --rpc) of at least 4 validators"
+    );
     if let Some(rate) = args.rate {
         ensure!(rate >= 1, "--rate must be at least 1");
     }
@@ -348,7 +374,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             (attach(&args.rpc).await?, false)
         };
-        bench(&args, targets, funded_in_genesis).await
+        bench(&args, targets, funded_in_genesis, &mut children).await
     }
     .await;
     if !children.is_empty() {
@@ -638,6 +664,7 @@ async fn bench(
     args: &BenchArgs,
     targets: Vec<Target>,
     funded_in_genesis: bool,
+    children: &mut [(String, Option<Child>)],
 ) -> anyhow::Result<Report> {
     let status = targets[0].client.status().await?;
     let total = transfers_to_sign(args);
@@ -659,7 +686,8 @@ async fn bench(
     let queues = {
         let (chain_id, genesis_hash, fee) =
             (status.chain_id.clone(), status.genesis_hash, status.min_fee);
-        let nodes = targets.len();
+        // The validator that will be stopped gets no transfers.
+        let nodes = targets.len() - usize::from(args.catch_up);
         tokio::task::spawn_blocking(move || {
             presign(&senders, per_sender, nodes, &chain_id, &genesis_hash, fee)
         })
@@ -711,6 +739,12 @@ async fn bench(
     let stop_reading = Arc::new(AtomicBool::new(false));
     let readers = start_readers(args, &targets, &stop_reading);
 
+    if args.catch_up {
+        if let Some((name, Some(child))) = children.last_mut() {
+            eprintln!("killing {name} (it catches up after the load)");
+            child.kill().await?;
+        }
+    }
     let load_start = Instant::now();
     let progress = Progress::new(args.duration);
     let submit = submit_all(args, &targets, queues, &offsets, &ledger);
@@ -747,6 +781,10 @@ async fn bench(
     tracker.await??;
     progress.finish();
 
+    let catch_up = match args.catch_up {
+        true => Some(catch_up(&targets, children, &ledger).await?),
+        false => None,
+    };
     let (tips_agree, agreed_height) = compare_tips(&targets).await?;
     let nodes: Vec<NodeReport> = targets
         .iter()
@@ -754,7 +792,9 @@ async fn bench(
         .map(|(t, before)| NodeReport {
             name: t.name.clone(),
             rpc_url: t.url.clone(),
+            // (The restarted validator is another process by now.)
             cpu_seconds: match (before, t.pid.and_then(cpu_seconds)) {
+                _ if args.catch_up && t.name == targets[targets.len() - 1].name => None,
                 (Some(b), Some(a)) => Some(round2(a - b)),
                 _ => None,
             },
@@ -762,7 +802,7 @@ async fn bench(
             disk_bytes: t.data_dir.as_deref().map(dir_size),
         })
         .collect();
-    Ok(summarise(
+    let mut report = summarise(
         args,
         &ledger,
         submit_elapsed,
@@ -771,7 +811,15 @@ async fn bench(
         reads,
         (tips_agree, agreed_height),
         targets.len(),
-    ))
+    );
+    report.catch_up = catch_up.map(|(blocks, transfers, seconds)| CatchUp {
+        blocks,
+        transfers,
+        seconds: round2(seconds),
+        tps: round2(transfers as f64 / seconds),
+        times_live: round2(transfers as f64 / seconds / report.committed_tps.max(1e-9)),
+    });
+    Ok(report)
 }
 
 fn rand_run_id() -> u64 {
@@ -795,7 +843,7 @@ async fn submit_all(
     ledger: &Arc<Ledger>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + args.duration;
-    let nodes = targets.len();
+    let nodes = queues.len();
     // Batches in order, per node: (global index of the first, transfers).
     let mut batches: Vec<VecDeque<(u32, Vec<Vec<u8>>)>> = Vec::new();
     for (queue, offset) in queues.into_iter().zip(offsets) {
@@ -1027,6 +1075,51 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Restarts the stopped (last) validator and waits until it holds the tip
+/// the others have now; returns the blocks and transactions it fetched and
+/// the seconds it took, counted from the restart.
+async fn catch_up(
+    targets: &[Target],
+    children: &mut [(String, Option<Child>)],
+    ledger: &Ledger,
+) -> anyhow::Result<(u64, u64, f64)> {
+    let lagging = &targets[targets.len() - 1];
+    let tip = targets[0].client.status().await?.height;
+    let home = lagging
+        .data_dir
+        .as_deref()
+        .and_then(Path::parent)
+        .context("the stopped validator's home is unknown")?;
+    let exe = std::env::current_exe().context("cannot find the tally executable")?;
+    eprintln!("restarting {} to catch up to height {tip}…", lagging.name);
+    let started = Instant::now();
+    let child = crate::devnet::spawn(&exe, home).await?;
+    if let Some(slot) = children.last_mut() {
+        slot.1 = Some(child);
+    }
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        if let Ok(status) = lagging.client.status().await {
+            if status.height >= tip {
+                break;
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{} did not catch up within 10 minutes",
+            lagging.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Everything committed during the run was missed; the tracker counted it.
+    Ok((
+        ledger.blocks.load(Ordering::Relaxed),
+        ledger.block_txs.load(Ordering::Relaxed),
+        seconds,
+    ))
+}
+
 /// Whether every node holds the same block at the lowest of their tips.
 async fn compare_tips(targets: &[Target]) -> anyhow::Result<(bool, u64)> {
     let mut lowest = u64::MAX;
@@ -1122,6 +1215,7 @@ fn summarise(
         tips_agree,
         agreed_height,
         reads,
+        catch_up: None,
         disk_bytes_per_tx: (!disk_growth.is_empty() && committed > 0).then(|| {
             round2(disk_growth.iter().sum::<f64>() / disk_growth.len() as f64 / committed as f64)
         }),
@@ -1169,6 +1263,12 @@ fn print_report(r: &Report) {
         println!(
             "  account_get/s    {:>12.0}  ({} readers, p50 {:.2} ms, p99 {:.2} ms, {} errors)",
             reads.per_sec, reads.readers, reads.latency_ms.p50, reads.latency_ms.p99, reads.errors
+        );
+    }
+    if let Some(c) = &r.catch_up {
+        println!(
+            "  catch-up         {:>12.0}  tx/s ({:.1}× live: {} blocks, {} transactions in {:.1} s)",
+            c.tps, c.times_live, c.blocks, c.transfers, c.seconds
         );
     }
     if let Some(disk) = r.disk_bytes_per_tx {
