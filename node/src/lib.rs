@@ -16,7 +16,7 @@
 //!
 //! [`sync`] fetches committed blocks the node is behind on from peers and
 //! feeds them to the same commit path; [`devnet`] lays out and runs a local
-//! multi-node network.
+//! multi-node network, and [`bench`] measures one under load.
 //!
 //! # Not guaranteed
 //! - Progress while more than a third of the voting power is down or cut
