@@ -1,7 +1,7 @@
 //! Signature and encoding edge cases, rejected at every door: the mempool
-//! (what `tx_submit` and gossiped transactions go through), gossip
-//! validation, block validation (`valid(v)` for proposals and synced
-//! blocks) and the consensus state machine. Each vector is a small change
+//! (what `tx_submit` goes through), gossip validation (what transactions
+//! from peers go through before the mempool), block validation (`valid(v)`
+//! for proposals and synced blocks) and the consensus state machine. Each vector is a small change
 //! to something valid, and each door is first shown to accept the valid
 //! original, so a rejection can only come from the change.
 
@@ -167,7 +167,9 @@ fn bad_signatures_are_refused_by_the_mempool_and_gossip() {
         let bytes = bad.encode();
         // Alone or beside a good one: a peer's transactions reach the
         // mempool only through this check (the node does not repeat it).
+        // (A fresh validator each time, so the good one is checked too.)
         for txs in [vec![&bad], vec![&good, &bad]] {
+            let gossip = LedgerValidator::new(chain.clone(), 1 << 20);
             assert_eq!(
                 gossip.validate(Topic::Transactions, &message(&txs)),
                 Verdict::Reject,
@@ -212,6 +214,14 @@ fn a_block_with_a_bad_signature_is_invalid() {
         assert!(
             !validator.validate_block(&tampered).unwrap(),
             "block accepted: {name}"
+        );
+        // A node holding the good twin in its mempool skips checking that
+        // one (its id covers the signature), but not the bad twin.
+        let validator = node_without_cache(&chain);
+        validator.submit(&good.encode()).unwrap();
+        assert!(
+            !validator.validate_block(&tampered).unwrap(),
+            "block accepted by a node holding the good twin: {name}"
         );
     }
 }

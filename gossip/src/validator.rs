@@ -104,14 +104,28 @@ impl LedgerValidator {
     }
 
     /// A gossip message of transactions is accepted only if every one of
-    /// them is valid on its own (fields and signature): an honest node
-    /// relays nothing else, so one bad transaction condemns the message.
+    /// them is valid on its own (fields and signature) and none appears
+    /// twice: an honest node relays nothing else, so one bad transaction
+    /// condemns the message. The cheap field checks come first; every
+    /// signature found valid is remembered even when the message is
+    /// rejected, so resending the good part of a rejected message with
+    /// another bad one costs the receiver nothing again.
     fn transaction(&self, data: &[u8]) -> Verdict {
         let genesis = &self.chain.genesis;
         let Ok(txs) = decode_tx_batch(data) else {
             return Verdict::Reject;
         };
         let ids: Vec<Hash> = txs.iter().map(|tx| tx.id()).collect();
+        if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+            return Verdict::Reject;
+        }
+        let fields_ok = txs.iter().all(|tx| {
+            tx.check_fields(&genesis.chain_id, genesis.params.min_fee)
+                .is_ok()
+        });
+        if !fields_ok {
+            return Verdict::Reject;
+        }
         let fresh: Vec<bool> = {
             let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             ids.iter().map(|id| !seen.ids.contains(id)).collect()
@@ -119,24 +133,27 @@ impl LedgerValidator {
         if !fresh.contains(&true) {
             return Verdict::Ignore;
         }
-        let valid = txs.iter().zip(&fresh).all(|(tx, fresh)| {
-            !fresh
-                || tx
-                    .verify_stateless(
-                        &genesis.chain_id,
-                        &self.chain.genesis_hash,
-                        genesis.params.min_fee,
-                    )
-                    .is_ok()
-        });
-        if !valid {
-            return Verdict::Reject;
+        let mut verified = Vec::new();
+        let mut valid = true;
+        for ((tx, id), fresh) in txs.iter().zip(&ids).zip(&fresh) {
+            if !fresh {
+                continue;
+            }
+            if tx.verify_signature(&self.chain.genesis_hash).is_err() {
+                valid = false;
+                break;
+            }
+            verified.push(*id);
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
+        for id in verified {
             seen.insert(id);
         }
-        Verdict::Accept
+        if valid {
+            Verdict::Accept
+        } else {
+            Verdict::Reject
+        }
     }
 }
 
@@ -198,12 +215,38 @@ mod tests {
             Verdict::Reject,
             "one bad one"
         );
-        assert_eq!(accept(&[good.clone(), good.clone()]), Verdict::Accept);
+        assert_eq!(
+            accept(&[good.clone(), good.clone()]),
+            Verdict::Reject,
+            "twice"
+        );
+        assert_eq!(accept(std::slice::from_ref(&good)), Verdict::Accept);
         // Seen before: a late copy is neither checked nor forwarded again.
         assert_eq!(accept(std::slice::from_ref(&good)), Verdict::Ignore);
         // A seen one beside new ones: the new ones decide.
         assert_eq!(accept(&[good.clone(), no_fee]), Verdict::Reject);
         assert_eq!(accept(&[good.clone(), other_good]), Verdict::Accept);
+        // A bad signature after a good new one: rejected, but the good one
+        // is remembered as checked, so a resend costs nothing.
+        let third = transfer(&chain, "tally-devnet", 3);
+        let alice = devnet_key("alice");
+        let forged = Transaction {
+            chain_id: chain.genesis.chain_id.clone(),
+            from: alice.address(),
+            to: devnet_key("bob").address(),
+            amount: 1,
+            fee: 4,
+            nonce: 0,
+        }
+        .sign(&alice, &Hash::digest(b"another genesis"))
+        .encode();
+        assert_eq!(accept(&[third.clone(), forged.clone()]), Verdict::Reject);
+        assert_eq!(accept(&[third]), Verdict::Ignore);
+        assert_eq!(
+            accept(&[forged]),
+            Verdict::Reject,
+            "a bad one is not remembered"
+        );
         assert_eq!(accept(&[]), Verdict::Reject, "empty");
         // A bare transaction is not a gossip message.
         assert_eq!(v.validate(Topic::Transactions, &good), Verdict::Reject);

@@ -168,16 +168,23 @@ fn first_bad_signature(
     }
     let chunk = todo.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = todo
+        // A share whose thread cannot be started is checked right here.
+        let shares: Vec<Result<_, Option<usize>>> = todo
             .chunks(chunk)
-            .map(|part| scope.spawn(move || verify(part)))
+            .map(|part| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || verify(part))
+                    .map_err(|_| verify(part))
+            })
             .collect();
-        handles
+        shares
             .into_iter()
-            // A checker thread cannot panic (verification returns a bool);
-            // if one did, treat its share as unchecked-and-bad at its start.
-            .zip(todo.chunks(chunk))
-            .filter_map(|(h, part)| h.join().unwrap_or(Some(part[0])))
+            .filter_map(|share| match share {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(checked_here) => checked_here,
+            })
             .min()
     })
 }

@@ -253,3 +253,100 @@ fn commit_certificate_rules() {
         Err(CommitError::WrongBlock { .. })
     ));
 }
+
+/// A block of `n` transfers from alice (nonces 0..n), with the header
+/// recomputed after `edit` changes its transactions.
+fn block_of(chain: &ChainContext, n: u64, edit: impl FnOnce(&mut Block)) -> Block {
+    let proposer = devnet_key("validator-0").address();
+    let txs = (0..n).map(|nonce| transfer(chain, nonce)).collect();
+    let mut block = build_block(
+        &state(chain),
+        chain,
+        &chain.genesis_meta(),
+        proposer,
+        chain.genesis.genesis_time_ms + 10,
+        txs,
+    )
+    .unwrap()
+    .block;
+    assert_eq!(block.txs.len() as u64, n);
+    edit(&mut block);
+    let ids: Vec<Hash> = block.txs.iter().map(|t| t.id()).collect();
+    block.header.tx_root = tally_ledger::tx_root(&ids);
+    block
+}
+
+fn failing_index(chain: &ChainContext, block: &Block, sig_check: SigCheck<'_>) -> (usize, TxError) {
+    match execute_block(
+        &state(chain),
+        chain,
+        &chain.genesis_meta(),
+        block,
+        sig_check,
+    ) {
+        Err(BlockError::Tx { index, error, .. }) => (index, error),
+        other => panic!("expected an invalid transaction, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_large_block_reports_the_first_invalid_transaction_as_a_small_one_would() {
+    // 300 signatures to check: spread over the cores, with the same answer.
+    let chain = chain(1);
+    let bad_signature_then_bad_field = block_of(&chain, 300, |b| {
+        b.txs[5].tx.amount += 1; // breaks its signature
+        b.txs[200].tx.fee = 0; // below the minimum fee (and its signature)
+    });
+    assert_eq!(
+        failing_index(&chain, &bad_signature_then_bad_field, SigCheck::Verify),
+        (5, TxError::InvalidSignature)
+    );
+    let bad_field_then_bad_signature = block_of(&chain, 300, |b| {
+        b.txs[5].tx.fee = 0;
+        b.txs[200].tx.amount += 1;
+    });
+    let (index, error) = failing_index(&chain, &bad_field_then_bad_signature, SigCheck::Verify);
+    assert_eq!(index, 5);
+    assert!(matches!(error, TxError::FeeTooLow { .. }), "{error:?}");
+    // Two bad signatures in different shares: the lower one.
+    let two = block_of(&chain, 300, |b| {
+        b.txs[290].tx.amount += 1;
+        b.txs[120].tx.amount += 1;
+    });
+    assert_eq!(
+        failing_index(&chain, &two, SigCheck::Verify),
+        (120, TxError::InvalidSignature)
+    );
+}
+
+#[test]
+fn only_the_listed_verified_ids_skip_their_signature_check() {
+    let chain = chain(1);
+    let block = block_of(&chain, 300, |b| b.txs[7].tx.amount += 1);
+    let bad_id = block.txs[7].id();
+    let good_ids: std::collections::HashSet<Hash> = block
+        .txs
+        .iter()
+        .map(|t| t.id())
+        .filter(|id| *id != bad_id)
+        .collect();
+    // Every other transaction known as checked: the bad one is still caught.
+    assert_eq!(
+        failing_index(&chain, &block, SigCheck::SkipVerified(&good_ids)),
+        (7, TxError::InvalidSignature)
+    );
+    // The same block of good transfers passes with all, some or none known.
+    let good = block_of(&chain, 300, |_| {});
+    let all: std::collections::HashSet<Hash> = good.txs.iter().map(|t| t.id()).collect();
+    let some: std::collections::HashSet<Hash> = all.iter().copied().take(100).collect();
+    for known in [&all, &some, &Default::default()] {
+        execute_block(
+            &state(&chain),
+            &chain,
+            &chain.genesis_meta(),
+            &good,
+            SigCheck::SkipVerified(known),
+        )
+        .unwrap();
+    }
+}

@@ -412,7 +412,7 @@ impl Node {
     /// it; this node does not send it again). The network delivers only
     /// what its validator accepted ([`tally_gossip::LedgerValidator`], which
     /// checks the signature), so the signature is not checked twice.
-    pub fn admit_from_peer(&self, tx: SignedTransaction) -> Result<Hash, SubmitError> {
+    pub(crate) fn admit_from_peer(&self, tx: SignedTransaction) -> Result<Hash, SubmitError> {
         self.admit(tx, SignatureChecked::ByNetwork)
             .map(|(_, id, _)| id)
     }

@@ -157,6 +157,7 @@ pub async fn run(
         node.clone(),
         network.clone(),
         relay_rx,
+        max_message_bytes,
         stop_rx.clone(),
     ));
     let sync = SyncConfig {
@@ -251,36 +252,35 @@ async fn dispatch(
 }
 
 /// Gossips the transactions submitted to this node, as many to a message
-/// as are waiting (up to `MAX_GOSSIP_TXS`): under load one message carries
-/// hundreds, and a lone transaction still leaves at once. A batch that
-/// cannot be published (no peer subscribed yet, e.g. just after connecting)
-/// is tried again every second with those of its transactions still in the
-/// mempool, for up to `RELAY_RETRY_FOR`: a full node's client was told they
-/// were accepted.
+/// as are waiting (up to `MAX_GOSSIP_TXS` and `max_message_bytes`): under
+/// load one message carries hundreds, and a lone transaction still leaves
+/// at once. Transactions that cannot be published (no peer subscribed yet,
+/// e.g. just after connecting) are tried again every second while they are
+/// still in the mempool, for up to `RELAY_RETRY_FOR`: a full node's client
+/// was told they were accepted.
 async fn relay(
     node: Arc<Node>,
     network: tally_gossip::Handle,
     mut txs: mpsc::Receiver<Vec<u8>>,
+    max_message_bytes: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut retry: std::collections::VecDeque<(Vec<u8>, tokio::time::Instant)> =
         std::collections::VecDeque::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let mut batch = Vec::new();
+    let mut received = Vec::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            received = txs.recv_many(&mut batch, tally_ledger::MAX_GOSSIP_TXS) => {
-                if received == 0 {
+            count = txs.recv_many(&mut received, tally_ledger::MAX_GOSSIP_TXS) => {
+                if count == 0 {
                     return;
                 }
-                let message = tally_ledger::encode_tx_batch(&batch);
-                if network.publish(Topic::Transactions, message).await.is_err() {
-                    let until = tokio::time::Instant::now() + RELAY_RETRY_FOR;
-                    let room = RELAY_RETRY_MAX.saturating_sub(retry.len());
-                    retry.extend(batch.drain(..).take(room).map(|tx| (tx, until)));
-                }
-                batch.clear();
+                let until = tokio::time::Instant::now() + RELAY_RETRY_FOR;
+                let unsent = publish_batches(&network, &received, max_message_bytes).await;
+                let room = RELAY_RETRY_MAX.saturating_sub(retry.len());
+                retry.extend(unsent.into_iter().take(room).map(|tx| (tx, until)));
+                received.clear();
             }
             _ = ticker.tick(), if !retry.is_empty() => {
                 let now = tokio::time::Instant::now();
@@ -291,20 +291,45 @@ async fn relay(
                             .and_then(|t| node.tx_status(&t.id(), false).ok())
                             .is_some_and(|s| matches!(s, crate::node::TxStatus::InPool { .. }))
                 });
-                let waiting: Vec<_> = retry.iter().cloned().collect();
-                for chunk in waiting.chunks(tally_ledger::MAX_GOSSIP_TXS) {
-                    let encoded: Vec<Vec<u8>> = chunk.iter().map(|(tx, _)| tx.clone()).collect();
-                    let message = tally_ledger::encode_tx_batch(&encoded);
-                    if let Err(e) = network.publish(Topic::Transactions, message).await {
-                        debug!(error = %e, "transactions not gossiped yet; will retry");
-                        break;
-                    }
-                    // Published: these need no more tries.
-                    retry.drain(..chunk.len());
-                }
+                let waiting: Vec<Vec<u8>> = retry.iter().map(|(tx, _)| tx.clone()).collect();
+                let unsent = publish_batches(&network, &waiting, max_message_bytes).await;
+                let unsent: std::collections::HashSet<Vec<u8>> = unsent.into_iter().collect();
+                retry.retain(|(tx, _)| unsent.contains(tx));
             }
         }
     }
+}
+
+/// Publishes `txs` as gossip messages of at most `MAX_GOSSIP_TXS`
+/// transactions and `max_message_bytes` each; returns those that could not
+/// be published.
+async fn publish_batches(
+    network: &tally_gossip::Handle,
+    txs: &[Vec<u8>],
+    max_message_bytes: usize,
+) -> Vec<Vec<u8>> {
+    let mut unsent = Vec::new();
+    let mut start = 0;
+    while start < txs.len() {
+        // The count prefix, then whole transactions while they fit.
+        let mut end = start;
+        let mut bytes = 4;
+        while end < txs.len()
+            && end - start < tally_ledger::MAX_GOSSIP_TXS
+            && (end == start || bytes + txs[end].len() <= max_message_bytes)
+        {
+            bytes += txs[end].len();
+            end += 1;
+        }
+        let chunk = &txs[start..end];
+        let message = tally_ledger::encode_tx_batch(chunk);
+        if let Err(e) = network.publish(Topic::Transactions, message).await {
+            debug!(error = %e, "transactions not gossiped yet; will retry");
+            unsent.extend_from_slice(chunk);
+        }
+        start = end;
+    }
+    unsent
 }
 
 async fn expire_queued(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
