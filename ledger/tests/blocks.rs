@@ -31,18 +31,7 @@ fn transfer(chain: &ChainContext, nonce: u64) -> tally_ledger::SignedTransaction
 }
 
 fn good_block(chain: &ChainContext) -> Block {
-    let proposer = devnet_key("validator-0").address();
-    let txs = vec![transfer(chain, 0), transfer(chain, 1)];
-    build_block(
-        &state(chain),
-        chain,
-        &chain.genesis_meta(),
-        proposer,
-        chain.genesis.genesis_time_ms + 10,
-        txs,
-    )
-    .unwrap()
-    .block
+    block_of(chain, 2, |_| {})
 }
 
 fn check(chain: &ChainContext, block: &Block) -> Result<(), BlockError> {
