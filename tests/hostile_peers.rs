@@ -53,19 +53,10 @@ fn socket_of(p2p: &str) -> SocketAddr {
     format!("{}:{}", parts[2], parts[4]).parse().unwrap()
 }
 
-/// A process's resident (`VmRSS`) or peak resident (`VmHWM`) memory.
+/// A process's resident (`VmRSS:`) or peak resident (`VmHWM:`) memory.
 fn memory(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|line| line.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kib * 1024
+    tally_node::bench::proc_status_bytes(pid, field)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// Waits until the node's chain has grown by `blocks`.

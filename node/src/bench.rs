@@ -133,11 +133,6 @@ struct Target {
     data_dir: Option<PathBuf>,
 }
 
-/// One signed transfer, ready to send.
-struct Prepared {
-    encoded: Vec<u8>,
-}
-
 /// What happened to each transfer, shared by the submitters and the
 /// tracker. Times are microseconds since the run's start; 0 is "not yet".
 struct Ledger {
@@ -196,8 +191,6 @@ pub struct Report {
     pub mode: &'static str,
     /// Target rate (open loop).
     pub target_rate: Option<u64>,
-    /// Nodes under load.
-    pub nodes_count: usize,
     /// Sender accounts.
     pub accounts: usize,
     /// Transfers per call.
@@ -608,7 +601,7 @@ fn presign(
     chain_id: &tally_ledger::ChainId,
     genesis_hash: &Hash,
     fee: u64,
-) -> Vec<Vec<Prepared>> {
+) -> Vec<Vec<Vec<u8>>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = senders.len().div_ceil(threads);
     // signed[s][n]: sender s's transfer with nonce n.
@@ -647,13 +640,13 @@ fn presign(
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    let mut queues: Vec<Vec<Prepared>> = (0..nodes).map(|_| Vec::new()).collect();
+    let mut queues: Vec<Vec<Vec<u8>>> = (0..nodes).map(|_| Vec::new()).collect();
     let mut signed: Vec<std::vec::IntoIter<Vec<u8>>> =
         signed.into_iter().map(Vec::into_iter).collect();
     for _ in 0..per_sender {
         for (s, txs) in signed.iter_mut().enumerate() {
             if let Some(encoded) = txs.next() {
-                queues[s % nodes].push(Prepared { encoded });
+                queues[s % nodes].push(encoded);
             }
         }
     }
@@ -700,7 +693,7 @@ async fn bench(
     for queue in &queues {
         offsets.push(next);
         for tx in queue {
-            index.insert(Hash::digest(&tx.encoded), next);
+            index.insert(Hash::digest(tx), next);
             next += 1;
         }
     }
@@ -721,9 +714,16 @@ async fn bench(
         recent: Mutex::new(VecDeque::new()),
     });
     let targets = Arc::new(targets);
+    // The validator stopped for --catch-up is another process by the end:
+    // its CPU time is not reported.
+    let lagging = args.catch_up.then(|| targets.len() - 1);
     let cpu_before: Vec<Option<f64>> = targets
         .iter()
-        .map(|t| t.pid.and_then(cpu_seconds))
+        .enumerate()
+        .map(|(i, t)| match Some(i) == lagging {
+            true => None,
+            false => t.pid.and_then(cpu_seconds),
+        })
         .collect();
     let disk_before: Vec<Option<u64>> = targets
         .iter()
@@ -792,9 +792,7 @@ async fn bench(
         .map(|(t, before)| NodeReport {
             name: t.name.clone(),
             rpc_url: t.url.clone(),
-            // (The restarted validator is another process by now.)
             cpu_seconds: match (before, t.pid.and_then(cpu_seconds)) {
-                _ if args.catch_up && t.name == targets[targets.len() - 1].name => None,
                 (Some(b), Some(a)) => Some(round2(a - b)),
                 _ => None,
             },
@@ -810,7 +808,6 @@ async fn bench(
         &disk_before,
         reads,
         (tips_agree, agreed_height),
-        targets.len(),
     );
     report.catch_up = catch_up.map(|(blocks, transfers, seconds)| CatchUp {
         blocks,
@@ -838,7 +835,7 @@ fn rand_run_id() -> u64 {
 async fn submit_all(
     args: &BenchArgs,
     targets: &Arc<Vec<Target>>,
-    queues: Vec<Vec<Prepared>>,
+    queues: Vec<Vec<Vec<u8>>>,
     offsets: &[u32],
     ledger: &Arc<Ledger>,
 ) -> anyhow::Result<()> {
@@ -851,7 +848,7 @@ async fn submit_all(
         let mut first = *offset;
         let mut queue = queue.into_iter().peekable();
         while queue.peek().is_some() {
-            let batch: Vec<Vec<u8>> = queue.by_ref().take(args.batch).map(|p| p.encoded).collect();
+            let batch: Vec<Vec<u8>> = queue.by_ref().take(args.batch).collect();
             let len = batch.len() as u32;
             node_batches.push_back((first, batch));
             first += len;
@@ -1139,7 +1136,6 @@ async fn compare_tips(targets: &[Target]) -> anyhow::Result<(bool, u64)> {
     Ok((hashes.windows(2).all(|w| w[0] == w[1]), lowest))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn summarise(
     args: &BenchArgs,
     ledger: &Ledger,
@@ -1148,7 +1144,6 @@ fn summarise(
     disk_before: &[Option<u64>],
     reads: Option<Reads>,
     (tips_agree, agreed_height): (bool, u64),
-    nodes_count: usize,
 ) -> Report {
     let mut latencies = Vec::new();
     let (mut first_sent, mut last_commit) = (u64::MAX, 0u64);
@@ -1185,7 +1180,6 @@ fn summarise(
         machine: machine(),
         mode: if args.max { "max" } else { "rate" },
         target_rate: (!args.max).then(|| args.rate.unwrap_or(1_000)),
-        nodes_count,
         accounts: args.accounts,
         batch: args.batch,
         duration_s: round2(submit_elapsed.as_secs_f64()),
@@ -1227,7 +1221,7 @@ fn print_report(r: &Report) {
     println!();
     println!(
         "tally bench: {} nodes, {} senders, {} mode{}, {:.1} s of load",
-        r.nodes_count,
+        r.nodes.len(),
         r.accounts,
         r.mode,
         r.target_rate
@@ -1355,8 +1349,9 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// A `/proc/PID/status` memory field in bytes.
-fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+/// A `/proc/PID/status` memory field in bytes (Linux), e.g. `VmRSS:`
+/// (resident now) or `VmHWM:` (peak resident).
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
