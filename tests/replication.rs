@@ -12,11 +12,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{tally, NodeProcess};
+use common::{free_base_port, tally, NodeProcess};
 use tally_client::{BlockId, Client, TxState, WaitMode};
 use tally_ledger::devnet::{DEV_ACCOUNTS, DEV_ACCOUNT_BALANCE};
 use tally_ledger::{devnet_key, Address, ChainContext, Genesis, Hash, Keypair};
@@ -24,30 +23,6 @@ use tokio::time::Instant;
 
 /// Longest any one step may take (catching up, resuming).
 const STEP_DEADLINE: Duration = Duration::from_secs(90);
-
-/// A base port such that the devnet's RPC ports (base + i) and peer ports
-/// (base + 100 + i) are all free right now.
-fn free_base_port(nodes: u16) -> u16 {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        let base = 20_000
-            + ((seed
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(attempt * 7_919))
-                % 30_000) as u16;
-        let ports = (0..nodes).flat_map(|i| [base + i, base + 100 + i]);
-        let bound: Result<Vec<TcpListener>, _> =
-            ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if bound.is_ok() {
-            return base;
-        }
-    }
-    panic!("no free port range found");
-}
 
 struct Devnet {
     homes: HashMap<String, PathBuf>,

@@ -172,6 +172,10 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProposalInfo {
     valid_round: Option<u32>,
+    /// Its signer and signature, to hand the proposal to a peer that
+    /// lacks it.
+    proposer: Address,
+    signature: tally_ledger::Signature,
 }
 
 /// Rules that fire once per round ("for the first time").
@@ -309,6 +313,31 @@ impl Consensus {
             votes.extend(self.votes.votes_for(vr, VoteKind::Prevote, &Some(hash)));
         }
         votes
+    }
+
+    /// The first proposal received in `round` of the current height (the
+    /// one lines 22 and 28 act on), as it was signed.
+    pub fn proposal(&self, round: u32) -> Option<SignedProposal> {
+        let hash = self.first_proposal.get(&round)?;
+        let info = self.proposals.get(&(round, *hash))?;
+        let block = self.blocks.get(hash)?;
+        Some(SignedProposal {
+            core: ProposalCore {
+                chain_id: self.chain_id.clone(),
+                height: self.height,
+                round,
+                valid_round: info.valid_round,
+                block_hash: *hash,
+            },
+            block: block.clone(),
+            proposer: info.proposer,
+            signature: info.signature,
+        })
+    }
+
+    /// The hash of the first proposal received in `round`.
+    pub fn proposal_hash(&self, round: u32) -> Option<Hash> {
+        self.first_proposal.get(&round).copied()
     }
 
     /// Processes one input; returns what to do, in order.
@@ -711,6 +740,8 @@ impl Consensus {
         let (round, hash) = (proposal.core.round, proposal.core.block_hash);
         let info = ProposalInfo {
             valid_round: proposal.core.valid_round,
+            proposer: proposal.proposer,
+            signature: proposal.signature,
         };
         self.proposals.insert((round, hash), info);
         self.first_proposal.entry(round).or_insert(hash);
@@ -794,6 +825,7 @@ impl Consensus {
     fn apply_one_rule(&mut self, out: &mut Vec<Action>) -> bool {
         self.rule_decide(out)
             || self.rule_skip_round(out)
+            || self.rule_nil_round(out)
             || self.rule_prevote(out)
             || self.rule_prevote_timeout(out)
             || self.rule_lock(out)
@@ -883,6 +915,22 @@ impl Consensus {
             }
             None => false,
         }
+    }
+
+    /// Deviation (after line 47): 2f+1 precommits for nil in this round:
+    /// start the next round at once instead of after `timeoutPrecommit`.
+    /// No value can gather 2f+1 precommits in a round where 2f+1 precommit
+    /// nil (the two sets would share more than f signers, so an honest one
+    /// would have precommitted twice), so the wait could only delay the
+    /// next round. With a crashed proposer this saves the precommit timeout
+    /// on every height it would have proposed.
+    fn rule_nil_round(&mut self, out: &mut Vec<Action>) -> bool {
+        let nil = self.votes.power_for(self.round, VoteKind::Precommit, &None);
+        if nil < self.quorum() {
+            return false;
+        }
+        self.start_round(self.round.saturating_add(1), out);
+        true
     }
 
     /// Lines 22-27 (no valid round) and 28-33 (a valid round with 2f+1

@@ -470,6 +470,39 @@ fn line_47_mixed_precommits_schedule_the_precommit_timeout() {
 }
 
 #[test]
+fn after_line_47_2f1_nil_precommits_start_the_next_round_at_once() {
+    let net = Net::new();
+    let mut node = net.started(0);
+    node.handle(timeout(TimeoutKind::Propose, 0));
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(1, 0, VoteKind::Prevote, None),
+            net.vote(2, 0, VoteKind::Prevote, None),
+        ],
+    );
+    assert_eq!(my_votes(&actions), vec![(0, VoteKind::Precommit, None)]);
+    let one = node.handle(net.vote(1, 0, VoteKind::Precommit, None));
+    assert_eq!(node.round(), 0, "two nil precommits are not a quorum");
+    assert!(scheduled(&one, TimeoutKind::Precommit).is_empty());
+    let actions = node.handle(net.vote(2, 0, VoteKind::Precommit, None));
+    assert_eq!(
+        (node.round(), node.step()),
+        (1, Step::Propose),
+        "no value can be decided in round 0: no need to wait for timeoutPrecommit"
+    );
+    assert_eq!(
+        scheduled(&actions, TimeoutKind::Propose),
+        vec![Timeout {
+            kind: TimeoutKind::Propose,
+            height: 1,
+            round: 1
+        }],
+        "round 1 started (line 21)"
+    );
+}
+
+#[test]
 fn line_49_a_proposal_and_2f1_precommits_commit_with_a_certificate() {
     let net = Net::new();
     let a = net.block("a");

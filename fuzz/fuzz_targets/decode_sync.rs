@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tally_gossip::{SyncRequest, SyncResponse, MAX_REQUEST_BYTES};
+use tally_gossip::{SyncRequest, SyncResponse};
 use tally_ledger::decode_strict;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(request) = decode_strict::<SyncRequest>(data, MAX_REQUEST_BYTES) {
+    if let Ok(request) = decode_strict::<SyncRequest>(data, 8 * 1024 * 1024) {
         assert_eq!(borsh::to_vec(&request).ok().as_deref(), Some(data));
     }
     if let Ok(response) = decode_strict::<SyncResponse>(data, 8 * 1024 * 1024) {

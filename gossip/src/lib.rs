@@ -62,8 +62,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 pub use libp2p::{Multiaddr as Address, PeerId as NodeId};
-pub use sync::{SyncCodec, SyncRequest, SyncResponse, SyncServer, MAX_REQUEST_BYTES};
-pub use validator::LedgerValidator;
+pub use sync::{Catchup, SyncCodec, SyncRequest, SyncResponse, SyncServer};
+pub use validator::{is_authentic, LedgerValidator};
 
 /// What a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +104,9 @@ pub struct Config {
     pub max_peers: u32,
     /// Largest gossip message.
     pub max_message_bytes: usize,
+    /// Largest sync request read from a peer (a catch-up request may carry
+    /// a proposal with its block).
+    pub max_sync_request_bytes: usize,
     /// Largest sync response read from a peer.
     pub max_sync_response_bytes: usize,
     /// How long to wait for a sync response.
@@ -132,6 +135,7 @@ impl Default for Config {
             peers: Vec::new(),
             max_peers: 50,
             max_message_bytes: 8 * 1024 * 1024,
+            max_sync_request_bytes: 8 * 1024 * 1024,
             max_sync_response_bytes: 8 * 1024 * 1024,
             sync_request_timeout: Duration::from_secs(10),
             max_messages_per_sec: 20_000,
@@ -223,6 +227,10 @@ const COMMAND_QUEUE: usize = 1_024;
 /// Sync requests being answered at once (until the answer is written);
 /// more are dropped.
 const MAX_SERVING: usize = 16;
+
+/// Sync requests of one peer being answered at once: a node may ask for
+/// blocks, compare tips and exchange catch-up messages at the same time.
+const MAX_SERVING_PER_PEER: usize = 4;
 
 /// Most blocks one sync answer holds.
 pub const MAX_BLOCKS_PER_ANSWER: u32 = 256;
@@ -327,9 +335,14 @@ fn topic_of(genesis_hash: &Hash, topic: Topic) -> IdentTopic {
     IdentTopic::new(format!("/tally/{}/{name}/{version}", genesis_hash.to_hex()))
 }
 
+/// The version of the peer-to-peer protocol. 2: block sync gained the
+/// catch-up exchange (`/sync/2`). A node of another version shares no sync
+/// protocol with this one, so it is dropped when it identifies itself.
+pub const NETWORK_VERSION: u32 = 2;
+
 /// The identify protocol version of the chain with `genesis_hash`.
 fn identify_version(genesis_hash: &Hash) -> String {
-    format!("/tally/1/{}", genesis_hash.to_hex())
+    format!("/tally/{NETWORK_VERSION}/{}", genesis_hash.to_hex())
 }
 
 /// Fails if a TCP listen address's port is taken. libp2p listens with
@@ -442,6 +455,7 @@ pub async fn start(
     }
     let sync = request_response::Behaviour::with_codec(
         SyncCodec {
+            max_request_bytes: config.max_sync_request_bytes,
             max_response_bytes: config.max_sync_response_bytes,
         },
         [(
@@ -742,7 +756,7 @@ impl<V: Validator> Task<V> {
                 if info.protocol_version != ours {
                     let reason = format!(
                         "it is on another chain or version ({}; this node: {ours}): check that \
-                         both use the same genesis.json",
+                         both use the same genesis.json and run the same tally release",
                         info.protocol_version
                     );
                     self.ban(peer_id, &reason);
@@ -833,10 +847,11 @@ impl<V: Validator> Task<V> {
                     rate,
                     Instant::now(),
                 );
-                // One request per peer at a time, and a bounded number in
-                // all, each holding its slot until its answer is written:
+                // A few requests per peer at a time, and a bounded number
+                // in all, each holding its slot until its answer is written:
                 // answers waiting for slow readers are what costs memory.
-                let busy = self.serving.values().any(|p| *p == peer);
+                let busy =
+                    self.serving.values().filter(|p| **p == peer).count() >= MAX_SERVING_PER_PEER;
                 if !allowed || busy || self.serving.len() >= MAX_SERVING {
                     debug!(%peer, "dropping a sync request over the limits");
                     return; // dropping the channel tells the peer
@@ -850,6 +865,21 @@ impl<V: Validator> Task<V> {
                         SyncRequest::Status => server.status(),
                         SyncRequest::Blocks { from, max } => {
                             server.blocks(from, max.min(MAX_BLOCKS_PER_ANSWER), max_bytes)
+                        }
+                        SyncRequest::Decided { height } => server.decided(peer, height),
+                        SyncRequest::Catchup {
+                            height,
+                            round,
+                            proposal,
+                            messages,
+                        } => {
+                            let request = sync::Catchup {
+                                height,
+                                round,
+                                proposal,
+                                messages,
+                            };
+                            server.catchup(peer, request)
                         }
                     };
                     let _ = served.blocking_send((request_id, channel, response));

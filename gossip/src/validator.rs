@@ -51,6 +51,22 @@ impl SeenTxs {
     }
 }
 
+/// Whether `message` is for `chain` and signed by a validator of it (a
+/// proposal: by a validator, over a block that matches its header).
+pub fn is_authentic(chain: &ChainContext, message: &ConsensusMessage) -> bool {
+    let validators = &chain.validators;
+    match message {
+        ConsensusMessage::Vote(v) => {
+            v.vote.chain_id == chain.genesis.chain_id && v.verify(validators, &chain.genesis_hash)
+        }
+        ConsensusMessage::Proposal(p) => {
+            p.core.chain_id == chain.genesis.chain_id
+                && validators.power_of(&p.proposer).is_some()
+                && p.verify(&chain.genesis_hash)
+        }
+    }
+}
+
 /// How far past the tip a consensus message may be and still be useful:
 /// the height being decided, and the next (peers that committed first).
 const HEIGHTS_AHEAD: u64 = 2;
@@ -84,19 +100,7 @@ impl LedgerValidator {
                 return Verdict::Ignore;
             }
         }
-        let (chain, validators) = (&self.chain, &self.chain.validators);
-        let authentic = match &message {
-            ConsensusMessage::Vote(v) => {
-                v.vote.chain_id == chain.genesis.chain_id
-                    && v.verify(validators, &chain.genesis_hash)
-            }
-            ConsensusMessage::Proposal(p) => {
-                p.core.chain_id == chain.genesis.chain_id
-                    && validators.power_of(&p.proposer).is_some()
-                    && p.verify(&chain.genesis_hash)
-            }
-        };
-        if authentic {
+        if is_authentic(&self.chain, &message) {
             Verdict::Accept
         } else {
             Verdict::Reject

@@ -185,6 +185,8 @@ pub struct Node {
     changes: watch::Sender<u64>,
     /// Woken when the mempool has new work for the block producer.
     work: Notify,
+    /// Woken when consensus learns that peers are whole heights ahead.
+    sync_wanted: Notify,
     /// Serialises the commit path.
     commit_lock: Mutex<()>,
     /// Why the node cannot commit right now (storage failure, stopped
@@ -246,6 +248,7 @@ impl Node {
             }),
             changes: watch::channel(0).0,
             work: Notify::new(),
+            sync_wanted: Notify::new(),
             commit_lock: Mutex::new(()),
             failure: Mutex::new(None),
             executed: Mutex::new(HashMap::new()),
@@ -354,6 +357,16 @@ impl Node {
     /// Resolves when new mempool work arrives.
     pub async fn work_arrived(&self) {
         self.work.notified().await
+    }
+
+    /// Asks block sync to compare tips now rather than at its next tick.
+    pub fn want_sync(&self) {
+        self.sync_wanted.notify_one();
+    }
+
+    /// Resolves when block sync should compare tips now.
+    pub async fn sync_wanted(&self) {
+        self.sync_wanted.notified().await
     }
 
     /// Keeps proof that a validator equivocated.

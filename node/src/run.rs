@@ -34,6 +34,13 @@ const PROPOSAL_OVERHEAD_BYTES: usize = 64 * 1024;
 /// Consensus messages and transactions from peers waiting to be handled.
 const INBOUND_QUEUE: usize = 8_192;
 
+/// Peers' catch-up requests waiting for the consensus driver.
+const CATCHUP_QUEUE: usize = 64;
+
+/// Room for one encoded vote in a catch-up request (a vote is about 150
+/// bytes).
+const VOTE_BYTES: usize = 256;
+
 /// How long a transaction that could not be gossiped is retried.
 const RELAY_RETRY_FOR: Duration = Duration::from_secs(60);
 
@@ -102,11 +109,17 @@ pub async fn run(
 
     let params = &node.chain().genesis.params;
     let max_message_bytes = params.max_block_bytes as usize + PROPOSAL_OVERHEAD_BYTES;
+    let (catchup_tx, catchup_rx) = mpsc::channel(CATCHUP_QUEUE);
     let net_config = tally_gossip::Config {
         listen: config.network.listen_address()?,
         peers: config.network.peer_addresses()?,
         max_peers: config.network.max_peers,
         max_message_bytes,
+        // A catch-up request holds a proposal and the votes of two rounds.
+        max_sync_request_bytes: max_message_bytes
+            + crate::consensus_driver::max_catchup_messages(
+                node.chain().validators.validators().len(),
+            ) * VOTE_BYTES,
         // A sync answer holds at least one block of the largest size.
         max_sync_response_bytes: max_message_bytes.max(8 * 1024 * 1024),
         sync_request_timeout: Duration::from_millis(config.network.sync_timeout_ms),
@@ -125,7 +138,10 @@ pub async fn run(
             let tip = node.subscribe_tip();
             move || tip.borrow().height
         }),
-        Arc::new(NodeSyncServer(node.clone())),
+        Arc::new(NodeSyncServer {
+            node: node.clone(),
+            catchup: catchup_tx,
+        }),
     )
     .await
     .with_context(|| {
@@ -188,6 +204,7 @@ pub async fn run(
         Some(ConsensusNet {
             network: network.clone(),
             messages: consensus_rx,
+            catchup: catchup_rx,
         }),
         stop_rx.clone(),
     );

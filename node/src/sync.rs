@@ -15,19 +15,26 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_gossip::{GossipError, Handle, NodeId, SyncRequest, SyncResponse, SyncServer};
+use tally_gossip::{Catchup, GossipError, Handle, NodeId, SyncRequest, SyncResponse, SyncServer};
 use tally_ledger::StoredBlock;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::consensus_driver::{CatchupQuery, FromPeer};
 use crate::node::{CommitFailure, Node};
 
-/// Answers peers' sync requests from the node's store.
-pub struct NodeSyncServer(pub Arc<Node>);
+/// Answers peers' sync requests from the node's store, and their catch-up
+/// requests from the store or the consensus driver.
+pub struct NodeSyncServer {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Where catch-up requests and peers' decisions go.
+    pub catchup: mpsc::Sender<FromPeer>,
+}
 
 impl SyncServer for NodeSyncServer {
     fn status(&self) -> Option<SyncResponse> {
-        let tip = self.0.tip().ok()?;
+        let tip = self.node.tip().ok()?;
         Some(SyncResponse::Status {
             height: tip.height,
             hash: tip.hash,
@@ -40,7 +47,7 @@ impl SyncServer for NodeSyncServer {
         for height in from.max(1)..from.max(1).saturating_add(u64::from(max)) {
             // A storage error is not "no such block": answer nothing rather
             // than an empty list the peer would take for a lie.
-            let Some(stored) = self.0.store().block(height).ok()? else {
+            let Some(stored) = self.node.store().block(height).ok()? else {
                 break;
             };
             // The encoded size, counted without encoding (the codec encodes
@@ -53,6 +60,37 @@ impl SyncServer for NodeSyncServer {
             blocks.push(stored);
         }
         Some(SyncResponse::Blocks(blocks))
+    }
+
+    /// A peer that asks about a height this node has committed is behind:
+    /// it gets the decided block with its certificate. Otherwise the
+    /// consensus driver counts the peer's messages and answers with its
+    /// own (this runs off the network task, so waiting for it is fine).
+    fn catchup(&self, from: NodeId, request: Catchup) -> Option<SyncResponse> {
+        let tip = self.node.tip().ok()?;
+        if request.height <= tip.height {
+            let stored = self.node.store().block(request.height.max(1)).ok()??;
+            return Some(SyncResponse::Blocks(vec![stored]));
+        }
+        let (reply, answer) = oneshot::channel();
+        let query = CatchupQuery {
+            from,
+            request,
+            reply,
+        };
+        self.catchup.try_send(FromPeer::Catchup(query)).ok()?;
+        answer.blocking_recv().ok().map(SyncResponse::Messages)
+    }
+
+    /// A peer committed `height`: the driver hears of it if this node has
+    /// not, and the peer gets this node's tip.
+    fn decided(&self, from: NodeId, height: u64) -> Option<SyncResponse> {
+        let tip = self.node.tip().ok()?;
+        if height > tip.height {
+            // A full queue only delays the catch-up to the next check.
+            let _ = self.catchup.try_send(FromPeer::Decided { from, height });
+        }
+        self.status()
     }
 }
 
@@ -83,6 +121,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = ticker.tick() => {}
+            _ = node.sync_wanted() => {}
         }
         // Every await of a round may wait for peers: stop promptly.
         let round = sync_round(&node, &network, &config, &mut last_height);
@@ -119,7 +158,8 @@ async fn sync_round(
         });
     }
     // Answers as they come, for a bounded time: a silent peer must not
-    // hold up every round.
+    // hold up every round, nor need the others wait once one is known to be
+    // whole heights ahead.
     let mut ahead = Vec::new();
     let deadline = tokio::time::Instant::now() + STATUS_DEADLINE;
     while let Ok(Some(Ok((peer, answer)))) =
@@ -128,10 +168,18 @@ async fn sync_round(
         match answer {
             Ok(SyncResponse::Status { height, .. }) if height > tip.height => {
                 ahead.push((peer, height));
+                if height >= tip.height + 2 {
+                    break;
+                }
             }
             Ok(SyncResponse::Status { .. }) => {}
-            Ok(SyncResponse::Blocks(_)) => {
-                ban(network, peer, "answered a status request with blocks").await;
+            Ok(SyncResponse::Blocks(_) | SyncResponse::Messages(_)) => {
+                ban(
+                    network,
+                    peer,
+                    "answered a status request with something else",
+                )
+                .await;
             }
             Err(GossipError::BadResponse(e)) => {
                 ban(
@@ -176,8 +224,13 @@ async fn fetch(node: &Arc<Node>, network: &Handle, config: &SyncConfig, ahead: V
         };
         let blocks = match network.request(peer, request).await {
             Ok(SyncResponse::Blocks(blocks)) => blocks,
-            Ok(SyncResponse::Status { .. }) => {
-                ban(network, peer, "answered a block request with a status").await;
+            Ok(SyncResponse::Status { .. } | SyncResponse::Messages(_)) => {
+                ban(
+                    network,
+                    peer,
+                    "answered a block request with something else",
+                )
+                .await;
                 continue;
             }
             Err(GossipError::BadResponse(e)) => {

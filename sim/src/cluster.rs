@@ -44,14 +44,63 @@ const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 const CLIENTS: usize = 8;
 /// Own messages kept for rebroadcast (as in the node).
 const MAX_OWN_MESSAGES: usize = 16;
+/// How long gossip remembers a message's bytes as seen (gossipsub's
+/// duplicate cache, as the node configures it).
+const DUPLICATE_WINDOW_MS: u64 = 1_000;
+/// Gossip drops a message that waited longer than this to be written to a
+/// peer that does not read (gossipsub's publish queue duration).
+const GOSSIP_QUEUE_MS: u64 = 5_000;
 
 /// What travels between nodes.
 #[derive(Debug, Clone)]
 enum Msg {
+    /// Gossip: suppressed as a duplicate wherever its bytes were seen.
     Consensus(Vec<u8>),
+    /// Gossip, like consensus messages.
     Tx(Vec<u8>),
-    SyncRequest { from: u64 },
+    SyncRequest {
+        from: u64,
+    },
     SyncBlocks(Vec<u8>),
+    /// Messages sent point to point (the catch-up exchange): no duplicate
+    /// suppression.
+    Direct(Vec<u8>),
+}
+
+impl Msg {
+    fn is_gossip(&self) -> bool {
+        matches!(self, Msg::Consensus(_) | Msg::Tx(_))
+    }
+}
+
+/// Gossipsub's duplicate cache: ids of bytes seen, each for
+/// [`DUPLICATE_WINDOW_MS`] — but, as in gossipsub 0.49, expired ids are
+/// only forgotten when a new one is inserted, so on a quiet network the
+/// same bytes stay refused however long ago they were seen.
+#[derive(Default)]
+struct SeenCache {
+    order: VecDeque<(Hash, u64)>,
+    ids: BTreeSet<Hash>,
+}
+
+impl SeenCache {
+    /// Records `bytes` as seen at `now`; false if they were already.
+    fn insert(&mut self, bytes: &[u8], now: u64) -> bool {
+        let id = Hash::digest(bytes);
+        if self.ids.contains(&id) {
+            return false;
+        }
+        while let Some((old, at)) = self.order.front().copied() {
+            if at + DUPLICATE_WINDOW_MS > now {
+                break;
+            }
+            self.order.pop_front();
+            self.ids.remove(&old);
+        }
+        self.ids.insert(id);
+        self.order.push_back((id, now));
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +109,7 @@ enum Event {
         to: usize,
         from: usize,
         msg: Msg,
+        sent_at: u64,
     },
     Timer {
         node: usize,
@@ -130,10 +180,13 @@ struct Node {
     crash_pending: bool,
     build: Option<(u64, u32)>,
     own: VecDeque<ConsensusMessage>,
-    height_at_tick: u64,
     ticks: u64,
     /// Votes this process counted, for the evidence check.
     seen: BTreeMap<VoteSlot, SignedVote>,
+    /// Its gossip's duplicate cache.
+    gossip_seen: SeenCache,
+    /// Consensus position at the last tick.
+    position: (u64, u32, Step),
     /// Equivocations it reported.
     reported: BTreeSet<VoteSlot>,
 }
@@ -232,9 +285,10 @@ impl Sim {
                     crash_pending: false,
                     build: None,
                     own: VecDeque::new(),
-                    height_at_tick: 0,
                     ticks: 0,
                     seen: BTreeMap::new(),
+                    gossip_seen: SeenCache::default(),
+                    position: (0, 0, Step::Propose),
                     reported: BTreeSet::new(),
                 }
             })
@@ -326,9 +380,9 @@ impl Sim {
         self.digest.update(&s.at.to_le_bytes());
         self.digest.update(&s.seq.to_le_bytes());
         let (kind, a, b): (u8, usize, usize) = match &s.event {
-            Event::Deliver { to, from, msg } => {
+            Event::Deliver { to, from, msg, .. } => {
                 let bytes: &[u8] = match msg {
-                    Msg::Consensus(b) | Msg::Tx(b) | Msg::SyncBlocks(b) => b,
+                    Msg::Consensus(b) | Msg::Tx(b) | Msg::SyncBlocks(b) | Msg::Direct(b) => b,
                     Msg::SyncRequest { .. } => &[],
                 };
                 self.digest.update(blake3::hash(bytes).as_bytes());
@@ -390,7 +444,18 @@ impl Sim {
             }
         }
         match event {
-            Event::Deliver { to, from, msg } => {
+            Event::Deliver {
+                to,
+                from,
+                msg,
+                sent_at,
+            } => {
+                // Gossip that waited too long for a peer that did not read
+                // (paused) was dropped by the sender's queue.
+                if msg.is_gossip() && self.now > sent_at + GOSSIP_QUEUE_MS {
+                    self.stats.dropped += 1;
+                    return;
+                }
                 if self.nodes[to].up {
                     self.stats.delivered += 1;
                     self.receive(to, from, msg);
@@ -718,10 +783,16 @@ impl Sim {
         }
     }
 
+    /// Gossips `message` (to `to` only, for a liar): refused, as gossipsub
+    /// refuses it, if the sender's gossip has seen those bytes.
     fn send_consensus(&mut self, from: usize, to: Option<&[usize]>, message: &ConsensusMessage) {
         let Ok(bytes) = borsh::to_vec(message) else {
             return;
         };
+        if !self.nodes[from].gossip_seen.insert(&bytes, self.now) {
+            self.stats.refused_republish += 1;
+            return;
+        }
         match to {
             Some(targets) => {
                 for &t in targets {
@@ -755,18 +826,26 @@ impl Sim {
         };
         for _ in 0..copies {
             let delay = self.profile.delay_ms + self.rng.gen_range(0..=self.profile.jitter_ms);
+            let sent_at = self.now;
             self.schedule(
                 delay,
                 Event::Deliver {
                     to,
                     from,
                     msg: msg.clone(),
+                    sent_at,
                 },
             );
         }
     }
 
     fn receive(&mut self, i: usize, from: usize, msg: Msg) {
+        if let Msg::Consensus(bytes) | Msg::Tx(bytes) = &msg {
+            if !self.nodes[i].gossip_seen.insert(bytes, self.now) {
+                self.stats.duplicates += 1;
+                return;
+            }
+        }
         match msg {
             Msg::Consensus(bytes) => {
                 let Ok(message) = decode_strict::<ConsensusMessage>(&bytes, MAX_MESSAGE_BYTES)
@@ -774,19 +853,17 @@ impl Sim {
                     self.stats.undecodable += 1;
                     return;
                 };
-                let expect = match &message {
-                    ConsensusMessage::Vote(v) if self.honest(i) => self.track_vote(i, v),
-                    _ => None,
+                self.receive_consensus(i, message);
+            }
+            Msg::Direct(bytes) => {
+                let Ok(messages) =
+                    decode_strict::<Vec<ConsensusMessage>>(&bytes, MAX_MESSAGE_BYTES)
+                else {
+                    self.stats.undecodable += 1;
+                    return;
                 };
-                self.feed(i, Input::Message(message));
-                if let Some(slot) = expect {
-                    if self.nodes[i].up && !self.nodes[i].reported.contains(&slot) {
-                        self.checker.violate(format!(
-                            "node {i} counted two different votes of {} at height {} round {} \
-                             ({:?}) and recorded no evidence",
-                            slot.0, slot.1, slot.2, slot.3
-                        ));
-                    }
+                for message in messages {
+                    self.receive_consensus(i, message);
                 }
             }
             Msg::Tx(bytes) => {
@@ -794,6 +871,26 @@ impl Sim {
             }
             Msg::SyncRequest { from: height } => self.serve_sync(i, from, height),
             Msg::SyncBlocks(bytes) => self.apply_sync(i, &bytes),
+        }
+    }
+
+    fn receive_consensus(&mut self, i: usize, message: ConsensusMessage) {
+        if !self.nodes[i].up {
+            return;
+        }
+        let expect = match &message {
+            ConsensusMessage::Vote(v) if self.honest(i) => self.track_vote(i, v),
+            _ => None,
+        };
+        self.feed(i, Input::Message(message));
+        if let Some(slot) = expect {
+            if self.nodes[i].up && !self.nodes[i].reported.contains(&slot) {
+                self.checker.violate(format!(
+                    "node {i} counted two different votes of {} at height {} round {} \
+                     ({:?}) and recorded no evidence",
+                    slot.0, slot.1, slot.2, slot.3
+                ));
+            }
         }
     }
 
@@ -852,7 +949,9 @@ impl Sim {
             .map_err(|e| e.to_string())?;
         if from_client {
             self.stats.admitted += 1;
-            self.send_all(i, Msg::Tx(bytes.to_vec()));
+            if self.nodes[i].gossip_seen.insert(bytes, self.now) {
+                self.send_all(i, Msg::Tx(bytes.to_vec()));
+            }
         }
         if self.nodes[i].build.is_some() {
             if let Some(input) = self.build(i) {
@@ -863,33 +962,37 @@ impl Sim {
     }
 
     fn tick(&mut self, i: usize) {
-        // Rebroadcast every other tick (2 s, as the node does).
+        // Stuck since the last tick (1 s, as the node's check): send the
+        // height's votes and the round's proposal to every peer directly,
+        // as the node's catch-up exchange does (gossip would refuse the
+        // same bytes again).
         self.nodes[i].ticks += 1;
-        let height = self.nodes[i].machine.height();
-        let rebroadcast = self.nodes[i].ticks.is_multiple_of(2);
-        let stuck = rebroadcast && height == self.nodes[i].height_at_tick;
-        if rebroadcast {
-            self.nodes[i].height_at_tick = height;
-        }
+        let m = &self.nodes[i].machine;
+        let position = (m.height(), m.round(), m.step());
+        let stuck = position == self.nodes[i].position;
+        self.nodes[i].position = position;
         if stuck {
-            let since = self.nodes[i].machine.round().saturating_sub(1);
+            let (height, round, _) = position;
             let node = &self.nodes[i];
-            let relayed = node.machine.votes_to_relay();
-            let again: Vec<ConsensusMessage> = node
-                .own
-                .iter()
-                .filter(|m| {
-                    let round = match m {
-                        ConsensusMessage::Vote(v) => v.vote.round,
-                        ConsensusMessage::Proposal(p) => p.core.round,
-                    };
-                    m.height() == height && round >= since
-                })
+            let since = round.saturating_sub(1);
+            let own = node.own.iter().filter(|m| match m {
+                ConsensusMessage::Vote(v) => v.vote.height == height && v.vote.round >= since,
+                ConsensusMessage::Proposal(_) => false,
+            });
+            let mut again: Vec<ConsensusMessage> = own
                 .cloned()
-                .chain(relayed.into_iter().map(ConsensusMessage::Vote))
+                .chain(
+                    node.machine
+                        .votes_to_relay()
+                        .into_iter()
+                        .map(ConsensusMessage::Vote),
+                )
                 .collect();
-            for message in &again {
-                self.send_consensus(i, None, message);
+            if let Some(proposal) = node.machine.proposal(round) {
+                again.push(ConsensusMessage::Proposal(Box::new(proposal)));
+            }
+            if let Ok(bytes) = borsh::to_vec(&again) {
+                self.send_all(i, Msg::Direct(bytes));
             }
         }
         let n = self.nodes.len();
@@ -994,7 +1097,11 @@ impl Sim {
             }
             _ => {
                 let i = self.rng.gen_range(0..n);
-                let ms = self.rng.gen_range(100..=4_000);
+                let ms = match self.rng.gen_bool(0.2) {
+                    // Long enough for gossip to give up on the paused peer.
+                    true => self.rng.gen_range(4_000..=10_000),
+                    false => self.rng.gen_range(100..=4_000),
+                };
                 self.nodes[i].paused_until = self.now + ms;
                 self.stats.pauses += 1;
                 self.log(format!("node {i} paused for {ms} ms"));
@@ -1084,6 +1191,7 @@ impl Sim {
         node.build = None;
         node.own.clear();
         node.seen.clear();
+        node.gossip_seen = SeenCache::default();
         node.reported.clear();
         let epoch = node.epoch;
         let tip = self.tip(i).height;

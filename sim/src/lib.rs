@@ -94,8 +94,13 @@ impl Options {
 pub struct Stats {
     /// Messages delivered.
     pub delivered: u64,
-    /// Messages lost (drops and partitions).
+    /// Messages lost (drops, partitions, and gossip that waited too long
+    /// for a paused peer).
     pub dropped: u64,
+    /// Gossip messages a node had seen already (suppressed).
+    pub duplicates: u64,
+    /// Publishes gossip refused because the sender had seen the bytes.
+    pub refused_republish: u64,
     /// Messages that did not decode (garbage).
     pub undecodable: u64,
     /// Crashes.

@@ -11,9 +11,13 @@ use std::time::Duration;
 
 use tally_client::Client;
 
-/// The `tally` binary under test.
+/// The `tally` binary under test: the one cargo built, or `TALLY_TEST_BIN`
+/// (to run a test against another build, e.g. a release or an older one).
 pub fn tally_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tally"))
+    match std::env::var_os("TALLY_TEST_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_tally")),
+    }
 }
 
 /// Runs `tally ARGS` to completion; returns (success, stdout, stderr).
@@ -47,12 +51,22 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `tally ARGS` (which must print "RPC listening on URL").
+    ///
+    /// With `TALLY_TEST_LOG` set (a `TALLY_LOG` filter), the node logs at
+    /// that level to `HOME.log` instead of the test's stderr.
     pub fn start(args: &[&str], home: &Path) -> NodeProcess {
+        let (filter, stderr) = match std::env::var("TALLY_TEST_LOG") {
+            Ok(filter) => {
+                let log = std::fs::File::create(home.with_extension("log")).expect("log file");
+                (filter, Stdio::from(log))
+            }
+            Err(_) => ("warn,libp2p_kad=error".to_owned(), Stdio::inherit()),
+        };
         let mut child = Command::new(tally_bin())
             .args(args)
-            .env("TALLY_LOG", "warn,libp2p_kad=error")
+            .env("TALLY_LOG", filter)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn tally");
         let stdout = child.stdout.take().expect("stdout");
@@ -225,4 +239,50 @@ pub fn init_dev_home_with_key(home: &Path, key: &str) {
         key,
     ]);
     assert!(ok, "init failed: {err}");
+}
+
+/// A base port such that a devnet's RPC ports (base + i) and peer ports
+/// (base + 100 + i) are all free right now.
+pub fn free_base_port(nodes: u16) -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base = 20_000
+            + ((seed
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(attempt * 7_919))
+                % 30_000) as u16;
+        let ports = (0..nodes).flat_map(|i| [base + i, base + 100 + i]);
+        let bound: Result<Vec<std::net::TcpListener>, _> = ports
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if bound.is_ok() {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+/// Longest a node may take to reach a height it is told about.
+pub const STEP_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Waits until the node's committed height reaches `height`.
+pub async fn wait_height(client: &Client, height: u64) {
+    let deadline = tokio::time::Instant::now() + STEP_DEADLINE;
+    loop {
+        if let Ok(status) = client.status().await {
+            if status.height >= height {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} did not reach height {height} within {STEP_DEADLINE:?}",
+            client.url()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
