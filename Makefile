@@ -9,11 +9,11 @@ VALIDATORS ?= 4
 
 ## Start a local network of 4 validators (RPC on http://127.0.0.1:7700-7703); Ctrl-C stops it.
 devnet: deps
-	$(CARGO) run --quiet -p tally-node --bin tally -- devnet --validators $(VALIDATORS) --dir $(DEVNET_DIR)
+	$(CARGO) run --quiet -p tally-cli --bin tally -- devnet --validators $(VALIDATORS) --dir $(DEVNET_DIR)
 
 ## Start a single-validator dev chain (RPC on http://127.0.0.1:7700).
 dev: deps
-	$(CARGO) run --quiet -p tally-node --bin tally -- dev --home $(DEV_HOME) --rpc-addr $(DEV_RPC)
+	$(CARGO) run --quiet -p tally-cli --bin tally -- dev --home $(DEV_HOME) --rpc-addr $(DEV_RPC)
 
 ## Everything CI checks: formatting, clippy with warnings as errors, all tests.
 test: deps
@@ -34,7 +34,7 @@ deps:
 	@./scripts/install-deps.sh
 
 build: deps
-	$(CARGO) build -p tally-node --bin tally
+	$(CARGO) build -p tally-cli --bin tally
 
 fmt:
 	$(CARGO) fmt --all

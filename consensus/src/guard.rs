@@ -40,6 +40,24 @@ pub struct SignState {
     /// precommit sends this prevote again too: peers that lost it may need
     /// it to complete the round.
     pub prevote: Option<Option<Hash>>,
+    /// The last precommit signed in this height, in this or an earlier
+    /// round (its round and value). A validator restarted in a later round
+    /// sends it again too: a peer still in that round may wait for exactly
+    /// this precommit to reach 2f+1 and time the round out.
+    pub precommit: Option<(u32, Option<Hash>)>,
+}
+
+/// The signing record as builds before the `precommit` field wrote it.
+#[derive(BorshDeserialize)]
+struct SignStateV1 {
+    height: u64,
+    round: u32,
+    step: SignStep,
+    block_hash: Option<Hash>,
+    valid_round: Option<u32>,
+    locked: Option<(u32, Hash)>,
+    valid: Option<(u32, Hash)>,
+    prevote: Option<Option<Hash>>,
 }
 
 /// The signing record as builds before the `prevote` field wrote it.
@@ -56,23 +74,40 @@ struct SignStateV0 {
 
 impl SignState {
     /// Decodes a record strictly, also one written by a build before the
-    /// `prevote` field (read as "no prevote recorded", which only means
-    /// the prevote is not sent again after a restart). The two layouts
-    /// cannot be confused: strict decoding refuses missing and trailing
-    /// bytes.
+    /// `precommit` or the `prevote` field (read as "not recorded", which
+    /// only means that message is not sent again after a restart). The
+    /// layouts cannot be confused: strict decoding refuses missing and
+    /// trailing bytes.
     pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<SignState, DecodeError> {
-        decode_strict::<SignState>(bytes, max_bytes).or_else(|e| {
-            let old = decode_strict::<SignStateV0>(bytes, max_bytes).map_err(|_| e)?;
-            Ok(SignState {
-                height: old.height,
-                round: old.round,
-                step: old.step,
-                block_hash: old.block_hash,
-                valid_round: old.valid_round,
-                locked: old.locked,
-                valid: old.valid,
-                prevote: None,
-            })
+        let current = decode_strict::<SignState>(bytes, max_bytes);
+        let error = match current {
+            Ok(record) => return Ok(record),
+            Err(e) => e,
+        };
+        if let Ok(v1) = decode_strict::<SignStateV1>(bytes, max_bytes) {
+            return Ok(SignState {
+                height: v1.height,
+                round: v1.round,
+                step: v1.step,
+                block_hash: v1.block_hash,
+                valid_round: v1.valid_round,
+                locked: v1.locked,
+                valid: v1.valid,
+                prevote: v1.prevote,
+                precommit: None,
+            });
+        }
+        let v0 = decode_strict::<SignStateV0>(bytes, max_bytes).map_err(|_| error)?;
+        Ok(SignState {
+            height: v0.height,
+            round: v0.round,
+            step: v0.step,
+            block_hash: v0.block_hash,
+            valid_round: v0.valid_round,
+            locked: v0.locked,
+            valid: v0.valid,
+            prevote: None,
+            precommit: None,
         })
     }
 }
@@ -152,14 +187,18 @@ mod tests {
             locked: None,
             valid: None,
             prevote: None,
+            precommit: None,
         }
     }
 
     #[test]
-    fn a_record_written_before_the_prevote_field_still_loads() {
+    fn a_record_written_before_the_prevote_or_precommit_field_still_loads() {
         let r = record();
-        let mut old = borsh::to_vec(&r).unwrap_or_default();
-        old.pop(); // the new trailing field (None)
+        let mut v1 = borsh::to_vec(&r).unwrap_or_default();
+        v1.pop(); // the newest trailing field (None)
+        assert_eq!(SignState::decode(&v1, 4096), Ok(r.clone()));
+        let mut old = v1.clone();
+        old.pop(); // the prevote field (None)
         assert_eq!(SignState::decode(&old, 4096), Ok(r.clone()));
         let new = borsh::to_vec(&r).unwrap_or_default();
         assert_eq!(SignState::decode(&new, 4096), Ok(r));

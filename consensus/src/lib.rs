@@ -33,11 +33,17 @@
 //! - Checking blocks: the shell's `valid(v)` decides what a valid block is.
 
 mod guard;
+mod intake;
 mod machine;
 mod proposer;
+mod recovery;
+mod rules;
+mod signing;
+mod types;
 mod votes;
 
 pub use guard::{SignConflict, SignState, SignStep, ValidBlockRecord};
-pub use machine::{Action, Config, Consensus, Input, Step, Timeout, TimeoutKind};
+pub use machine::Consensus;
 pub use proposer::proposer;
+pub use types::{Action, Config, Input, Step, Timeout, TimeoutKind};
 pub use votes::{RoundVotes, VoteBook, VoteOutcome, MAX_VALUES_PER_VALIDATOR};

@@ -2,9 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tally_ledger::{
-    Address, CommitSignature, DuplicateVoteEvidence, Hash, SignedVote, Vote, VoteKind,
-};
+use tally_ledger::{Address, DuplicateVoteEvidence, Hash, SignedVote, Verified, Vote, VoteKind};
 
 /// Most different values one validator is counted for in one round and
 /// kind. An honest validator signs one; an equivocating one counts for each
@@ -17,9 +15,9 @@ pub const MAX_VALUES_PER_VALIDATOR: usize = 4;
 #[derive(Debug, Default, Clone)]
 pub struct RoundVotes {
     /// Each validator's first vote: the total counts these.
-    first: BTreeMap<Address, SignedVote>,
+    first: BTreeMap<Address, Verified<SignedVote>>,
     /// Every counted vote, by value.
-    by_value: BTreeMap<Option<Hash>, BTreeMap<Address, SignedVote>>,
+    by_value: BTreeMap<Option<Hash>, BTreeMap<Address, Verified<SignedVote>>>,
     power_by_value: BTreeMap<Option<Hash>, u64>,
     /// Values each validator is counted for.
     values_of: BTreeMap<Address, usize>,
@@ -47,7 +45,7 @@ impl RoundVotes {
 
     /// Counts `vote` for its value; false if it already is, or the
     /// validator is counted for as many values as allowed.
-    fn count(&mut self, vote: SignedVote, power: u64) -> bool {
+    fn count(&mut self, vote: Verified<SignedVote>, power: u64) -> bool {
         let (validator, value) = (vote.validator, vote.vote.block_hash);
         let counted = self.values_of.get(&validator).copied().unwrap_or(0);
         let known = self
@@ -139,8 +137,8 @@ impl VoteBook {
         self.senders.keys().copied()
     }
 
-    /// Adds a vote already checked to be signed by a validator with `power`.
-    pub fn add(&mut self, vote: SignedVote, power: u64) -> VoteOutcome {
+    /// Adds a verified vote of a validator with `power`.
+    pub fn add(&mut self, vote: Verified<SignedVote>, power: u64) -> VoteOutcome {
         let (round, kind, validator) = (vote.vote.round, vote.vote.kind, vote.validator);
         self.note_sender(round, validator, power);
         let votes = self.rounds(kind).entry(round).or_default();
@@ -159,8 +157,8 @@ impl VoteBook {
             return VoteOutcome::Ignored;
         }
         VoteOutcome::Equivocation(Box::new(DuplicateVoteEvidence {
-            first,
-            second: vote,
+            first: first.into_inner(),
+            second: vote.into_inner(),
         }))
     }
 
@@ -175,7 +173,7 @@ impl VoteBook {
 
     /// Each validator's first vote in `round`, both kinds (not the
     /// further votes of equivocators).
-    pub fn first_votes_in(&self, round: u32) -> Vec<SignedVote> {
+    pub fn first_votes_in(&self, round: u32) -> Vec<Verified<SignedVote>> {
         [VoteKind::Prevote, VoteKind::Precommit]
             .into_iter()
             .filter_map(|kind| self.round(round, kind))
@@ -185,32 +183,15 @@ impl VoteBook {
     }
 
     /// The votes of `kind` in `round` for `value`, in address order.
-    pub fn votes_for(&self, round: u32, kind: VoteKind, value: &Option<Hash>) -> Vec<SignedVote> {
-        self.round(round, kind)
-            .and_then(|r| r.by_value.get(value))
-            .map(|signers| signers.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The signatures of the votes of `kind` in `round` for `value`, in
-    /// address order: a commit certificate when `kind` is precommit.
-    pub fn signatures_for(
+    pub fn votes_for(
         &self,
         round: u32,
         kind: VoteKind,
         value: &Option<Hash>,
-    ) -> Vec<CommitSignature> {
+    ) -> Vec<Verified<SignedVote>> {
         self.round(round, kind)
             .and_then(|r| r.by_value.get(value))
-            .map(|signers| {
-                signers
-                    .values()
-                    .map(|v| CommitSignature {
-                        validator: v.validator,
-                        signature: v.signature,
-                    })
-                    .collect()
-            })
+            .map(|signers| signers.values().cloned().collect())
             .unwrap_or_default()
     }
 }

@@ -10,7 +10,7 @@ use tally_consensus::{
 use tally_ledger::devnet::devnet_genesis;
 use tally_ledger::{
     devnet_key, Block, ChainContext, ConsensusMessage, Hash, Header, Keypair, ProposalCore,
-    SignedProposal, SignedVote, Vote, VoteKind, BLOCK_VERSION,
+    SignedProposal, SignedVote, Verified, Vote, VoteKind, BLOCK_VERSION,
 };
 
 struct Net {
@@ -71,6 +71,17 @@ impl Net {
     }
 
     fn proposal(&self, round: u32, block: &Block, valid_round: Option<u32>) -> Input {
+        let p = self.signed_proposal(round, block, valid_round);
+        self.message(ConsensusMessage::Proposal(Box::new(p)))
+    }
+
+    /// The proposal of `round`'s proposer, signed but not verified.
+    fn signed_proposal(
+        &self,
+        round: u32,
+        block: &Block,
+        valid_round: Option<u32>,
+    ) -> SignedProposal {
         let proposer = (1 + round as usize) % 4;
         let core = ProposalCore {
             chain_id: self.chain.genesis.chain_id.clone(),
@@ -79,13 +90,21 @@ impl Net {
             valid_round,
             block_hash: block.hash(),
         };
-        let p = SignedProposal::sign(
+        SignedProposal::sign(
             core,
             block.clone(),
             &self.key(proposer),
             &self.chain.genesis_hash,
-        );
-        Input::Message(ConsensusMessage::Proposal(Box::new(p)))
+        )
+    }
+
+    /// A message as the host's network edge hands it over: verified.
+    fn message(&self, message: ConsensusMessage) -> Input {
+        Input::Message(self.verified(message))
+    }
+
+    fn verified(&self, message: ConsensusMessage) -> Verified<ConsensusMessage> {
+        Verified::<ConsensusMessage>::check(message, &self.chain.signers()).unwrap()
     }
 
     fn signed_vote(
@@ -106,7 +125,7 @@ impl Net {
     }
 
     fn vote(&self, who: usize, round: u32, kind: VoteKind, value: Option<&Block>) -> Input {
-        Input::Message(ConsensusMessage::Vote(
+        self.message(ConsensusMessage::Vote(
             self.signed_vote(who, round, kind, value),
         ))
     }
@@ -290,7 +309,7 @@ fn line_22_a_proposal_from_the_wrong_proposer_is_ignored() {
         block_hash: a.hash(),
     };
     let p = SignedProposal::sign(core, a.clone(), &net.key(2), &net.chain.genesis_hash);
-    let actions = node.handle(Input::Message(ConsensusMessage::Proposal(Box::new(p))));
+    let actions = node.handle(net.message(ConsensusMessage::Proposal(Box::new(p))));
     assert!(actions.is_empty(), "{actions:?}");
 }
 
@@ -611,11 +630,14 @@ fn an_equivocating_validator_is_caught_with_both_signed_votes() {
     );
 }
 
+/// The state machine takes only `Verified` messages, and a message from an
+/// outsider, with a forged signature, or signed over another genesis cannot
+/// be made into one: it cannot reach the state machine at all.
 #[test]
-fn votes_from_outsiders_or_with_bad_signatures_are_ignored() {
+fn votes_from_outsiders_or_with_bad_signatures_cannot_reach_the_machine() {
     let net = Net::new();
     let a = net.block("a");
-    let mut node = net.started(0);
+    let signers = net.chain.signers();
     let vote = Vote {
         chain_id: net.chain.genesis.chain_id.clone(),
         height: 1,
@@ -628,13 +650,28 @@ fn votes_from_outsiders_or_with_bad_signatures_are_ignored() {
         &devnet_key("mallory"),
         &net.chain.genesis_hash,
     );
-    node.handle(Input::Message(ConsensusMessage::Vote(outsider)));
     let mut forged = net.signed_vote(1, 0, VoteKind::Prevote, Some(&a));
     forged.validator = net.key(2).address();
-    node.handle(Input::Message(ConsensusMessage::Vote(forged)));
-    let other_chain = SignedVote::sign(vote, &net.key(3), &Hash::digest(b"another genesis"));
-    node.handle(Input::Message(ConsensusMessage::Vote(other_chain)));
-    assert_eq!(node.votes().total(0, VoteKind::Prevote), 0);
+    let other_genesis =
+        SignedVote::sign(vote.clone(), &net.key(3), &Hash::digest(b"another genesis"));
+    let mut other_chain = vote;
+    other_chain.chain_id = tally_ledger::ChainId::new("another-chain").unwrap();
+    let other_chain = SignedVote::sign(other_chain, &net.key(3), &net.chain.genesis_hash);
+    for bad in [outsider, forged, other_genesis, other_chain] {
+        let who = bad.validator;
+        let message = ConsensusMessage::Vote(bad);
+        assert!(
+            Verified::<ConsensusMessage>::check(message, &signers).is_err(),
+            "a bad vote by {who} verified"
+        );
+    }
+    let mut proposal = net.signed_proposal(0, &a, None);
+    proposal.signature.0[5] ^= 1;
+    assert!(Verified::<SignedProposal>::check(proposal, &signers).is_err());
+    // The good one does verify, and counts.
+    let mut node = net.started(0);
+    node.handle(net.vote(1, 0, VoteKind::Prevote, Some(&a)));
+    assert_eq!(node.votes().total(0, VoteKind::Prevote), 1);
 }
 
 #[test]
@@ -769,10 +806,10 @@ fn messages_for_the_next_height_wait_until_it_starts() {
         block_hash: None,
     };
     let v = SignedVote::sign(early.clone(), &net.key(1), &net.chain.genesis_hash);
-    node.handle(Input::Message(ConsensusMessage::Vote(v)));
+    node.handle(net.message(ConsensusMessage::Vote(v)));
     early.height = 9;
     let far = SignedVote::sign(early, &net.key(2), &net.chain.genesis_hash);
-    node.handle(Input::Message(ConsensusMessage::Vote(far)));
+    node.handle(net.message(ConsensusMessage::Vote(far)));
     node.handle(Input::StartHeight(2));
     assert_eq!(
         node.votes().total(0, VoteKind::Prevote),
@@ -782,9 +819,8 @@ fn messages_for_the_next_height_wait_until_it_starts() {
 }
 
 #[test]
-fn line_22_a_proposal_whose_body_does_not_match_its_header_is_ignored() {
+fn line_22_a_proposal_whose_body_does_not_match_its_header_cannot_be_verified() {
     let net = Net::new();
-    let mut node = net.started(0);
     let mut a = net.block("a");
     // A transaction the header does not commit to (the block hash, which
     // covers only the header, is unchanged).
@@ -798,10 +834,11 @@ fn line_22_a_proposal_whose_body_does_not_match_its_header_is_ignored() {
         nonce: 0,
     };
     a.txs.push(tx.sign(&alice, &net.chain.genesis_hash));
-    let actions = node.handle(net.proposal(0, &a, None));
-    assert!(
-        actions.is_empty(),
-        "no validation requested, nothing recorded: {actions:?}"
+    let proposal = net.signed_proposal(0, &a, None);
+    assert_eq!(
+        Verified::<SignedProposal>::check(proposal, &net.chain.signers()),
+        Err(tally_ledger::SignatureError::WrongBlock),
+        "the edge refuses it, so it never reaches the state machine"
     );
 }
 
@@ -1002,27 +1039,22 @@ fn proposals_for_far_rounds_are_not_kept_or_executed() {
 }
 
 #[test]
-fn forged_messages_for_the_next_height_are_not_buffered() {
+fn proposals_for_the_next_height_from_the_wrong_proposer_are_not_buffered() {
     let net = Net::new();
     let mut node = net.started(0);
-    let vote = Vote {
+    // Height 2, round 0 is validator-2's; validator-1 signs one anyway.
+    let block = net.block("next");
+    let core = ProposalCore {
         chain_id: net.chain.genesis.chain_id.clone(),
         height: 2,
         round: 0,
-        kind: VoteKind::Prevote,
-        block_hash: None,
+        valid_round: None,
+        block_hash: block.hash(),
     };
-    let mut forged = SignedVote::sign(
-        vote.clone(),
-        &devnet_key("mallory"),
-        &net.chain.genesis_hash,
-    );
-    forged.validator = net.key(1).address();
-    node.handle(Input::Message(ConsensusMessage::Vote(forged)));
-    let outsider = SignedVote::sign(vote, &devnet_key("mallory"), &net.chain.genesis_hash);
-    node.handle(Input::Message(ConsensusMessage::Vote(outsider)));
+    let wrong = SignedProposal::sign(core, block, &net.key(1), &net.chain.genesis_hash);
+    node.handle(net.message(ConsensusMessage::Proposal(Box::new(wrong))));
     node.handle(Input::StartHeight(2));
-    assert_eq!(node.votes().total(0, VoteKind::Prevote), 0);
+    assert_eq!(node.proposal_hash(0), None);
 }
 
 #[test]
@@ -1062,6 +1094,7 @@ fn a_proposer_restarted_after_proposing_proposes_nothing_new_in_that_round() {
         locked: None,
         valid: None,
         prevote: None,
+        precommit: None,
     };
     let mut node = net.node(Some(1), Some(record));
     let actions = node.handle(Input::StartHeight(1));
@@ -1116,7 +1149,7 @@ fn a_re_proposed_valid_value_carries_its_polka() {
     let mut seen = Vec::new();
     for action in &actions {
         if let Action::Broadcast(message) = action {
-            seen.extend(late.handle(Input::Message(message.clone())));
+            seen.extend(late.handle(net.message(message.clone())));
         }
     }
     seen.extend(late.handle(net.valid(&a, true)));
@@ -1193,5 +1226,56 @@ fn a_validator_restarted_after_its_precommit_sends_its_prevote_again() {
             (0, VoteKind::Precommit, Some(a.hash()))
         ],
         "the identical prevote and precommit: {again:?}"
+    );
+}
+
+/// Seed 34: validator 2 precommitted nil in round 0, moved on to round 1
+/// and died; the others stayed in round 0 with two precommits each, and the
+/// third — validator 2's — was gone with its process. Restarted in round 1,
+/// it sends its round-0 precommit again (the identical message, from its
+/// record), so the others reach 2f+1 precommits and time round 0 out.
+#[test]
+fn a_validator_restarted_in_a_later_round_sends_its_earlier_precommit_again() {
+    let net = Net::new();
+    let mut node = net.started(2);
+    node.handle(timeout(TimeoutKind::Propose, 0));
+    feed(
+        &mut node,
+        vec![
+            net.vote(0, 0, VoteKind::Prevote, None),
+            net.vote(1, 0, VoteKind::Prevote, None),
+        ],
+    );
+    let actions = feed(
+        &mut node,
+        vec![
+            net.vote(0, 0, VoteKind::Precommit, None),
+            net.vote(1, 0, VoteKind::Precommit, None),
+            timeout(TimeoutKind::Propose, 1),
+        ],
+    );
+    let record = last_sign_state(&actions);
+    assert_eq!((record.round, record.step), (1, SignStep::Prevote));
+    assert_eq!(
+        record.precommit,
+        Some((0, None)),
+        "the round-0 precommit is recorded"
+    );
+    let mut restarted = net.node(Some(2), Some(record));
+    let actions = restarted.handle(Input::StartHeight(1));
+    let sent = my_votes(&actions);
+    assert!(
+        sent.contains(&(0, VoteKind::Precommit, None)),
+        "the round-0 precommit goes out again: {sent:?}"
+    );
+    assert!(
+        sent.contains(&(1, VoteKind::Prevote, None)),
+        "and the recorded round-1 prevote: {sent:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::PersistSignState(r) if r.round == 0)),
+        "nothing new is signed for round 0"
     );
 }

@@ -1,25 +1,25 @@
 //! A consensus message from a peer: strict decoding never panics and
-//! round-trips, and feeding what decodes to a running state machine never
-//! panics.
+//! round-trips; the network intake (decoding and signature checks, as the
+//! node's gossip filter runs it) never panics; and a state machine fed what
+//! decodes, signed again by a validator so that it verifies, never panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tally_consensus::{Config, Consensus, Input};
+use tally_host::edge::{ConsensusIntake, Verdict};
 use tally_ledger::{
     decode_strict, devnet::devnet_genesis, devnet_key, ChainContext, ConsensusMessage,
+    SignedProposal, SignedVote, Verified,
 };
 
 const LIMIT: usize = 8 * 1024 * 1024;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(message) = decode_strict::<ConsensusMessage>(data, LIMIT) else {
-        return;
-    };
-    assert_eq!(borsh::to_vec(&message).ok().as_deref(), Some(data));
     let Ok(genesis) = devnet_genesis(4, "tally-devnet") else {
         return;
     };
     let chain = ChainContext::new(genesis);
+    let intake = ConsensusIntake::new(chain.clone(), LIMIT);
     let mut machine = Consensus::new(
         Config::default(),
         chain.genesis.chain_id.clone(),
@@ -30,5 +30,28 @@ fuzz_target!(|data: &[u8]| {
         None,
     );
     machine.handle(Input::StartHeight(1));
-    machine.handle(Input::Message(message));
+    if let Verdict::Accept(message) = intake.check(data, 0) {
+        machine.handle(Input::Message(message));
+    }
+    let Ok(message) = decode_strict::<ConsensusMessage>(data, LIMIT) else {
+        return;
+    };
+    assert_eq!(borsh::to_vec(&message).ok().as_deref(), Some(data));
+    // The same content, signed by a validator: it reaches the machine.
+    let key = devnet_key("validator-1");
+    let signers = chain.signers();
+    let verified: Option<Verified<ConsensusMessage>> = match message {
+        ConsensusMessage::Vote(SignedVote { vote, .. }) => {
+            Verified::<SignedVote>::sign(vote, &key, &signers).ok().map(Into::into)
+        }
+        ConsensusMessage::Proposal(p) => {
+            let SignedProposal { core, block, .. } = *p;
+            Verified::<SignedProposal>::sign(core, block, &key, &signers)
+                .ok()
+                .map(Into::into)
+        }
+    };
+    if let Some(message) = verified {
+        machine.handle(Input::Message(message));
+    }
 });

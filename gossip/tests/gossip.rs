@@ -6,14 +6,14 @@
 
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use tally_gossip::{
-    Config, GossipError, Handle, Inbound, LedgerValidator, SyncRequest, SyncResponse, SyncServer,
-    Topic,
+    Config, GossipError, Handle, Inbound, MessageFilter, NodeId, PeerAddress, RequestHandler,
+    Topic, Verdict,
 };
+use tally_host::edge::{self, ConsensusIntake};
 use tally_ledger::devnet::devnet_genesis;
 use tally_ledger::{devnet_key, ChainContext, ConsensusMessage, Hash, SignedVote, Vote, VoteKind};
 use tokio::sync::mpsc::Receiver;
@@ -38,66 +38,78 @@ fn vote(chain: &ChainContext, signer: &str, round: u32) -> Vec<u8> {
     borsh::to_vec(&ConsensusMessage::Vote(signed)).unwrap()
 }
 
-/// Reports a fixed tip and has no blocks.
-struct FixedServer {
-    height: u64,
+/// The node's consensus intake as the filter, delivering the bytes it
+/// accepted.
+struct Intake(ConsensusIntake);
+
+impl MessageFilter for Intake {
+    type Message = Vec<u8>;
+    fn check(&self, _: Topic, data: &[u8]) -> Verdict<Vec<u8>> {
+        match self.0.check(data, 0) {
+            edge::Verdict::Accept(_) => Verdict::Accept(data.to_vec()),
+            edge::Verdict::Reject => Verdict::Reject,
+            edge::Verdict::Ignore => Verdict::Ignore,
+        }
+    }
 }
 
-impl SyncServer for FixedServer {
-    fn status(&self) -> Option<SyncResponse> {
-        Some(SyncResponse::Status {
-            height: self.height,
-            hash: Hash::digest(&self.height.to_le_bytes()),
-        })
-    }
-    fn blocks(&self, _from: u64, _max: u32, _max_bytes: usize) -> Option<SyncResponse> {
-        Some(SyncResponse::Blocks(Vec::new()))
+/// Answers every request with the same bytes.
+struct FixedServer {
+    answer: Vec<u8>,
+}
+
+impl RequestHandler for FixedServer {
+    fn answer(&self, _from: NodeId, _request: Vec<u8>) -> Option<Vec<u8>> {
+        Some(self.answer.clone())
     }
 }
 
 /// Answers nothing (as a busy, rate-limited or failing peer does).
 struct SilentServer;
 
-impl SyncServer for SilentServer {
-    fn status(&self) -> Option<SyncResponse> {
+impl RequestHandler for SilentServer {
+    fn answer(&self, _from: NodeId, _request: Vec<u8>) -> Option<Vec<u8>> {
         None
     }
-    fn blocks(&self, _from: u64, _max: u32, _max_bytes: usize) -> Option<SyncResponse> {
-        None
-    }
+}
+
+fn fixed(answer: &[u8]) -> Arc<dyn RequestHandler> {
+    Arc::new(FixedServer {
+        answer: answer.to_vec(),
+    })
 }
 
 async fn node_with(
     name: &str,
     config: Config,
-    server: Arc<dyn SyncServer>,
-) -> (Handle, Receiver<Inbound>) {
+    server: Arc<dyn RequestHandler>,
+) -> (Handle, Receiver<Inbound<Vec<u8>>>) {
     let chain = chain();
     let seed = Hash::digest(format!("node-key/{name}").as_bytes()).0;
-    let validator = LedgerValidator::new(chain.clone(), 8 * 1024 * 1024);
-    tally_gossip::start(config, seed, chain.genesis_hash, validator, server)
+    let intake = Intake(ConsensusIntake::new(chain.clone(), 8 * 1024 * 1024));
+    tally_gossip::start(config, seed, chain.genesis_hash, intake, server)
         .await
         .unwrap()
 }
 
 async fn node(
     name: &str,
-    peers: Vec<tally_gossip::Address>,
+    peers: Vec<PeerAddress>,
     max_invalid: u32,
-) -> (Handle, Receiver<Inbound>) {
+) -> (Handle, Receiver<Inbound<Vec<u8>>>) {
     let config = Config {
         peers,
         max_invalid_messages: max_invalid,
         ..Config::default()
     };
-    node_with(name, config, Arc::new(FixedServer { height: 0 })).await
+    node_with(name, config, fixed(b"tip 0")).await
 }
 
 /// Waits until `node` lists `peer` among its connected peers (or not).
 async fn wait_connected(node: &Handle, peer: &Handle, connected: bool) {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let peers = node.peers().await.unwrap();
+        let peers = node.peers();
         if peers.iter().any(|p| p.id == peer.peer_id()) == connected {
             return;
         }
@@ -110,14 +122,14 @@ async fn wait_connected(node: &Handle, peer: &Handle, connected: bool) {
 }
 
 /// Receives until `want` arrives; returns everything received before it.
-async fn receive_until(rx: &mut Receiver<Inbound>, want: &[u8]) -> Vec<Vec<u8>> {
+async fn receive_until(rx: &mut Receiver<Inbound<Vec<u8>>>, want: &[u8]) -> Vec<Vec<u8>> {
     let mut before = Vec::new();
     let result = timeout(DEADLINE, async {
-        while let Some(message) = rx.recv().await {
-            if message.data == want {
+        while let Some(inbound) = rx.recv().await {
+            if inbound.message == want {
                 return;
             }
-            before.push(message.data);
+            before.push(inbound.message);
         }
     })
     .await;
@@ -130,7 +142,7 @@ async fn receive_until(rx: &mut Receiver<Inbound>, want: &[u8]) -> Vec<Vec<u8>> 
 async fn wait_for_path(
     chain: &ChainContext,
     from: &Handle,
-    to: &mut Receiver<Inbound>,
+    to: &mut Receiver<Inbound<Vec<u8>>>,
     first_round: u32,
 ) {
     let deadline = Instant::now() + DEADLINE;
@@ -182,7 +194,7 @@ async fn invalid_messages_are_dropped_honest_links_stay_and_offenders_are_banned
         c.publish(Topic::Consensus, vec![i; 32]).await.unwrap();
     }
     wait_connected(&b, &c, false).await;
-    let peers = b.peers().await.unwrap();
+    let peers = b.peers();
     assert!(
         peers.iter().any(|p| p.id == a.peer_id()),
         "the honest link must stay"
@@ -193,46 +205,30 @@ async fn invalid_messages_are_dropped_honest_links_stay_and_offenders_are_banned
     a.publish(Topic::Consensus, v3.clone()).await.unwrap();
     receive_until(&mut b_rx, &v3).await;
     assert!(
-        !b.peers().await.unwrap().iter().any(|p| p.id == c.peer_id()),
+        !b.peers().iter().any(|p| p.id == c.peer_id()),
         "banned peers stay out"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_requests_are_answered_bounded_and_liars_can_be_banned() {
-    let (a, _a_rx) = node_with(
-        "sync-a",
-        Config::default(),
-        Arc::new(FixedServer { height: 7 }),
-    )
-    .await;
+async fn requests_are_answered_bounded_and_liars_can_be_banned() {
+    let (a, _a_rx) = node_with("sync-a", Config::default(), fixed(b"the tip is 7")).await;
     let small = Config {
         peers: vec![a.address()],
-        // Smaller than any status answer: reading it must fail, not grow.
-        max_sync_response_bytes: 8,
+        // Smaller than A's answer: reading it must fail, not grow.
+        max_response_bytes: 8,
         ..Config::default()
     };
-    let (b, _b_rx) = node_with("sync-b", small, Arc::new(FixedServer { height: 0 })).await;
+    let (b, _b_rx) = node_with("sync-b", small, fixed(b"tip 0")).await;
     let (c, _c_rx) = node("sync-c", vec![a.address()], 10).await;
     wait_connected(&c, &a, true).await;
     wait_connected(&b, &a, true).await;
 
-    let status = c.request(a.peer_id(), SyncRequest::Status).await.unwrap();
-    assert_eq!(
-        status,
-        SyncResponse::Status {
-            height: 7,
-            hash: Hash::digest(&7u64.to_le_bytes())
-        }
-    );
-    let blocks = SyncRequest::Blocks { from: 1, max: 10 };
-    assert_eq!(
-        c.request(a.peer_id(), blocks).await.unwrap(),
-        SyncResponse::Blocks(vec![])
-    );
+    let answer = c.request(a.peer_id(), b"status?".to_vec()).await.unwrap();
+    assert_eq!(answer, b"the tip is 7");
     assert!(
         matches!(
-            b.request(a.peer_id(), SyncRequest::Status).await,
+            b.request(a.peer_id(), b"status?".to_vec()).await,
             Err(GossipError::BadResponse(_))
         ),
         "an answer over the size limit is refused as invalid"
@@ -243,7 +239,7 @@ async fn sync_requests_are_answered_bounded_and_liars_can_be_banned() {
     let (silent, _s_rx) = node_with("sync-silent", Config::default(), Arc::new(SilentServer)).await;
     c.dial(silent.address()).await.unwrap();
     wait_connected(&c, &silent, true).await;
-    let answer = c.request(silent.peer_id(), SyncRequest::Status).await;
+    let answer = c.request(silent.peer_id(), b"status?".to_vec()).await;
     assert!(
         matches!(answer, Err(GossipError::Request(_))),
         "no answer is not a bad answer: {answer:?}"
@@ -254,8 +250,8 @@ async fn sync_requests_are_answered_bounded_and_liars_can_be_banned() {
     c.ban(a.peer_id(), "test".into()).await.unwrap();
     wait_connected(&c, &a, false).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!c.peers().await.unwrap().iter().any(|p| p.id == a.peer_id()));
-    assert!(c.request(a.peer_id(), SyncRequest::Status).await.is_err());
+    assert!(!c.peers().iter().any(|p| p.id == a.peer_id()));
+    assert!(c.request(a.peer_id(), b"status?".to_vec()).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,8 +266,8 @@ async fn a_node_of_another_chain_is_dropped_when_it_identifies_itself() {
         config,
         Hash::digest(b"node-key/stranger").0,
         other.genesis_hash,
-        LedgerValidator::new(other.clone(), 8 * 1024 * 1024),
-        Arc::new(FixedServer { height: 0 }),
+        Intake(ConsensusIntake::new(other.clone(), 8 * 1024 * 1024)),
+        fixed(b"tip 0"),
     )
     .await
     .unwrap();
@@ -281,15 +277,11 @@ async fn a_node_of_another_chain_is_dropped_when_it_identifies_itself() {
     let (honest, _h_rx) = node("chain-a-peer", vec![a.address()], 10).await;
     wait_connected(&a, &honest, true).await;
     assert!(
-        !a.peers()
-            .await
-            .unwrap()
-            .iter()
-            .any(|p| p.id == stranger.peer_id()),
+        !a.peers().iter().any(|p| p.id == stranger.peer_id()),
         "the other chain's node stays out"
     );
     assert!(stranger
-        .request(a.peer_id(), SyncRequest::Status)
+        .request(a.peer_id(), b"status?".to_vec())
         .await
         .is_err());
 }

@@ -32,6 +32,7 @@ mod genesis;
 mod state;
 mod tx;
 mod types;
+mod verified;
 
 pub use block::{
     tx_root, verify_commit, Block, Commit, CommitError, CommitSignature, Header, Vote, VoteKind,
@@ -61,6 +62,7 @@ pub use types::{
     amount_string, parse_hex, to_hex, Address, AddressError, ChainId, ChainIdError, Hash, HexError,
     ADDRESS_HRP,
 };
+pub use verified::{SignatureError, Signers, Verified, VerifiedMessage};
 
 /// Domain tags put in front of every signed or Merkle-hashed message, so a
 /// signature for one purpose can never be replayed as another.

@@ -235,25 +235,25 @@ impl Default for NetworkConfig {
             ban_duration_ms: net.ban_duration.as_millis() as u64,
             sync_interval_ms: 1_000,
             sync_batch_blocks: 64,
-            sync_timeout_ms: net.sync_request_timeout.as_millis() as u64,
+            sync_timeout_ms: net.request_timeout.as_millis() as u64,
         }
     }
 }
 
 impl NetworkConfig {
     /// The listen address, parsed.
-    pub fn listen_address(&self) -> anyhow::Result<tally_gossip::Address> {
+    pub fn listen_address(&self) -> anyhow::Result<tally_gossip::PeerAddress> {
         self.listen
             .parse()
             .map_err(|e| anyhow::anyhow!("config: network.listen {:?}: {e}", self.listen))
     }
 
     /// The peer addresses, parsed; each must name its node id.
-    pub fn peer_addresses(&self) -> anyhow::Result<Vec<tally_gossip::Address>> {
+    pub fn peer_addresses(&self) -> anyhow::Result<Vec<tally_gossip::PeerAddress>> {
         self.peers
             .iter()
             .map(|p| {
-                let address: tally_gossip::Address = p
+                let address: tally_gossip::PeerAddress = p
                     .parse()
                     .map_err(|e| anyhow::anyhow!("config: network.peers entry {p:?}: {e}"))?;
                 anyhow::ensure!(

@@ -1,12 +1,16 @@
-//! The `tally` binary as a library: configuration, the node's composition
-//! (store, mempool, block production, JSON-RPC), and the command line.
+//! The Tally node runtime: configuration, the home directory, the node's
+//! shell of the host, and the JSON-RPC server. The `tally` binary's
+//! commands (wallet, devnet, benchmark) are tools that use it, in
+//! `tally-cli`.
 //!
 //! # Design
-//! The node is a thin async shell around pure crates. [`node::Node`] owns the
-//! store and mempool and the single commit path every block goes through;
-//! [`consensus_driver`] runs the Tendermint state machine that decides them;
-//! [`rpc_server`] serves the API. [`run::run`] takes an already bound
-//! listener and a shutdown future, so tests start real nodes side by side.
+//! [`run::run`] composes a node: it opens the store, makes the shared
+//! [`tally_host::Chain`] (store, mempool, the one commit path), starts the
+//! network with the host's intake as its message filter and the host's
+//! sync server as its request handler, starts the host on a thread of its
+//! own ([`shell`]), and serves RPC ([`rpc_server`]) until told to stop. It
+//! takes an already bound listener and a shutdown future, so tests start
+//! real nodes side by side.
 //!
 //! # Guarantees
 //! - A block is acknowledged (to clients waiting for it) only after it is
@@ -14,25 +18,16 @@
 //! - Every limit is configurable in `config.toml` and listed in
 //!   docs/OPERATIONS.md.
 //!
-//! [`sync`] fetches committed blocks the node is behind on from peers and
-//! feeds them to the same commit path; [`devnet`] lays out and runs a local
-//! multi-node network, and [`bench`] measures one under load.
-//!
 //! # Not guaranteed
 //! - Progress while more than a third of the voting power is down or cut
 //!   off: the chain halts (safely) until enough validators return.
 
-pub mod bench;
-pub mod cli;
 pub mod config;
-pub mod consensus_driver;
-pub mod devnet;
 pub mod home;
 pub mod node;
 pub mod rpc_server;
 pub mod run;
-pub mod sync;
-mod wallet;
+pub mod shell;
 
 /// The node's version, reported by `chain_status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -32,7 +32,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::RpcConfig;
-use crate::node::{Node, SubmitError, TxStatus};
+use crate::node::{Node, SubmitError};
+use tally_host::{AdmitError, Rejection, TxStatus};
 
 struct Api {
     node: Arc<Node>,
@@ -55,9 +56,13 @@ fn submit_error(e: SubmitError) -> ErrorObjectOwned {
 fn submit_rejection(e: SubmitError) -> TxRejection {
     let message = e.to_string();
     let (code, reason) = match &e {
-        SubmitError::Tx(e) => tally_rpc::tx_error_code(e),
-        SubmitError::AlreadyCommitted(_) => (codes::DUPLICATE_TX, "already_committed"),
-        SubmitError::Storage(e) => {
+        SubmitError::Decode(e) | SubmitError::Admit(AdmitError::Tx(e)) => {
+            tally_rpc::tx_error_code(e)
+        }
+        SubmitError::Admit(AdmitError::AlreadyCommitted(_)) => {
+            (codes::DUPLICATE_TX, "already_committed")
+        }
+        SubmitError::Admit(AdmitError::Storage(e)) => {
             return TxRejection {
                 code: codes::UNAVAILABLE,
                 reason: "storage".into(),
@@ -65,7 +70,7 @@ fn submit_rejection(e: SubmitError) -> TxRejection {
             }
         }
         SubmitError::NotProducing => (codes::UNAVAILABLE, "no_peers"),
-        SubmitError::Pool(p) => match p {
+        SubmitError::Admit(AdmitError::Pool(p)) => match p {
             MempoolError::Invalid(e) => tally_rpc::tx_error_code(e),
             MempoolError::Duplicate => (codes::DUPLICATE_TX, "duplicate"),
             MempoolError::NonceTooFarAhead { .. } => (codes::NONCE_GAP, "nonce_gap"),
@@ -81,6 +86,25 @@ fn submit_rejection(e: SubmitError) -> TxRejection {
         code,
         reason: reason.to_owned(),
         message,
+    }
+}
+
+/// The RPC description of why an admitted transaction was dropped.
+fn rejection(rejection: Rejection) -> TxRejection {
+    match rejection {
+        Rejection::Invalid(e) => {
+            let (code, reason) = tally_rpc::tx_error_code(&e);
+            TxRejection {
+                code,
+                reason: reason.to_owned(),
+                message: e.to_string(),
+            }
+        }
+        Rejection::Replaced { by } => TxRejection {
+            code: codes::REPLACEMENT_UNDERPRICED,
+            reason: "replaced".into(),
+            message: format!("replaced by {by}, which pays a higher fee"),
+        },
     }
 }
 
@@ -142,7 +166,7 @@ fn tx_info(hash: Hash, status: TxStatus) -> TxInfo {
         }
         TxStatus::Rejected(r) => {
             info.status = TxState::Rejected;
-            info.error = Some(r);
+            info.error = Some(rejection(r));
         }
         TxStatus::Expired => info.status = TxState::Expired,
     }
@@ -233,17 +257,22 @@ impl TallyApiServer for Api {
                 format!("{e}"),
             )
         })?;
-        let account = self.node.store().account(&address).map_err(unavailable)?;
+        let account = self
+            .node
+            .chain()
+            .store()
+            .account(&address)
+            .map_err(unavailable)?;
         Ok(AccountInfo {
             address,
             balance: account.balance,
             nonce: account.nonce,
-            next_nonce: self.node.next_nonce(&address, &account),
+            next_nonce: self.node.chain().next_nonce(&address, &account),
         })
     }
 
     async fn chain_get_block(&self, block: BlockId, full: Option<bool>) -> RpcResult<BlockInfo> {
-        let store = self.node.store();
+        let store = self.node.chain().store();
         let height = match &block {
             BlockId::Height(h) => Some(*h),
             BlockId::Latest => store.tip().map_err(unavailable)?.map(|t| t.height),
@@ -254,7 +283,7 @@ impl TallyApiServer for Api {
             None => None,
         };
         let Some(stored) = stored else {
-            let tip = self.node.tip().map_err(unavailable)?.height;
+            let tip = self.node.chain().tip().map_err(unavailable)?.height;
             return Err(error(
                 codes::UNKNOWN_BLOCK,
                 "unknown_block",
@@ -285,8 +314,9 @@ impl TallyApiServer for Api {
     }
 
     async fn chain_status(&self) -> RpcResult<ChainStatus> {
-        let chain = self.node.chain();
-        let tip = self.node.tip().map_err(unavailable)?;
+        let chain = self.node.chain().context();
+        let tip = self.node.chain().tip().map_err(unavailable)?;
+        let host = self.node.chain().host_status();
         Ok(ChainStatus {
             chain_id: chain.genesis.chain_id.clone(),
             genesis_hash: chain.genesis_hash,
@@ -294,15 +324,15 @@ impl TallyApiServer for Api {
             tip_hash: tip.hash,
             tip_time_ms: tip.timestamp_ms,
             min_fee: chain.genesis.params.min_fee,
-            mempool_size: self.node.mempool_len() as u64,
+            mempool_size: self.node.chain().mempool_len() as u64,
             validator: self.node.validator().map(|k| k.address()),
             role: match self.node.validator() {
                 Some(_) => NodeRole::Validator,
                 None => NodeRole::Full,
             },
             peers: self.node.peer_count() as u64,
-            syncing: self.node.is_syncing(),
-            consensus: self.node.consensus_position().map(|p| ConsensusInfo {
+            syncing: host.syncing,
+            consensus: host.position.map(|p| ConsensusInfo {
                 height: p.height,
                 round: p.round,
                 step: p.step.to_owned(),
@@ -320,7 +350,7 @@ impl TallyApiServer for Api {
             )
         };
         let network = self.node.network().ok_or_else(stopped)?;
-        let peers = network.peers().await.map_err(|_| stopped())?;
+        let peers = network.peers();
         Ok(PeersInfo {
             node_id: network.peer_id().to_string(),
             listen_address: network.address().to_string(),
@@ -337,7 +367,7 @@ impl TallyApiServer for Api {
     }
 
     async fn chain_get_validators(&self) -> RpcResult<ValidatorsInfo> {
-        let set = &self.node.chain().validators;
+        let set = &self.node.chain().context().validators;
         Ok(ValidatorsInfo {
             validators: set
                 .validators()
@@ -354,11 +384,11 @@ impl TallyApiServer for Api {
     }
 
     async fn chain_get_evidence(&self) -> RpcResult<Vec<tally_ledger::DuplicateVoteEvidence>> {
-        Ok(self.node.evidence())
+        Ok(self.node.chain().evidence())
     }
 
     async fn chain_get_genesis(&self) -> RpcResult<GenesisInfo> {
-        let chain = self.node.chain();
+        let chain = self.node.chain().context();
         Ok(GenesisInfo {
             genesis_hash: chain.genesis_hash,
             genesis: chain.genesis.clone(),
@@ -415,8 +445,8 @@ pub async fn serve(
 }
 
 async fn health(node: Arc<Node>) -> Response {
-    let height = node.tip().map(|t| t.height);
-    match (node.failure(), height) {
+    let height = node.chain().tip().map(|t| t.height);
+    match (node.chain().failure(), height) {
         (None, Ok(height)) => Json(json!({ "status": "ok", "height": height })).into_response(),
         (Some(failure), _)
         | (

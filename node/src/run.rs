@@ -1,13 +1,19 @@
-//! Starting and stopping a node.
+//! Starting and stopping a node: the store, the chain, the network with
+//! its intake and request handler, the host thread, and the RPC server.
 
 use std::future::Future;
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tally_gossip::{Inbound, LedgerValidator, Topic};
-use tally_ledger::{decode_strict, ChainContext, ConsensusMessage};
+use tally_consensus::{SignState, ValidBlockRecord};
+use tally_gossip::{Inbound, MessageFilter, NodeId, RequestHandler, Topic, Verdict};
+use tally_host::edge::{self, ConsensusIntake, TransactionIntake};
+use tally_host::sync::{self as host_sync, SyncRequest};
+use tally_host::{Chain, Host, HostConfig, Recovered, Signature};
+use tally_ledger::{decode_strict, ChainContext, ConsensusMessage, SignedTransaction, Verified};
 use tally_mempool::Mempool;
 use tally_store::{RocksConfig, RocksStore};
 use tokio::net::TcpListener;
@@ -15,37 +21,209 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
-use crate::consensus_driver::{load_sign_state, load_valid_block, ConsensusNet, DriverConfig};
-use crate::sync::{NodeSyncServer, SyncConfig};
+use crate::home::Home;
+use crate::node::{now_ms, Node, NodeEvents, NodeLimits};
+use crate::shell::{HostEvent, HostSender, NodeWorld};
 
 /// Room for a block's header and a polka of 256 validators' votes in the
 /// valid-block record, beyond the block's transactions.
 const MAX_POLKA_BYTES: usize = 1024 * 1024;
-use crate::home::Home;
-use crate::node::{now_ms, Node, NodeLimits};
 
-/// How often queued transactions are checked for expiry.
-const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest signing record file read.
+const MAX_SIGN_STATE_BYTES: u64 = 4096;
 
 /// Room in a gossip message beyond the block: the proposal's header,
 /// signature and framing.
 const PROPOSAL_OVERHEAD_BYTES: usize = 64 * 1024;
 
-/// Consensus messages and transactions from peers waiting to be handled.
+/// Accepted gossip waiting to be handed on.
 const INBOUND_QUEUE: usize = 8_192;
-
-/// Peers' catch-up requests waiting for the consensus driver.
-const CATCHUP_QUEUE: usize = 64;
 
 /// Room for one encoded vote in a catch-up request (a vote is about 150
 /// bytes).
 const VOTE_BYTES: usize = 256;
+
+/// How long a peer's catch-up request waits for the host thread.
+const HOST_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a transaction that could not be gossiped is retried.
 const RELAY_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Most transactions waiting to be gossiped again.
 const RELAY_RETRY_MAX: usize = 10_000;
+
+/// Reads the signing record, if there is one. A damaged record is an error:
+/// starting without it could sign a message that conflicts with one already
+/// sent.
+pub fn load_sign_state(path: &Path) -> anyhow::Result<Option<SignState>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_SIGN_STATE_BYTES,
+        "{} is larger than a signing record can be",
+        path.display()
+    );
+    let record = SignState::decode(&bytes, MAX_SIGN_STATE_BYTES as usize).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is damaged ({e}). It records what this validator signed last and protects it \
+             from signing conflicting votes; restore it from a backup rather than deleting it",
+            path.display()
+        )
+    })?;
+    Ok(Some(record))
+}
+
+/// Reads the valid-block record, if there is one; `max_bytes` bounds it
+/// (the largest block plus its polka).
+pub fn load_valid_block(path: &Path, max_bytes: usize) -> anyhow::Result<Option<ValidBlockRecord>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let len = std::fs::metadata(path)?.len();
+    anyhow::ensure!(
+        len as usize <= max_bytes,
+        "{} is larger than any block can be",
+        path.display()
+    );
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let record = decode_strict::<ValidBlockRecord>(&bytes, max_bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is damaged ({e}); restore it from a backup",
+            path.display()
+        )
+    })?;
+    Ok(Some(record))
+}
+
+/// What gossip delivers once the intake accepted it.
+pub enum Gossiped {
+    /// A proposal or vote.
+    Consensus(Verified<ConsensusMessage>),
+    /// Transactions, their signatures checked.
+    Transactions(Vec<SignedTransaction>),
+}
+
+/// The network intake: host's checks, run on the network task before a
+/// message is forwarded.
+pub struct NodeFilter {
+    consensus: ConsensusIntake,
+    transactions: TransactionIntake,
+    chain: Arc<Chain>,
+}
+
+impl NodeFilter {
+    /// Intake for `chain`, consensus messages up to `max_message_bytes`.
+    pub fn new(chain: Arc<Chain>, max_message_bytes: usize) -> NodeFilter {
+        let context = chain.context().clone();
+        NodeFilter {
+            consensus: ConsensusIntake::new(context.clone(), max_message_bytes),
+            transactions: TransactionIntake::new(context),
+            chain,
+        }
+    }
+}
+
+fn verdict<T, U>(verdict: edge::Verdict<T>, wrap: impl FnOnce(T) -> U) -> Verdict<U> {
+    match verdict {
+        edge::Verdict::Accept(t) => Verdict::Accept(wrap(t)),
+        edge::Verdict::Reject => Verdict::Reject,
+        edge::Verdict::Ignore => Verdict::Ignore,
+    }
+}
+
+impl MessageFilter for NodeFilter {
+    type Message = Gossiped;
+
+    fn check(&self, topic: Topic, data: &[u8]) -> Verdict<Gossiped> {
+        match topic {
+            Topic::Consensus => verdict(
+                self.consensus.check(data, self.chain.tip_height()),
+                Gossiped::Consensus,
+            ),
+            Topic::Transactions => verdict(self.transactions.check(data), Gossiped::Transactions),
+        }
+    }
+}
+
+/// Answers peers' requests: from the store directly, or by the host thread
+/// for the catch-up exchange.
+pub struct NodeRequests {
+    chain: Arc<Chain>,
+    host: HostSender,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
+}
+
+impl RequestHandler for NodeRequests {
+    fn answer(&self, from: NodeId, bytes: Vec<u8>) -> Option<Vec<u8>> {
+        let request = match host_sync::decode_request(&bytes, self.max_request_bytes) {
+            Ok(request) => request,
+            Err(e) => {
+                debug!(%from, error = %e, "a request that does not decode");
+                return None;
+            }
+        };
+        let response = match request {
+            SyncRequest::Status | SyncRequest::Blocks { .. } => {
+                host_sync::serve(&self.chain, &request, self.max_response_bytes)?
+            }
+            SyncRequest::Decided { .. } | SyncRequest::Catchup(_) => {
+                let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                let event = HostEvent::Request {
+                    from,
+                    request,
+                    reply,
+                };
+                if !self.host.send(event) {
+                    return None;
+                }
+                answer.recv_timeout(HOST_ANSWER_WAIT).ok()??
+            }
+        };
+        borsh::to_vec(&response).ok()
+    }
+}
+
+fn open_store(
+    home: &Home,
+    config: &NodeConfig,
+    chain: &ChainContext,
+) -> anyhow::Result<RocksStore> {
+    let rocks = RocksConfig {
+        block_cache_bytes: config.storage.block_cache_bytes,
+        max_open_files: config.storage.max_open_files,
+    };
+    RocksStore::open(&home.data(), chain, &rocks).map_err(|e| {
+        // RocksDB's lock file says another process has the database.
+        if e.to_string().contains("LOCK") {
+            anyhow::anyhow!(
+                "another tally process is using {} (its data directory is locked); stop it \
+                 first, or use another --home",
+                home.root().display()
+            )
+        } else {
+            anyhow::Error::new(e)
+        }
+    })
+}
+
+/// The host's settings from the node's config.
+fn host_config(config: &NodeConfig, max_response_bytes: usize) -> HostConfig {
+    HostConfig {
+        consensus: config.consensus.machine(),
+        empty_block_interval_ms: match config.producer.empty_block_interval_ms {
+            0 => None,
+            ms => Some(ms),
+        },
+        sync_interval_ms: config.network.sync_interval_ms,
+        sync_batch_blocks: config.network.sync_batch_blocks,
+        request_timeout_ms: config.network.sync_timeout_ms,
+        max_response_bytes,
+        ..HostConfig::default()
+    }
+}
 
 /// Runs the node in `home` with `config`, serving RPC on `listener`, until
 /// `shutdown` resolves; then stops producing, finishes the block in flight,
@@ -56,33 +234,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let chain = ChainContext::new(home.load_genesis()?);
+    let context = ChainContext::new(home.load_genesis()?);
     let key = home.load_validator_key(&config)?;
     let is_validator = key
         .as_ref()
-        .is_some_and(|k| chain.validators.power_of(&k.address()).is_some());
+        .is_some_and(|k| context.validators.power_of(&k.address()).is_some());
     let node_key = home.load_or_create_node_key(&config)?;
-    let rocks = RocksConfig {
-        block_cache_bytes: config.storage.block_cache_bytes,
-        max_open_files: config.storage.max_open_files,
+    let store = {
+        let (home, config, context) = (home.clone(), config.clone(), context.clone());
+        tokio::task::spawn_blocking(move || open_store(&home, &config, &context))
+            .await
+            .context("store task failed")??
     };
-    let data = home.data();
-    let open_chain = chain.clone();
-    let store = tokio::task::spawn_blocking(move || RocksStore::open(&data, &open_chain, &rocks))
-        .await
-        .context("store task failed")?
-        .map_err(|e| {
-            // RocksDB's lock file says another process has the database.
-            if e.to_string().contains("LOCK") {
-                anyhow::anyhow!(
-                    "another tally process is using {} (its data directory is locked); stop it \
-                     first, or use another --home",
-                    home.root().display()
-                )
-            } else {
-                anyhow::Error::new(e)
-            }
-        })?;
     if let (Some(key), false) = (&key, is_validator) {
         warn!(
             address = %key.address(),
@@ -91,38 +254,51 @@ pub async fn run(
         );
     }
     let validator = if is_validator { key } else { None };
-    let node = Node::new(
-        chain,
+    let max_message_bytes =
+        context.genesis.params.max_block_bytes as usize + PROPOSAL_OVERHEAD_BYTES;
+    let validators = context.validators.validators().len();
+    let recovered = Recovered {
+        sign_state: load_sign_state(&home.sign_state())?,
+        valid_block: load_valid_block(&home.valid_block(), max_message_bytes + MAX_POLKA_BYTES)?,
+    };
+
+    let (host_tx, host_rx) = HostSender::new();
+    let changes = watch::channel(0).0;
+    let work = host_tx.clone();
+    let events = NodeEvents::new(changes.clone(), move || work.work());
+    let chain = Arc::new(Chain::new(
+        context,
         Arc::new(store),
         Mempool::new(config.mempool.pool()),
+        config.mempool.max_remembered_outcomes,
+        Box::new(events),
+    ));
+    let node = Node::new(
+        chain.clone(),
+        changes,
         validator.clone(),
         NodeLimits {
             wait_timeout: Duration::from_millis(config.rpc.wait_timeout_ms),
-            max_remembered_outcomes: config.mempool.max_remembered_outcomes,
         },
     );
-    let tip = node.tip()?;
-    let sign_state = load_sign_state(&home.sign_state())?;
-    let max_record_bytes = node.chain().genesis.params.max_block_bytes as usize + MAX_POLKA_BYTES;
-    let valid_block = load_valid_block(&home.valid_block(), max_record_bytes)?;
+    let tip = chain.tip()?;
     let addr = listener.local_addr()?;
 
-    let params = &node.chain().genesis.params;
-    let max_message_bytes = params.max_block_bytes as usize + PROPOSAL_OVERHEAD_BYTES;
-    let (catchup_tx, catchup_rx) = mpsc::channel(CATCHUP_QUEUE);
+    // A sync answer holds at least one block of the largest size; a
+    // catch-up request a proposal and the votes of two rounds.
+    let max_response_bytes = max_message_bytes.max(8 * 1024 * 1024);
+    let max_request_bytes =
+        max_message_bytes + host_sync::max_catchup_messages(validators) * VOTE_BYTES;
+    let genesis_hash = chain.context().genesis_hash;
     let net_config = tally_gossip::Config {
         listen: config.network.listen_address()?,
         peers: config.network.peer_addresses()?,
         max_peers: config.network.max_peers,
         max_message_bytes,
-        // A catch-up request holds a proposal and the votes of two rounds.
-        max_sync_request_bytes: max_message_bytes
-            + crate::consensus_driver::max_catchup_messages(
-                node.chain().validators.validators().len(),
-            ) * VOTE_BYTES,
-        // A sync answer holds at least one block of the largest size.
-        max_sync_response_bytes: max_message_bytes.max(8 * 1024 * 1024),
-        sync_request_timeout: Duration::from_millis(config.network.sync_timeout_ms),
+        request_protocol: host_sync::protocol_name(&genesis_hash),
+        max_request_bytes,
+        max_response_bytes,
+        request_timeout: Duration::from_millis(config.network.sync_timeout_ms),
         max_messages_per_sec: config.network.max_messages_per_sec,
         max_requests_per_sec: config.network.max_requests_per_sec,
         max_invalid_messages: config.network.max_invalid_messages,
@@ -130,18 +306,18 @@ pub async fn run(
         inbound_queue: INBOUND_QUEUE,
         ..tally_gossip::Config::default()
     };
+    let handler = NodeRequests {
+        chain: chain.clone(),
+        host: host_tx.clone(),
+        max_request_bytes,
+        max_response_bytes,
+    };
     let (network, inbound) = tally_gossip::start(
         net_config,
         node_key,
-        node.chain().genesis_hash,
-        LedgerValidator::new(node.chain().clone(), max_message_bytes).with_tip({
-            let tip = node.subscribe_tip();
-            move || tip.borrow().height
-        }),
-        Arc::new(NodeSyncServer {
-            node: node.clone(),
-            catchup: catchup_tx,
-        }),
+        genesis_hash,
+        NodeFilter::new(chain.clone(), max_message_bytes),
+        Arc::new(handler),
     )
     .await
     .with_context(|| {
@@ -154,62 +330,44 @@ pub async fn run(
     let (relay_tx, relay_rx) = mpsc::channel(INBOUND_QUEUE);
     node.attach_network(network.clone(), relay_tx);
 
-    info!(chain_id = %node.chain().genesis.chain_id, height = tip.height, validator = ?validator.as_ref().map(|k| k.address()), node_id = %network.peer_id(), "node started");
+    info!(chain_id = %chain.context().genesis.chain_id, height = tip.height, validator = ?validator.as_ref().map(|k| k.address()), node_id = %network.peer_id(), "node started");
     // Stable lines on stdout for people and for scripts that start nodes.
     println!("RPC listening on http://{addr}");
     println!("P2P listening on {}", network.address());
     let _ = std::io::stdout().flush();
 
+    let world = NodeWorld::new(
+        network.clone(),
+        tokio::runtime::Handle::current(),
+        host_tx.clone(),
+        home.sign_state(),
+        home.valid_block(),
+    );
+    let host = Host::new(
+        host_config(&config, max_response_bytes),
+        chain.clone(),
+        world,
+        validator,
+        recovered,
+    );
+    let host_thread = crate::shell::spawn(host, host_rx, host_tx.clone())
+        .context("cannot start the host thread")?;
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let (consensus_tx, consensus_rx) = mpsc::channel(INBOUND_QUEUE);
     tasks.spawn(dispatch(
-        node.clone(),
+        chain.clone(),
         inbound,
-        consensus_tx,
+        host_tx.clone(),
         stop_rx.clone(),
     ));
     tasks.spawn(relay(
-        node.clone(),
+        chain.clone(),
         network.clone(),
         relay_rx,
         max_message_bytes,
         stop_rx.clone(),
     ));
-    let sync = SyncConfig {
-        interval: Duration::from_millis(config.network.sync_interval_ms),
-        batch_blocks: config.network.sync_batch_blocks,
-    };
-    tasks.spawn(crate::sync::run(
-        node.clone(),
-        network.clone(),
-        sync,
-        stop_rx.clone(),
-    ));
-    let driver = DriverConfig {
-        consensus: config.consensus.machine(),
-        empty_block_interval: match config.producer.empty_block_interval_ms {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        },
-        sign_state_path: home.sign_state(),
-        valid_block_path: home.valid_block(),
-    };
-    let consensus = crate::consensus_driver::run(
-        node.clone(),
-        validator.clone(),
-        driver,
-        sign_state,
-        valid_block,
-        Some(ConsensusNet {
-            network: network.clone(),
-            messages: consensus_rx,
-            catchup: catchup_rx,
-        }),
-        stop_rx.clone(),
-    );
-    tasks.spawn(consensus);
-    tasks.spawn(expire_queued(node.clone(), stop_rx.clone()));
 
     let serve_node = node.clone();
     let on_shutdown = async move {
@@ -219,6 +377,12 @@ pub async fn run(
     };
     let served = crate::rpc_server::serve(node.clone(), &config.rpc, listener, on_shutdown).await;
     let _ = stop_tx.send(true);
+    // The host finishes what it is doing (a commit in flight) and stops.
+    host_tx.send(HostEvent::Stop);
+    let joined = tokio::task::spawn_blocking(move || host_thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        warn!("the host thread did not stop cleanly");
+    }
     // Closes every connection and drops the network's hold on the node.
     network.stop().await;
     while tasks.join_next().await.is_some() {}
@@ -227,15 +391,14 @@ pub async fn run(
     served
 }
 
-/// Routes what peers sent: consensus messages to the driver, transactions
-/// to the mempool.
+/// Hands on what peers sent: consensus messages to the host thread,
+/// transactions to the mempool.
 async fn dispatch(
-    node: Arc<Node>,
-    mut inbound: mpsc::Receiver<Inbound>,
-    consensus: mpsc::Sender<ConsensusMessage>,
+    chain: Arc<Chain>,
+    mut inbound: mpsc::Receiver<Inbound<Gossiped>>,
+    host: HostSender,
     mut stop: watch::Receiver<bool>,
 ) {
-    let max_bytes = node.chain().genesis.params.max_block_bytes as usize + PROPOSAL_OVERHEAD_BYTES;
     loop {
         let message = tokio::select! {
             _ = stop.changed() => return,
@@ -244,26 +407,21 @@ async fn dispatch(
                 None => return,
             },
         };
-        match message.topic {
-            Topic::Consensus => match decode_strict::<ConsensusMessage>(&message.data, max_bytes) {
-                Ok(decoded) => {
-                    if consensus.try_send(decoded).is_err() {
-                        warn!("consensus is not keeping up; dropping a message from a peer");
+        match message.message {
+            Gossiped::Consensus(message) => {
+                if !host.send(HostEvent::Message(message)) {
+                    warn!("consensus is not keeping up; dropping a message from a peer");
+                }
+            }
+            Gossiped::Transactions(txs) => {
+                let now = now_ms();
+                for tx in txs {
+                    // Stale nonces and duplicates are normal under gossip.
+                    if let Err(e) = chain.admit(tx, Signature::Checked, now) {
+                        debug!(error = %e, "gossiped transaction not admitted");
                     }
                 }
-                Err(e) => debug!(error = %e, "undecodable consensus message"),
-            },
-            Topic::Transactions => match tally_ledger::decode_tx_batch(&message.data) {
-                Ok(txs) => {
-                    for tx in txs {
-                        // Stale nonces and duplicates are normal under gossip.
-                        if let Err(e) = node.admit_from_peer(tx) {
-                            debug!(error = %e, "gossiped transaction not admitted");
-                        }
-                    }
-                }
-                Err(e) => debug!(error = %e, "undecodable transactions message"),
-            },
+            }
         }
     }
 }
@@ -276,7 +434,7 @@ async fn dispatch(
 /// still in the mempool, for up to `RELAY_RETRY_FOR`: a full node's client
 /// was told they were accepted.
 async fn relay(
-    node: Arc<Node>,
+    chain: Arc<Chain>,
     network: tally_gossip::Handle,
     mut txs: mpsc::Receiver<Vec<u8>>,
     max_message_bytes: usize,
@@ -303,10 +461,10 @@ async fn relay(
                 let now = tokio::time::Instant::now();
                 retry.retain(|(tx, until)| {
                     now < *until
-                        && tally_ledger::SignedTransaction::decode(tx)
+                        && SignedTransaction::decode(tx)
                             .ok()
-                            .and_then(|t| node.tx_status(&t.id(), false).ok())
-                            .is_some_and(|s| matches!(s, crate::node::TxStatus::InPool { .. }))
+                            .and_then(|t| chain.tx_status(&t.id(), false).ok())
+                            .is_some_and(|s| matches!(s, tally_host::TxStatus::InPool { .. }))
                 });
                 let waiting: Vec<Vec<u8>> = retry.iter().map(|(tx, _)| tx.clone()).collect();
                 let unsent = publish_batches(&network, &waiting, max_message_bytes).await;
@@ -347,16 +505,6 @@ async fn publish_batches(
         start = end;
     }
     unsent
-}
-
-async fn expire_queued(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(EXPIRY_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = ticker.tick() => node.expire(now_ms()),
-        }
-    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -30,6 +30,8 @@ pub struct Checker {
     votes: BTreeMap<VoteSlot, Option<Hash>>,
     /// What each honest validator proposed in each (height, round).
     proposals: BTreeMap<(Address, u64, u32), Hash>,
+    /// Each honest node's own chain: its last committed height and block.
+    chains: BTreeMap<usize, (u64, Hash)>,
     /// The first violation seen; the run stops there.
     pub violation: Option<String>,
 }
@@ -48,6 +50,7 @@ impl Checker {
             never_valid: BTreeSet::new(),
             votes: BTreeMap::new(),
             proposals: BTreeMap::new(),
+            chains: BTreeMap::new(),
             violation: None,
         }
     }
@@ -82,6 +85,21 @@ impl Checker {
     pub fn on_commit(&mut self, node: usize, stored: &StoredBlock, executed: &ExecutedBlock) {
         let header = &stored.block.header;
         let (height, hash) = (header.height, executed.hash);
+        // Each node's chain is one chain: every block the child of the one
+        // it committed before.
+        let (last_height, last_hash) = self
+            .chains
+            .get(&node)
+            .copied()
+            .unwrap_or((0, self.chain.genesis_hash));
+        if height != last_height + 1 || header.parent_hash != last_hash {
+            self.fail(format!(
+                "node {node} committed block {height} (parent {}) on its block {last_height} \
+                 ({last_hash})",
+                header.parent_hash
+            ));
+        }
+        self.chains.insert(node, (height, hash));
         if let Err(e) = self.chain.verify_commit(&stored.commit, height, &hash) {
             self.fail(format!(
                 "node {node} committed block {height} without a valid certificate: {e}"

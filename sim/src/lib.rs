@@ -1,13 +1,19 @@
 //! Deterministic simulation of whole Tally clusters under faults.
 //!
 //! # Design
-//! One thread runs n validators built from the real `tally-consensus`
-//! state machine, `tally-mempool` and `tally-ledger` over the in-memory
-//! store, connected by a simulated network and driven by a simulated clock.
-//! A single seeded generator decides everything: the cluster size, the fault
-//! rates of the run (swarm testing), every delay, drop, crash, partition,
-//! Byzantine lie and client transaction. The same seed therefore replays
-//! the same history, event for event; the trace digest proves it.
+//! One thread runs n validators, each the production host
+//! (`tally_host::Host`: consensus, the one commit path, the signing
+//! records, the catch-up exchange and block sync) over the in-memory store,
+//! connected by a simulated network and driven by a simulated clock. The
+//! simulator supplies only the world — [`world`] (the event loop and each
+//! node's process), [`network`] (links, gossip with gossipsub's duplicate
+//! suppression, requests, bans), [`faults`], [`workload`] (clients) and
+//! [`byzantine`] (one file per lie) — and the [`checker`]. It holds no copy
+//! of the host's logic. A single seeded generator decides everything: the
+//! cluster size, the fault rates of the run (swarm testing), every delay,
+//! drop, crash, partition, Byzantine lie and client transaction. The same
+//! seed therefore replays the same history, event for event; the trace
+//! digest proves it.
 //!
 //! # Guarantees
 //! Checked continuously; the first violation stops the run and is reported
@@ -25,28 +31,61 @@
 //!   honest node commits new blocks within a bounded simulated time.
 //!
 //! # Not guaranteed
-//! - The network and storage layers themselves (libp2p, RocksDB) are not
-//!   simulated: the shell here stands in for the node's driver, sync and
-//!   gossip; the end-to-end tests cover the real ones.
+//! - libp2p and RocksDB themselves are not simulated: the network here has
+//!   gossipsub's duplicate suppression and its queue's patience with a peer
+//!   that does not read, but not its mesh; the end-to-end tests cover the
+//!   real ones.
 
-mod checker;
-mod cluster;
+pub mod byzantine;
+pub mod checker;
+pub mod faults;
+pub mod network;
+mod node_world;
 mod profile;
+pub mod workload;
+pub mod world;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use cluster::LIVENESS_MS;
 pub use profile::{FaultSet, Lie, Profile};
+pub use tally_host::Sabotage;
+pub use world::LIVENESS_MS;
 
-/// A deliberate bug in the simulated node, to show that the invariants
-/// catch it (used by the tests).
+/// A fixed fault schedule instead of the seed's: each validator in turn is
+/// paused for `pause_ms`, `rounds` times over, one at a time with a healthy
+/// network, so that the longest stall while one is silent can be measured
+/// ([`Outcome::longest_gap_while_paused_ms`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sabotage {
-    /// Validators lose their signing records on restart.
-    ForgetSignState,
-    /// Validators accept every proposed block as valid.
-    AcceptAnyBlock,
+pub struct Scenario {
+    /// How long each pause lasts, ms.
+    pub pause_ms: u64,
+    /// Time from one pause's end to the next one's start, ms: the paused
+    /// validator has that long to catch up before another goes silent.
+    pub between_ms: u64,
+    /// How many times each validator is paused.
+    pub rounds: u64,
+}
+
+impl Scenario {
+    /// Simulated time before the first pause (the chain gets going).
+    fn first_at_ms(&self) -> u64 {
+        3_000
+    }
+
+    /// Time from one pause's start to the next.
+    fn every_ms(&self) -> u64 {
+        self.pause_ms + self.between_ms
+    }
+
+    fn pauses(&self, validators: usize) -> u64 {
+        self.rounds * validators as u64
+    }
+
+    /// When the scenario is over.
+    fn length_ms(&self, validators: usize) -> u64 {
+        self.first_at_ms() + self.pauses(validators) * self.every_ms() + 1_000
+    }
 }
 
 /// What to run.
@@ -60,8 +99,11 @@ pub struct Options {
     pub faults: FaultSet,
     /// Keep a human-readable trace.
     pub trace: bool,
-    /// A deliberate bug, for testing the checker.
+    /// A deliberate bug in the host, to show the checker finds it.
     pub sabotage: Option<Sabotage>,
+    /// A fixed fault schedule (with `faults` drawn as usual for the rest;
+    /// use [`FaultSet::NONE`] for a healthy network around it).
+    pub scenario: Option<Scenario>,
 }
 
 impl Options {
@@ -73,6 +115,7 @@ impl Options {
             faults: FaultSet::ALL,
             trace: false,
             sabotage: None,
+            scenario: None,
         }
     }
 
@@ -94,14 +137,14 @@ impl Options {
 pub struct Stats {
     /// Messages delivered.
     pub delivered: u64,
-    /// Messages lost (drops, partitions, and gossip that waited too long
-    /// for a paused peer).
+    /// Messages lost (drops, partitions, bans, and gossip that waited too
+    /// long for a paused peer).
     pub dropped: u64,
     /// Gossip messages a node had seen already (suppressed).
     pub duplicates: u64,
     /// Publishes gossip refused because the sender had seen the bytes.
     pub refused_republish: u64,
-    /// Messages that did not decode (garbage).
+    /// Messages refused by the network intake (garbage, bad signatures).
     pub undecodable: u64,
     /// Crashes.
     pub crashes: u64,
@@ -119,7 +162,7 @@ pub struct Stats {
     pub evidence: u64,
     /// Blocks committed through sync.
     pub synced_blocks: u64,
-    /// Sync answers refused (forged or conflicting blocks).
+    /// Peers banned by a host (forged or conflicting blocks, bad answers).
     pub refused_sync: u64,
 }
 
@@ -146,11 +189,14 @@ pub struct Outcome {
     pub stats: Stats,
     /// The trace (when asked for).
     pub trace: Vec<String>,
+    /// With a [`Scenario`]: the longest simulated time between two heights'
+    /// first commits that overlaps a pause.
+    pub longest_gap_while_paused_ms: Option<u64>,
 }
 
 /// Runs one seed.
 pub fn run(options: &Options) -> Outcome {
-    cluster::Sim::new(options.clone()).run()
+    world::Sim::new(options.clone()).run()
 }
 
 /// Runs `options` for each seed of `seeds` on `threads` threads, until the

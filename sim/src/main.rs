@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         faults: args.faults,
         trace: args.seed.is_some(),
         sabotage: None,
+        scenario: None,
     };
     match args.seed {
         Some(seed) => replay(Options { seed, ..template }),

@@ -1,0 +1,5 @@
+//! `tally`: the Tally node, wallet, devnet and benchmark.
+
+fn main() -> std::process::ExitCode {
+    tally_cli::cli::main()
+}

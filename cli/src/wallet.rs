@@ -1,0 +1,191 @@
+//! Wallet commands: talk to a node over JSON-RPC and print for people or,
+//! with `--json`, for programs.
+
+use anyhow::Context;
+use serde::Serialize;
+use tally_client::{BlockId, BlockTxs, Client, WaitMode};
+use tally_ledger::{Hash, Transaction};
+
+use crate::cli::{RpcArgs, TransferArgs};
+use tally_node::home::{resolve_address, resolve_key};
+
+fn client(args: &RpcArgs) -> anyhow::Result<Client> {
+    Ok(Client::new(&args.rpc)?)
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
+    let key = resolve_key(&args.key)?;
+    let to = resolve_address(&args.to).context("--to")?;
+    let client = client(&args.common)?;
+    let status = client.status().await?;
+    let nonce = match args.nonce {
+        Some(n) => n,
+        None => client.account(&key.address()).await?.next_nonce,
+    };
+    let tx = Transaction {
+        chain_id: status.chain_id,
+        from: key.address(),
+        to,
+        amount: args.amount,
+        fee: args.fee.unwrap_or(status.min_fee),
+        nonce,
+    }
+    .sign(&key, &status.genesis_hash);
+    let wait = if args.wait {
+        WaitMode::Committed
+    } else {
+        WaitMode::None
+    };
+    let result = client.submit(&tx, wait).await?;
+    if args.common.json {
+        return print_json(&result);
+    }
+    println!("transaction {}", result.hash);
+    println!(
+        "  from {} nonce {} to {} amount {} fee {}",
+        tx.tx.from, tx.tx.nonce, tx.tx.to, tx.tx.amount, tx.tx.fee
+    );
+    match (result.height, result.index) {
+        (Some(height), Some(index)) => println!("  committed in block {height} at index {index}"),
+        _ => println!(
+            "  status: {}",
+            serde_json::to_value(result.status)?.as_str().unwrap_or("?")
+        ),
+    }
+    Ok(())
+}
+
+pub async fn balance(address: &str, args: &RpcArgs) -> anyhow::Result<()> {
+    let address = resolve_address(address)?;
+    let info = client(args)?.account(&address).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!(
+        "{}: balance {}, nonce {}, next nonce {}",
+        info.address, info.balance, info.nonce, info.next_nonce
+    );
+    Ok(())
+}
+
+pub async fn tx(hash: &str, args: &RpcArgs) -> anyhow::Result<()> {
+    let hash: Hash = hash
+        .parse()
+        .map_err(|e| anyhow::anyhow!("transaction id {hash:?}: {e}"))?;
+    let info = client(args)?.tx(&hash).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!("transaction {}", info.hash);
+    println!(
+        "  status: {}",
+        serde_json::to_value(info.status)?.as_str().unwrap_or("?")
+    );
+    if let (Some(height), Some(index), Some(block)) = (info.height, info.index, info.block_hash) {
+        println!("  block {height} ({block}) index {index}");
+    }
+    if let Some(n) = info.waiting_for_nonce {
+        println!("  waiting for nonce {n}");
+    }
+    if let Some(e) = info.error {
+        println!("  rejected: {} (error {}, {})", e.message, e.code, e.reason);
+    }
+    if let Some(t) = info.tx {
+        println!("  from {} nonce {}", t.tx.from, t.tx.nonce);
+        println!("  to {} amount {} fee {}", t.tx.to, t.tx.amount, t.tx.fee);
+    }
+    Ok(())
+}
+
+fn parse_block_id(text: &str) -> anyhow::Result<BlockId> {
+    if text == "latest" {
+        return Ok(BlockId::latest());
+    }
+    if text.starts_with("0x") {
+        return Ok(BlockId::Hash {
+            hash: text.to_owned(),
+        });
+    }
+    text.parse::<u64>()
+        .map(BlockId::Height)
+        .map_err(|_| anyhow::anyhow!("block {text:?}: expected a height, `latest` or a 0x… hash"))
+}
+
+pub async fn block(id: &str, full: bool, args: &RpcArgs) -> anyhow::Result<()> {
+    let info = client(args)?.block(parse_block_id(id)?, full).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    let h = &info.header;
+    println!("block {} {}", h.height, info.hash);
+    println!("  parent    {}", h.parent_hash);
+    println!("  time      {} ms", h.timestamp_ms);
+    println!("  proposer  {}", h.proposer);
+    println!("  txs       {}", h.tx_count);
+    println!(
+        "  commit    round {} with {} signature(s)",
+        info.commit.round,
+        info.commit.signatures.len()
+    );
+    match &info.txs {
+        BlockTxs::Ids(ids) => ids.iter().for_each(|id| println!("  tx {id}")),
+        BlockTxs::Full(txs) => txs.iter().for_each(|t| {
+            println!(
+                "  tx {}: {} -> {} amount {} fee {} nonce {}",
+                t.hash, t.tx.tx.from, t.tx.tx.to, t.tx.tx.amount, t.tx.tx.fee, t.tx.tx.nonce
+            )
+        }),
+    }
+    Ok(())
+}
+
+/// `tally peers`.
+pub async fn peers(args: &RpcArgs) -> anyhow::Result<()> {
+    let info = client(args)?.peers().await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!("node id   {}", info.node_id);
+    println!("listening {}", info.listen_address);
+    println!("peers     {}", info.peers.len());
+    for peer in &info.peers {
+        let persistent = if peer.persistent { ", configured" } else { "" };
+        println!("  {} ({}{persistent})", peer.address, peer.direction);
+    }
+    Ok(())
+}
+
+pub async fn status(args: &RpcArgs) -> anyhow::Result<()> {
+    let status = client(args)?.status().await?;
+    if args.json {
+        return print_json(&status);
+    }
+    println!(
+        "chain     {} (genesis {})",
+        status.chain_id, status.genesis_hash
+    );
+    println!("height    {} ({})", status.height, status.tip_hash);
+    if let Some(c) = &status.consensus {
+        println!(
+            "consensus height {} round {} step {}",
+            c.height, c.round, c.step
+        );
+    }
+    let role = match status.role {
+        tally_client::NodeRole::Validator => "validator",
+        tally_client::NodeRole::Full => "full node",
+    };
+    let syncing = if status.syncing { ", syncing" } else { "" };
+    println!("role      {role}, {} peer(s){syncing}", status.peers);
+    println!("mempool   {} transaction(s)", status.mempool_size);
+    if let Some(v) = status.validator {
+        println!("validator {v}");
+    }
+    println!("version   {}", status.node_version);
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Helpers for end-to-end tests: start real `tally` processes on ports the
+//! OS picks, find their RPC URL from their output, and stop them.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tally_client::Client;
+
+/// The `tally` binary under test: the one cargo built, or `TALLY_TEST_BIN`
+/// (to run a test against another build, e.g. a release or an older one).
+pub fn tally_bin() -> PathBuf {
+    match std::env::var_os("TALLY_TEST_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_tally")),
+    }
+}
+
+/// Runs `tally ARGS` to completion; returns (success, stdout, stderr).
+pub fn tally(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(tally_bin())
+        .args(args)
+        .env_remove("TALLY_RPC")
+        .env_remove("TALLY_HOME")
+        .output()
+        .expect("run tally");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Longest a node may take to print its RPC address.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `tally` node process, killed on drop.
+pub struct NodeProcess {
+    child: Child,
+    /// Its JSON-RPC URL.
+    pub url: String,
+    /// The address its peers dial (`/ip4/…/tcp/…/p2p/…`).
+    pub p2p: String,
+    /// Its home.
+    pub home: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `tally ARGS` (which must print "RPC listening on URL").
+    ///
+    /// With `TALLY_TEST_LOG` set (a `TALLY_LOG` filter), the node logs at
+    /// that level to `HOME.log` instead of the test's stderr.
+    pub fn start(args: &[&str], home: &Path) -> NodeProcess {
+        let (filter, stderr) = match std::env::var("TALLY_TEST_LOG") {
+            Ok(filter) => {
+                let log = std::fs::File::create(home.with_extension("log")).expect("log file");
+                (filter, Stdio::from(log))
+            }
+            Err(_) => ("warn,libp2p_kad=error".to_owned(), Stdio::inherit()),
+        };
+        let mut child = Command::new(tally_bin())
+            .args(args)
+            .env("TALLY_LOG", filter)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tally");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::sync_channel(2);
+        std::thread::spawn(move || {
+            // The node prints its RPC line, then its P2P line.
+            let mut wanted = ["RPC listening on ", "P2P listening on "].into_iter();
+            let mut next = wanted.next();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(value) = next.and_then(|prefix| line.strip_prefix(prefix)) {
+                    let _ = tx.send(value.trim().to_owned());
+                    next = wanted.next();
+                }
+            }
+        });
+        let (url, p2p) = match (
+            rx.recv_timeout(STARTUP_TIMEOUT),
+            rx.recv_timeout(STARTUP_TIMEOUT),
+        ) {
+            (Ok(url), Ok(p2p)) => (url, p2p),
+            _ => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!("tally {args:?} did not start (exit: {status:?})");
+            }
+        };
+        NodeProcess {
+            child,
+            url,
+            p2p,
+            home: home.to_path_buf(),
+        }
+    }
+
+    /// `tally dev --home HOME --rpc-addr 127.0.0.1:0`.
+    pub fn dev(home: &Path) -> NodeProcess {
+        let home_arg = home.to_str().expect("utf-8 path");
+        Self::start(
+            &["dev", "--home", home_arg, "--rpc-addr", "127.0.0.1:0"],
+            home,
+        )
+    }
+
+    /// `tally run --home HOME` on free RPC and peer-to-peer ports.
+    pub fn run(home: &Path) -> NodeProcess {
+        let home_arg = home.to_str().expect("utf-8 path");
+        Self::start(
+            &[
+                "run",
+                "--home",
+                home_arg,
+                "--rpc-addr",
+                "127.0.0.1:0",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ],
+            home,
+        )
+    }
+
+    /// `tally run --home HOME` on the ports its config names.
+    pub fn run_configured(home: &Path) -> NodeProcess {
+        let home_arg = home.to_str().expect("utf-8 path");
+        Self::start(&["run", "--home", home_arg], home)
+    }
+
+    /// An SDK client for this node.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url).expect("client")
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited 0.
+    pub fn terminate(mut self) -> bool {
+        // The standard library only sends SIGKILL; `kill` sends SIGTERM.
+        let pid = self.child.id() as i32;
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs a raw body to the node; returns (HTTP status, body text).
+pub async fn post_raw(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+    content_type: &str,
+) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("http request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// POSTs a JSON-RPC request value; returns the parsed response.
+pub async fn call_raw(url: &str, request: serde_json::Value) -> serde_json::Value {
+    let (_, body) = post_raw(url, request.to_string(), "application/json").await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("response is not JSON ({e}): {body}"))
+}
+
+/// Edits a home's config.toml: `edit` gets the parsed table.
+pub fn edit_config(home: &Path, edit: impl FnOnce(&mut toml::Table)) {
+    let path = home.join("config.toml");
+    let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    edit(&mut table);
+    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+}
+
+/// Initialises a dev-chain home (single validator, funded devnet accounts)
+/// without starting it.
+pub fn init_dev_home(home: &Path) {
+    init_dev_home_with_key(home, "validator-0");
+}
+
+/// Like [`init_dev_home`], with the devnet key `key` as the node's key (a
+/// key other than `validator-0` makes a node that does not produce blocks).
+pub fn init_dev_home_with_key(home: &Path, key: &str) {
+    let genesis = home.with_extension("genesis.json");
+    let (ok, _, err) = tally(&[
+        "genesis",
+        "new",
+        "--devnet",
+        "1",
+        "--chain-id",
+        "tally-dev",
+        "--out",
+        genesis.to_str().unwrap(),
+    ]);
+    assert!(ok, "genesis new failed: {err}");
+    let (ok, _, err) = tally(&[
+        "init",
+        "--home",
+        home.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--devnet-key",
+        key,
+    ]);
+    assert!(ok, "init failed: {err}");
+}
+
+/// A base port such that a devnet's RPC ports (base + i) and peer ports
+/// (base + 100 + i) are all free right now.
+pub fn free_base_port(nodes: u16) -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base = 20_000
+            + ((seed
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(attempt * 7_919))
+                % 30_000) as u16;
+        let ports = (0..nodes).flat_map(|i| [base + i, base + 100 + i]);
+        let bound: Result<Vec<std::net::TcpListener>, _> = ports
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if bound.is_ok() {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+/// Longest a node may take to reach a height it is told about.
+pub const STEP_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Waits until the node's committed height reaches `height`.
+pub async fn wait_height(client: &Client, height: u64) {
+    let deadline = tokio::time::Instant::now() + STEP_DEADLINE;
+    loop {
+        if let Ok(status) = client.status().await {
+            if status.height >= height {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} did not reach height {height} within {STEP_DEADLINE:?}",
+            client.url()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A gossip filter for in-process test peers: they take nothing in.
+pub struct DeafFilter;
+
+impl tally_gossip::MessageFilter for DeafFilter {
+    type Message = ();
+    fn check(&self, _: tally_gossip::Topic, _: &[u8]) -> tally_gossip::Verdict<()> {
+        tally_gossip::Verdict::Ignore
+    }
+}

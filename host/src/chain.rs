@@ -1,0 +1,902 @@
+//! The committed chain and the transactions waiting to join it, shared by
+//! the host (which builds, validates and commits blocks) and its readers
+//! (the node's RPC, the simulator's clients and checker).
+//!
+//! Every block enters the chain through [`Chain::commit_block`], whether
+//! consensus decided it or a peer sent it: the block must come as a
+//! [`CertifiedBlock`], which only a checked certificate makes; it is
+//! executed (or the execution kept when it was built or validated here is
+//! used), written in one synced batch, and then the mempool and whoever
+//! listens are brought up to date.
+//!
+//! # Locks
+//! The chain is shared between threads, so its parts sit behind mutexes,
+//! always taken in this order and never the other way: `commit_lock` (one
+//! block at a time through build and commit) → `pool` → `outcomes`. The
+//! others (`executed`, `evidence`, `failure`, `status`) are leaves: held
+//! only for a read or a write, never while taking another lock. No lock is
+//! held while a listener is told anything.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tally_ledger::{
+    build_block, execute_block, Account, Address, Block, BlockError, BlockMeta, BlockWrite,
+    ChainContext, ChainWrite, Commit, CommitError, DuplicateVoteEvidence, ExecutedBlock, Hash,
+    SigCheck, SignedTransaction, Signers, StorageError, StoredBlock, TxError, TxLocation, Verified,
+};
+use tally_mempool::{Mempool, MempoolError, PoolState, Removal};
+use tracing::{info, warn};
+
+/// Most equivocations kept for `chain_getEvidence`.
+pub const MAX_EVIDENCE: usize = 10_000;
+
+/// Most kept executions of candidate blocks (one per round at most).
+const MAX_CACHED_EXECUTIONS: usize = 64;
+
+/// A transaction's place in its lifecycle, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Never seen, or forgotten.
+    Unknown,
+    /// In the mempool.
+    InPool {
+        /// Pending or queued.
+        state: PoolState,
+        /// The transaction.
+        tx: SignedTransaction,
+    },
+    /// In a committed block.
+    Committed {
+        /// Where.
+        location: TxLocation,
+        /// The block's hash.
+        block_hash: Hash,
+        /// The transaction, when asked for (it costs reading the block).
+        tx: Option<SignedTransaction>,
+    },
+    /// Dropped.
+    Rejected(Rejection),
+    /// Expired behind a nonce gap.
+    Expired,
+}
+
+impl TxStatus {
+    /// Whether the status can no longer change.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            TxStatus::Committed { .. } | TxStatus::Rejected(_) | TxStatus::Expired
+        )
+    }
+}
+
+/// Why an admitted transaction was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// It broke a ledger rule by the time a block would have held it.
+    Invalid(TxError),
+    /// Another transaction of the same sender and nonce paying a higher
+    /// fee took its place.
+    Replaced {
+        /// The replacement.
+        by: Hash,
+    },
+}
+
+/// Whether a transaction's signature still has to be checked on admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    /// Check it (RPC, a client).
+    Check,
+    /// The network intake checked it ([`crate::edge::TransactionIntake`]).
+    Checked,
+}
+
+/// Why a transaction was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// The transaction breaks a ledger rule.
+    #[error(transparent)]
+    Tx(#[from] TxError),
+    /// The mempool refused it.
+    #[error(transparent)]
+    Pool(#[from] MempoolError),
+    /// It is already in a committed block.
+    #[error("transaction is already committed at height {} index {}", .0.height, .0.index)]
+    AlreadyCommitted(TxLocation),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a block could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitFailure {
+    /// The certificate does not prove finality of this block.
+    #[error("invalid commit certificate: {0}")]
+    Certificate(#[from] CommitError),
+    /// The block is invalid.
+    #[error("invalid block: {0}")]
+    Block(#[from] BlockError),
+    /// Storage failed: nothing was committed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A different block is already committed at this height. With a valid
+    /// certificate for both, more than a third of the validators signed
+    /// conflicting blocks: the chain's safety assumption is broken.
+    #[error("a different block ({committed}) is already committed at height {height}")]
+    Conflict {
+        /// The height.
+        height: u64,
+        /// The block committed there.
+        committed: Hash,
+    },
+}
+
+/// A block with a certificate checked to prove it final: the only thing
+/// [`Chain::commit_block`] takes.
+#[derive(Debug, Clone)]
+pub struct CertifiedBlock {
+    stored: StoredBlock,
+}
+
+impl CertifiedBlock {
+    /// A block decided here: its certificate was assembled from votes this
+    /// node's state machine counted, each verified when it arrived, so no
+    /// signature is checked again; only that it is this block's.
+    pub fn decided(block: Block, commit: Verified<Commit>) -> Result<Self, CommitError> {
+        let hash = block.hash();
+        let height = block.header.height;
+        if commit.height != height || commit.block_hash != hash {
+            return Err(CommitError::WrongBlock {
+                height,
+                hash,
+                got_height: commit.height,
+                got_hash: commit.block_hash,
+            });
+        }
+        Ok(CertifiedBlock {
+            stored: StoredBlock {
+                block,
+                commit: commit.into_inner(),
+            },
+        })
+    }
+
+    /// A block from a peer (block sync, catch-up): every signature of its
+    /// certificate is checked against `signers`.
+    pub fn check(stored: StoredBlock, signers: &Signers<'_>) -> Result<Self, CommitError> {
+        let StoredBlock { block, commit } = stored;
+        let (height, hash) = (block.header.height, block.hash());
+        #[cfg(feature = "sabotage")]
+        if crate::sabotage::active(crate::Sabotage::CommitUncheckedCertificate) {
+            return Ok(CertifiedBlock {
+                stored: StoredBlock { block, commit },
+            });
+        }
+        let commit = Verified::<Commit>::check(commit, height, &hash, signers)?;
+        Self::decided(block, commit)
+    }
+
+    /// The block and its certificate.
+    pub fn stored(&self) -> &StoredBlock {
+        &self.stored
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Rejected(Rejection),
+    Expired,
+}
+
+/// Recently rejected or expired transactions, oldest forgotten first.
+struct Outcomes {
+    map: HashMap<Hash, Outcome>,
+    order: VecDeque<Hash>,
+    capacity: usize,
+}
+
+impl Outcomes {
+    fn record(&mut self, id: Hash, outcome: Outcome) {
+        if self.map.insert(id, outcome).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
+/// What the chain tells whoever follows it (the node wakes waiting RPC
+/// clients and its host thread; the simulator feeds its checker). Called
+/// with no lock held.
+pub trait ChainEvents: Send + Sync {
+    /// A block was committed.
+    fn committed(&self, stored: &StoredBlock, executed: &ExecutedBlock);
+    /// Some transaction's status may have changed.
+    fn statuses_changed(&self);
+    /// The mempool has a new pending transaction (a block can be built).
+    fn work_arrived(&self);
+}
+
+/// A listener that ignores everything.
+pub struct NoEvents;
+
+impl ChainEvents for NoEvents {
+    fn committed(&self, _: &StoredBlock, _: &ExecutedBlock) {}
+    fn statuses_changed(&self) {}
+    fn work_arrived(&self) {}
+}
+
+/// Where consensus is, as reported by the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Height being decided.
+    pub height: u64,
+    /// Round.
+    pub round: u32,
+    /// Step name: `propose`, `prevote`, `precommit` or `commit`.
+    pub step: &'static str,
+}
+
+/// What the host reports about itself, for status queries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostStatus {
+    /// Where consensus is, once it started.
+    pub position: Option<Position>,
+    /// Whether block sync is fetching blocks.
+    pub syncing: bool,
+    /// Connected peers at the last count.
+    pub peers: usize,
+}
+
+/// The committed chain, the mempool and the one commit path.
+pub struct Chain {
+    context: ChainContext,
+    store: Arc<dyn ChainWrite>,
+    pool: Mutex<Mempool>,
+    outcomes: Mutex<Outcomes>,
+    /// Serialises building and committing.
+    commit_lock: Mutex<()>,
+    /// Why the node cannot commit right now (storage failure, stopped
+    /// host), cleared by the next successful commit.
+    failure: Mutex<Option<String>>,
+    /// Executions of candidate blocks of the next height (own proposals and
+    /// validated ones), so that the decided block is executed only once.
+    executed: Mutex<HashMap<Hash, ExecutedBlock>>,
+    /// Equivocations seen, oldest first (at most `MAX_EVIDENCE`).
+    evidence: Mutex<VecDeque<DuplicateVoteEvidence>>,
+    status: Mutex<HostStatus>,
+    /// The committed height, readable without the store (the network
+    /// intake asks for every message).
+    tip_height: AtomicU64,
+    events: Box<dyn ChainEvents>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves state that is still consistent for
+    // these structures (every mutation completes before any call that could
+    // panic), so recover the guard instead of spreading the panic.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Chain {
+    /// The chain `context` over `store`, with `pool`, remembering the last
+    /// `max_remembered_outcomes` rejected or expired transaction ids.
+    pub fn new(
+        context: ChainContext,
+        store: Arc<dyn ChainWrite>,
+        pool: Mempool,
+        max_remembered_outcomes: usize,
+        events: Box<dyn ChainEvents>,
+    ) -> Chain {
+        let tip_height = store.tip().ok().flatten().map_or(0, |t| t.height);
+        Chain {
+            tip_height: AtomicU64::new(tip_height),
+            context,
+            store,
+            pool: Mutex::new(pool),
+            outcomes: Mutex::new(Outcomes {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                capacity: max_remembered_outcomes,
+            }),
+            commit_lock: Mutex::new(()),
+            failure: Mutex::new(None),
+            executed: Mutex::new(HashMap::new()),
+            evidence: Mutex::new(VecDeque::new()),
+            status: Mutex::new(HostStatus::default()),
+            events,
+        }
+    }
+
+    /// The chain this node follows.
+    pub fn context(&self) -> &ChainContext {
+        &self.context
+    }
+
+    /// The committed chain.
+    pub fn store(&self) -> &dyn ChainWrite {
+        &*self.store
+    }
+
+    /// The last committed block, or genesis.
+    pub fn tip(&self) -> Result<BlockMeta, StorageError> {
+        Ok(self
+            .store
+            .tip()?
+            .unwrap_or_else(|| self.context.genesis_meta()))
+    }
+
+    /// The committed height as of the last commit (no storage read).
+    pub fn tip_height(&self) -> u64 {
+        self.tip_height.load(Ordering::Acquire)
+    }
+
+    /// Transactions in the mempool.
+    pub fn mempool_len(&self) -> usize {
+        lock(&self.pool).len()
+    }
+
+    /// Whether the mempool has transactions ready for a block.
+    pub fn has_pending(&self) -> bool {
+        lock(&self.pool).has_pending()
+    }
+
+    /// The nonce the account's next transaction should carry.
+    pub fn next_nonce(&self, address: &Address, account: &Account) -> u64 {
+        lock(&self.pool).next_nonce(address, account)
+    }
+
+    /// Keeps proof that a validator equivocated.
+    pub fn record_evidence(&self, evidence: DuplicateVoteEvidence) {
+        let mut kept = lock(&self.evidence);
+        if kept.len() >= MAX_EVIDENCE {
+            kept.pop_front();
+        }
+        kept.push_back(evidence);
+    }
+
+    /// The equivocations seen, oldest first.
+    pub fn evidence(&self) -> Vec<DuplicateVoteEvidence> {
+        lock(&self.evidence).iter().cloned().collect()
+    }
+
+    /// Why the node cannot commit right now, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    /// Clears a failure that has passed.
+    pub fn clear_failure(&self) {
+        *lock(&self.failure) = None;
+    }
+
+    /// Marks the node as unable to commit (shown by `/health`).
+    pub fn set_failure(&self, reason: String) {
+        *lock(&self.failure) = Some(reason);
+    }
+
+    /// What the host last reported.
+    pub fn host_status(&self) -> HostStatus {
+        *lock(&self.status)
+    }
+
+    /// Records what the host reports.
+    pub fn update_host_status(&self, update: impl FnOnce(&mut HostStatus)) {
+        update(&mut lock(&self.status));
+    }
+
+    /// Admits a transaction to the mempool: refused if it is committed
+    /// already or breaks a rule (its signature checked unless the network
+    /// intake checked it).
+    pub fn admit(
+        &self,
+        tx: SignedTransaction,
+        signature: Signature,
+        now_ms: u64,
+    ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
+        let id = tx.id();
+        if let Some(location) = self.store.tx_location(&id)? {
+            return Err(AdmitError::AlreadyCommitted(location));
+        }
+        let genesis = &self.context.genesis;
+        match signature {
+            Signature::Check => tx.verify_stateless(
+                &genesis.chain_id,
+                &self.context.genesis_hash,
+                genesis.params.min_fee,
+            )?,
+            Signature::Checked => tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?,
+        }
+        let admission = {
+            let mut pool = lock(&self.pool);
+            // Read the account under the pool lock so a commit cannot slip
+            // between the read and the admission.
+            let account = self.store.account(&tx.tx.from)?;
+            let admission = pool.insert(tx.clone(), id, account, now_ms)?;
+            if let Some(replaced) = admission.replaced {
+                let outcome = Outcome::Rejected(Rejection::Replaced { by: id });
+                lock(&self.outcomes).record(replaced, outcome);
+            }
+            admission
+        };
+        if admission.state == PoolState::Pending {
+            self.events.work_arrived();
+        }
+        if admission.replaced.is_some() {
+            // The replaced transaction's status is now final.
+            self.events.statuses_changed();
+        }
+        Ok((tx, id, admission.state))
+    }
+
+    /// Where a transaction is; `with_tx` also returns a committed
+    /// transaction's body, which costs reading its whole block.
+    pub fn tx_status(&self, id: &Hash, with_tx: bool) -> Result<TxStatus, StorageError> {
+        // Pool, then store, then outcomes: a transaction leaves the pool only
+        // after its block is stored, or with its outcome recorded under the
+        // pool lock, so one of the three always knows it.
+        {
+            let pool = lock(&self.pool);
+            if let (Some(state), Some(tx)) = (pool.status(id), pool.get(id)) {
+                return Ok(TxStatus::InPool {
+                    state,
+                    tx: tx.clone(),
+                });
+            }
+        }
+        if let Some(location) = self.store.tx_location(id)? {
+            return self.committed_status(id, location, with_tx);
+        }
+        Ok(match lock(&self.outcomes).map.get(id) {
+            Some(Outcome::Rejected(r)) => TxStatus::Rejected(r.clone()),
+            Some(Outcome::Expired) => TxStatus::Expired,
+            None => TxStatus::Unknown,
+        })
+    }
+
+    fn committed_status(
+        &self,
+        id: &Hash,
+        location: TxLocation,
+        with_tx: bool,
+    ) -> Result<TxStatus, StorageError> {
+        let missing =
+            || StorageError::Corrupt(format!("indexed block {} is missing", location.height));
+        if !with_tx {
+            let header = self.store.header(location.height)?.ok_or_else(missing)?;
+            return Ok(TxStatus::Committed {
+                location,
+                block_hash: header.hash(),
+                tx: None,
+            });
+        }
+        let stored = self.store.block(location.height)?.ok_or_else(missing)?;
+        let tx = stored
+            .block
+            .txs
+            .get(location.index as usize)
+            .cloned()
+            .ok_or_else(|| {
+                StorageError::Corrupt(format!("indexed tx {id} is missing from its block"))
+            })?;
+        Ok(TxStatus::Committed {
+            location,
+            block_hash: stored.block.hash(),
+            tx: Some(tx),
+        })
+    }
+
+    /// Drops queued transactions that waited too long.
+    pub fn expire(&self, now_ms: u64) {
+        {
+            let mut pool = lock(&self.pool);
+            let expired = pool.expire(now_ms);
+            if expired.is_empty() {
+                return;
+            }
+            let mut outcomes = lock(&self.outcomes);
+            for id in expired {
+                outcomes.record(id, Outcome::Expired);
+            }
+        }
+        self.events.statuses_changed();
+    }
+
+    /// Commits a certified block (decided here, or from a peer): executes
+    /// it (or takes the execution kept from validating or building it) and
+    /// stores it. On a storage failure nothing is committed and the caller
+    /// retries with the identical block.
+    ///
+    /// A block already committed (consensus and sync may both deliver it)
+    /// is not committed again: its meta is returned.
+    pub fn commit_block(&self, certified: CertifiedBlock) -> Result<BlockMeta, CommitFailure> {
+        let guard = lock(&self.commit_lock);
+        let stored = certified.stored;
+        let parent = self.tip()?;
+        let hash = stored.block.hash();
+        let height = stored.block.header.height;
+        if height <= parent.height {
+            let committed = self
+                .store
+                .header(height)?
+                .map(|h| h.hash())
+                .ok_or_else(|| StorageError::Corrupt(format!("block {height} is missing")))?;
+            if committed != hash {
+                return Err(CommitFailure::Conflict { height, committed });
+            }
+            return Ok(BlockMeta {
+                height,
+                hash,
+                timestamp_ms: stored.block.header.timestamp_ms,
+            });
+        }
+        // The kept execution is keyed by the header's hash: use it only for
+        // the body that header commits to, on the parent it was made on.
+        let kept = match stored.block.body_matches_header() {
+            true => lock(&self.executed).remove(&hash),
+            false => None,
+        };
+        let executed = match kept {
+            Some(executed) if stored.block.header.parent_hash == parent.hash => executed,
+            _ => self.execute(&parent, &stored.block)?,
+        };
+        let committed = self.finish_commit(&stored, &executed);
+        drop(guard);
+        match committed {
+            Ok(meta) => {
+                lock(&self.executed).clear();
+                self.events.statuses_changed();
+                self.events.committed(&stored, &executed);
+                Ok(meta)
+            }
+            Err(e) => {
+                self.keep_execution(executed);
+                Err(e)
+            }
+        }
+    }
+
+    fn execute(&self, parent: &BlockMeta, block: &Block) -> Result<ExecutedBlock, CommitFailure> {
+        #[cfg(feature = "sabotage")]
+        let parent = &match crate::sabotage::active(crate::Sabotage::SyncIgnoresParent) {
+            // Execute on the tip whatever parent the block names.
+            true => BlockMeta {
+                hash: block.header.parent_hash,
+                height: block.header.height.saturating_sub(1),
+                ..*parent
+            },
+            false => *parent,
+        };
+        let verified = self.verified_in_pool(block);
+        execute_block(
+            &*self.store,
+            &self.context,
+            parent,
+            block,
+            SigCheck::SkipVerified(&verified),
+        )
+        // A read failure is this node's problem, not the block's.
+        .map_err(|e| match e {
+            BlockError::Storage(e) => CommitFailure::Storage(e),
+            e => CommitFailure::Block(e),
+        })
+    }
+
+    /// Builds a block for `height` from the mempool (Tendermint's
+    /// `getValue()`), proposed by `proposer` at `now_ms`. Its transactions
+    /// are marked as in flight, and its execution is kept for the commit.
+    /// `None` if `height` is not the next height.
+    pub fn build_proposal(
+        &self,
+        proposer: Address,
+        height: u64,
+        now_ms: u64,
+    ) -> Result<Option<Block>, CommitFailure> {
+        let _guard = lock(&self.commit_lock);
+        let parent = self.tip()?;
+        if parent.height + 1 != height {
+            return Ok(None);
+        }
+        let params = &self.context.genesis.params;
+        let (max_txs, max_bytes) = (
+            params.max_block_txs as usize,
+            params.max_block_bytes as usize,
+        );
+        let candidates = lock(&self.pool).select_for_block(max_txs, max_bytes);
+        let built = build_block(
+            &*self.store,
+            &self.context,
+            &parent,
+            proposer,
+            now_ms,
+            candidates,
+        )
+        .inspect_err(|_| lock(&self.pool).release_block())?;
+        if !built.rejected.is_empty() {
+            let mut pool = lock(&self.pool);
+            let mut outcomes = lock(&self.outcomes);
+            for (id, error) in &built.rejected {
+                pool.remove(id);
+                outcomes.record(*id, Outcome::Rejected(Rejection::Invalid(error.clone())));
+            }
+        }
+        self.keep_execution(built.executed);
+        Ok(Some(built.block))
+    }
+
+    /// The ids of `block`'s transactions that are in the mempool: their
+    /// signatures were checked when they were admitted, so validating the
+    /// block need not check them again (a block's transactions normally
+    /// reach every node by gossip before the proposal does).
+    fn verified_in_pool(&self, block: &Block) -> HashSet<Hash> {
+        let ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
+        let pool = lock(&self.pool);
+        ids.into_iter()
+            .filter(|id| pool.get(id).is_some())
+            .collect()
+    }
+
+    fn keep_execution(&self, executed: ExecutedBlock) {
+        let mut cache = lock(&self.executed);
+        if cache.len() >= MAX_CACHED_EXECUTIONS {
+            cache.clear();
+        }
+        cache.insert(executed.hash, executed);
+    }
+
+    /// `valid(v)`: whether `block` is a valid child of the committed tip,
+    /// every signature checked. Storage failures are errors, not "invalid".
+    pub fn validate_block(&self, block: &Block) -> Result<bool, StorageError> {
+        #[cfg(feature = "sabotage")]
+        if crate::sabotage::active(crate::Sabotage::AcceptAnyBlock) {
+            return Ok(true);
+        }
+        if !block.body_matches_header() {
+            return Ok(false);
+        }
+        let hash = block.hash();
+        let parent = self.tip()?;
+        // A kept execution was made against the parent the block names; it
+        // still holds only while that parent is the tip.
+        if block.header.parent_hash == parent.hash && lock(&self.executed).contains_key(&hash) {
+            return Ok(true);
+        }
+        let verified = self.verified_in_pool(block);
+        let sig_check = SigCheck::SkipVerified(&verified);
+        match execute_block(&*self.store, &self.context, &parent, block, sig_check) {
+            Ok(executed) => {
+                self.keep_execution(executed);
+                Ok(true)
+            }
+            Err(BlockError::Storage(e)) => Err(e),
+            Err(e) => {
+                warn!(height = block.header.height, %hash, error = %e, "invalid block");
+                Ok(false)
+            }
+        }
+    }
+
+    /// The tail of the commit path, shared by every block.
+    fn finish_commit(
+        &self,
+        stored: &StoredBlock,
+        executed: &ExecutedBlock,
+    ) -> Result<BlockMeta, CommitFailure> {
+        let header = &stored.block.header;
+        let write = BlockWrite {
+            stored,
+            hash: executed.hash,
+            tx_ids: &executed.tx_ids,
+            accounts: &executed.accounts,
+        };
+        if let Err(e) = self.store.commit(&write) {
+            warn!(height = header.height, error = %e, "block commit failed; retrying the same block until storage recovers");
+            self.set_failure(format!("cannot commit block {}: {e}", header.height));
+            return Err(e.into());
+        }
+        *lock(&self.failure) = None;
+        self.tip_height.store(header.height, Ordering::Release);
+        {
+            let mut pool = lock(&self.pool);
+            let removed = pool.on_block_committed(&executed.tx_ids, &executed.accounts);
+            let mut outcomes = lock(&self.outcomes);
+            for (id, removal) in removed {
+                if let Removal::Invalid(error) = removal {
+                    outcomes.record(id, Outcome::Rejected(Rejection::Invalid(error)));
+                }
+            }
+        }
+        let meta = BlockMeta {
+            height: header.height,
+            hash: executed.hash,
+            timestamp_ms: header.timestamp_ms,
+        };
+        info!(height = meta.height, txs = executed.tx_ids.len(), hash = %meta.hash, "committed block");
+        Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tally_ledger::devnet::devnet_genesis;
+    use tally_ledger::{
+        devnet_key, Account, AccountRead, ChainRead, Commit, CommitSignature, Header, Transaction,
+        Vote, VoteKind,
+    };
+    use tally_store::MemoryStore;
+
+    const NOW_MS: u64 = tally_ledger::devnet::DEVNET_GENESIS_TIME_MS + 1_000;
+
+    /// A store whose commits fail while `failing` is set (a full disk).
+    struct FlakyStore {
+        inner: MemoryStore,
+        failing: AtomicBool,
+    }
+
+    impl AccountRead for FlakyStore {
+        fn account(&self, address: &Address) -> Result<Account, StorageError> {
+            self.inner.account(address)
+        }
+    }
+
+    impl ChainRead for FlakyStore {
+        fn genesis_hash(&self) -> Hash {
+            self.inner.genesis_hash()
+        }
+        fn tip(&self) -> Result<Option<BlockMeta>, StorageError> {
+            self.inner.tip()
+        }
+        fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
+            self.inner.block(height)
+        }
+        fn header(&self, height: u64) -> Result<Option<Header>, StorageError> {
+            self.inner.header(height)
+        }
+        fn height_of(&self, hash: &Hash) -> Result<Option<u64>, StorageError> {
+            self.inner.height_of(hash)
+        }
+        fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, StorageError> {
+            self.inner.tx_location(id)
+        }
+    }
+
+    impl ChainWrite for FlakyStore {
+        fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StorageError::Io("No space left on device".into()));
+            }
+            self.inner.commit(write)
+        }
+    }
+
+    fn node() -> (Chain, Arc<FlakyStore>, ChainContext) {
+        let chain = ChainContext::new(devnet_genesis(1, "tally-dev").unwrap());
+        let store = Arc::new(FlakyStore {
+            inner: MemoryStore::new(&chain),
+            failing: AtomicBool::new(false),
+        });
+        let pool = Mempool::new(tally_mempool::Config::default());
+        let node = Chain::new(chain.clone(), store.clone(), pool, 10, Box::new(NoEvents));
+        (node, store, chain)
+    }
+
+    fn submit(node: &Chain, tx: SignedTransaction) -> Result<(), AdmitError> {
+        node.admit(tx, Signature::Check, NOW_MS).map(|_| ())
+    }
+
+    fn transfer(chain: &ChainContext, nonce: u64, fee: u64) -> SignedTransaction {
+        let alice = devnet_key("alice");
+        Transaction {
+            chain_id: chain.genesis.chain_id.clone(),
+            from: alice.address(),
+            to: devnet_key("bob").address(),
+            amount: 1,
+            fee,
+            nonce,
+        }
+        .sign(&alice, &chain.genesis_hash)
+    }
+
+    /// What consensus would decide for a one-validator chain: the block and
+    /// the validator's precommit for it.
+    fn decide(chain: &ChainContext, block: Block) -> CertifiedBlock {
+        CertifiedBlock::check(decided(chain, block), &chain.signers()).unwrap()
+    }
+
+    fn decided(chain: &ChainContext, block: Block) -> StoredBlock {
+        let key = devnet_key("validator-0");
+        let vote = Vote {
+            chain_id: chain.genesis.chain_id.clone(),
+            height: block.header.height,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block_hash: Some(block.hash()),
+        };
+        let commit = Commit {
+            height: block.header.height,
+            round: 0,
+            block_hash: block.hash(),
+            signatures: vec![CommitSignature {
+                validator: key.address(),
+                signature: vote.sign(&key, &chain.genesis_hash),
+            }],
+        };
+        StoredBlock { block, commit }
+    }
+
+    #[test]
+    fn a_failed_commit_changes_nothing_and_the_identical_block_commits_later() {
+        let (node, store, chain) = node();
+        let proposer = devnet_key("validator-0").address();
+        submit(&node, transfer(&chain, 0, 1)).unwrap();
+        let block = node.build_proposal(proposer, 1, NOW_MS).unwrap().unwrap();
+        assert_eq!(
+            node.build_proposal(proposer, 5, NOW_MS).unwrap(),
+            None,
+            "only the next height"
+        );
+        let certified = decide(&chain, block);
+        store.failing.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            node.commit_block(certified.clone()),
+            Err(CommitFailure::Storage(_))
+        ));
+        assert!(node.failure().is_some(), "health reports the failure");
+        assert_eq!(node.tip().unwrap().height, 0);
+        // Meanwhile the transaction in the block cannot be replaced.
+        let replacement = transfer(&chain, 0, 5);
+        assert!(matches!(
+            submit(&node, replacement),
+            Err(AdmitError::Pool(MempoolError::InBlock { nonce: 0 }))
+        ));
+        store.failing.store(false, Ordering::SeqCst);
+        let tip = node.commit_block(certified.clone()).unwrap();
+        assert_eq!(tip.hash, certified.stored().block.hash());
+        assert_eq!(node.tip_height(), 1);
+        assert!(node.failure().is_none());
+        assert_eq!(node.mempool_len(), 0);
+    }
+
+    #[test]
+    fn validation_checks_every_rule_and_reports_invalid_blocks() {
+        let (node, _, chain) = node();
+        let proposer = devnet_key("validator-0").address();
+        submit(&node, transfer(&chain, 0, 1)).unwrap();
+        let block = node.build_proposal(proposer, 1, NOW_MS).unwrap().unwrap();
+        assert!(node.validate_block(&block).unwrap());
+        let mut tampered = block.clone();
+        tampered.txs[0].tx.amount += 1;
+        assert!(
+            !node.validate_block(&tampered).unwrap(),
+            "bad signature, bad tx root"
+        );
+        // A certificate that does not verify makes no certified block, so
+        // it cannot reach the commit path.
+        let mut stored = decided(&chain, block.clone());
+        stored.commit.signatures.clear();
+        assert!(matches!(
+            CertifiedBlock::check(stored, &chain.signers()),
+            Err(CommitError::NoQuorum { .. })
+        ));
+        // Nor a good certificate for another block.
+        let mut forged = decided(&chain, block);
+        forged.block.header.timestamp_ms += 1;
+        assert!(matches!(
+            CertifiedBlock::check(forged, &chain.signers()),
+            Err(CommitError::WrongBlock { .. })
+        ));
+    }
+}

@@ -1,0 +1,334 @@
+//! The network intake: where gossip's bytes enter the node. Each message is
+//! decoded once, strictly and within its size bound, and its signatures are
+//! checked here, once: what passes comes out typed — a consensus message as
+//! [`Verified`], which nothing else can make — and nothing downstream
+//! checks again. The node calls this from its gossip filter (before a
+//! message is forwarded to other peers); the simulator from its network.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+use tally_ledger::{
+    decode_strict, decode_tx_batch, ChainContext, ConsensusMessage, Hash, SignedTransaction,
+    Verified,
+};
+
+/// The judgement of a received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict<T> {
+    /// Valid: deliver this, and forward the message.
+    Accept(T),
+    /// Invalid: drop it and count it against the peer that sent it.
+    Reject,
+    /// Not useful (old, far ahead, a late copy): drop it without blame.
+    Ignore,
+}
+
+/// How far past the committed tip a consensus message may be and still be
+/// useful: the height being decided, and the next (peers that committed
+/// first).
+pub const HEIGHTS_AHEAD: u64 = 2;
+
+/// Checks consensus messages from gossip.
+pub struct ConsensusIntake {
+    chain: ChainContext,
+    max_bytes: usize,
+}
+
+impl ConsensusIntake {
+    /// Intake for `chain`, of messages up to `max_bytes`.
+    pub fn new(chain: ChainContext, max_bytes: usize) -> Self {
+        ConsensusIntake { chain, max_bytes }
+    }
+
+    /// Judges `bytes` for a node whose committed tip is at height `tip`: a
+    /// message for a height below it or more than [`HEIGHTS_AHEAD`] above
+    /// is ignored (authentic but useless, or not usable before sync
+    /// catches up); anything that does not decode or verify is rejected.
+    pub fn check(&self, bytes: &[u8], tip: u64) -> Verdict<Verified<ConsensusMessage>> {
+        let Ok(message) = decode_strict::<ConsensusMessage>(bytes, self.max_bytes) else {
+            return Verdict::Reject;
+        };
+        let height = message.height();
+        if height < tip || height > tip.saturating_add(HEIGHTS_AHEAD) {
+            return Verdict::Ignore;
+        }
+        match Verified::<ConsensusMessage>::check(message, &self.chain.signers()) {
+            Ok(verified) => Verdict::Accept(verified),
+            Err(_) => Verdict::Reject,
+        }
+    }
+}
+
+/// Transaction ids remembered as checked (about 100 bytes each).
+pub const REMEMBERED_TXS: usize = 100_000;
+
+/// A bounded set of ids, the oldest forgotten first.
+#[derive(Default)]
+struct SeenTxs {
+    ids: HashSet<Hash>,
+    order: VecDeque<Hash>,
+}
+
+impl SeenTxs {
+    fn insert(&mut self, id: Hash) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > REMEMBERED_TXS {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Checks gossip messages of transactions. It remembers the ids of the
+/// last [`REMEMBERED_TXS`] transactions it checked: a message whose
+/// transactions were all seen before is ignored (a late copy of a batch,
+/// after gossip's duplicate window, must not be checked and forwarded
+/// again), and in a message with new ones only those are checked. An id
+/// hashes the whole signed encoding, so a remembered id stands for exactly
+/// the bytes that were checked.
+pub struct TransactionIntake {
+    chain: ChainContext,
+    seen: Mutex<SeenTxs>,
+}
+
+impl TransactionIntake {
+    /// Intake for `chain`.
+    pub fn new(chain: ChainContext) -> Self {
+        TransactionIntake {
+            chain,
+            seen: Mutex::new(SeenTxs::default()),
+        }
+    }
+
+    /// A message of transactions is accepted only if every one of them is
+    /// valid on its own (fields and signature) and none appears twice: an
+    /// honest node relays nothing else, so one bad transaction condemns the
+    /// message. The cheap field checks come first; every signature found
+    /// valid is remembered even when the message is rejected, so resending
+    /// the good part of a rejected message with another bad one costs the
+    /// receiver nothing again. The transactions are delivered with their
+    /// signatures checked ([`crate::chain::Signature::Checked`]).
+    pub fn check(&self, bytes: &[u8]) -> Verdict<Vec<SignedTransaction>> {
+        let genesis = &self.chain.genesis;
+        let Ok(txs) = decode_tx_batch(bytes) else {
+            return Verdict::Reject;
+        };
+        let ids: Vec<Hash> = txs.iter().map(|tx| tx.id()).collect();
+        if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+            return Verdict::Reject;
+        }
+        let fields_ok = txs.iter().all(|tx| {
+            tx.check_fields(&genesis.chain_id, genesis.params.min_fee)
+                .is_ok()
+        });
+        if !fields_ok {
+            return Verdict::Reject;
+        }
+        let fresh: Vec<bool> = {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            ids.iter().map(|id| !seen.ids.contains(id)).collect()
+        };
+        if !fresh.contains(&true) {
+            return Verdict::Ignore;
+        }
+        let mut verified = Vec::new();
+        let mut valid = true;
+        for ((tx, id), fresh) in txs.iter().zip(&ids).zip(&fresh) {
+            if !fresh {
+                continue;
+            }
+            if tx.verify_signature(&self.chain.genesis_hash).is_err() {
+                valid = false;
+                break;
+            }
+            verified.push(*id);
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for id in verified {
+            seen.insert(id);
+        }
+        match valid {
+            true => Verdict::Accept(txs),
+            false => Verdict::Reject,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tally_ledger::devnet::devnet_genesis;
+    use tally_ledger::{
+        devnet_key, Block, ChainId, Header, ProposalCore, SignedProposal, SignedVote, Transaction,
+        Vote, VoteKind, BLOCK_VERSION,
+    };
+
+    fn chain() -> ChainContext {
+        ChainContext::new(devnet_genesis(4, "tally-devnet").unwrap())
+    }
+
+    fn transfer(chain: &ChainContext, chain_id: &str, fee: u64) -> Vec<u8> {
+        let alice = devnet_key("alice");
+        Transaction {
+            chain_id: ChainId::new(chain_id).unwrap(),
+            from: alice.address(),
+            to: devnet_key("bob").address(),
+            amount: 1,
+            fee,
+            nonce: 0,
+        }
+        .sign(&alice, &chain.genesis_hash)
+        .encode()
+    }
+
+    fn accepted<T>(verdict: Verdict<T>) -> bool {
+        matches!(verdict, Verdict::Accept(_))
+    }
+
+    #[test]
+    fn transactions_must_be_valid_for_this_chain() {
+        let chain = chain();
+        let intake = TransactionIntake::new(chain.clone());
+        let check = |txs: &[Vec<u8>]| intake.check(&tally_ledger::encode_tx_batch(txs));
+        let good = transfer(&chain, "tally-devnet", 1);
+        let other_chain = transfer(&chain, "other", 1);
+        let no_fee = transfer(&chain, "tally-devnet", 0);
+        let other_good = transfer(&chain, "tally-devnet", 2);
+        assert_eq!(check(&[other_chain]), Verdict::Reject);
+        assert_eq!(
+            check(&[good.clone(), no_fee.clone()]),
+            Verdict::Reject,
+            "one bad one"
+        );
+        assert_eq!(
+            check(&[good.clone(), good.clone()]),
+            Verdict::Reject,
+            "twice"
+        );
+        assert!(accepted(check(std::slice::from_ref(&good))));
+        // Seen before: a late copy is neither checked nor forwarded again.
+        assert_eq!(check(std::slice::from_ref(&good)), Verdict::Ignore);
+        // A seen one beside new ones: the new ones decide.
+        assert_eq!(check(&[good.clone(), no_fee]), Verdict::Reject);
+        assert!(accepted(check(&[good.clone(), other_good])));
+        // A bad signature after a good new one: rejected, but the good one
+        // is remembered as checked, so a resend costs nothing.
+        let third = transfer(&chain, "tally-devnet", 3);
+        let alice = devnet_key("alice");
+        let forged = Transaction {
+            chain_id: chain.genesis.chain_id.clone(),
+            from: alice.address(),
+            to: devnet_key("bob").address(),
+            amount: 1,
+            fee: 4,
+            nonce: 0,
+        }
+        .sign(&alice, &Hash::digest(b"another genesis"))
+        .encode();
+        assert_eq!(check(&[third.clone(), forged.clone()]), Verdict::Reject);
+        assert_eq!(check(&[third]), Verdict::Ignore);
+        assert_eq!(
+            check(&[forged]),
+            Verdict::Reject,
+            "a bad one is not remembered"
+        );
+        assert_eq!(check(&[]), Verdict::Reject, "empty");
+        // A bare transaction is not a gossip message.
+        assert_eq!(intake.check(&good), Verdict::Reject);
+        assert_eq!(intake.check(&[1, 2, 3]), Verdict::Reject);
+    }
+
+    #[test]
+    fn consensus_messages_must_come_from_validators() {
+        let chain = chain();
+        let intake = ConsensusIntake::new(chain.clone(), 1 << 20);
+        let vote = Vote {
+            chain_id: chain.genesis.chain_id.clone(),
+            height: 1,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block_hash: None,
+        };
+        let by = |name: &str| {
+            let signed = SignedVote::sign(vote.clone(), &devnet_key(name), &chain.genesis_hash);
+            borsh::to_vec(&ConsensusMessage::Vote(signed)).unwrap()
+        };
+        assert!(accepted(intake.check(&by("validator-3"), 0)));
+        assert_eq!(intake.check(&by("mallory"), 0), Verdict::Reject);
+        let mut trailing = by("validator-3");
+        trailing.push(0);
+        assert_eq!(
+            intake.check(&trailing, 0),
+            Verdict::Reject,
+            "strict decoding"
+        );
+
+        let block = Block {
+            header: Header {
+                version: BLOCK_VERSION,
+                chain_id: chain.genesis.chain_id.clone(),
+                height: 1,
+                parent_hash: chain.genesis_hash,
+                timestamp_ms: 0,
+                proposer: devnet_key("validator-1").address(),
+                tx_root: tally_ledger::tx_root(&[]),
+                tx_count: 0,
+                state_root: Hash::ZERO,
+            },
+            txs: vec![],
+        };
+        let core = ProposalCore {
+            chain_id: chain.genesis.chain_id.clone(),
+            height: 1,
+            round: 0,
+            valid_round: None,
+            block_hash: block.hash(),
+        };
+        let propose = |name: &str| {
+            let p = SignedProposal::sign(
+                core.clone(),
+                block.clone(),
+                &devnet_key(name),
+                &chain.genesis_hash,
+            );
+            borsh::to_vec(&ConsensusMessage::Proposal(Box::new(p))).unwrap()
+        };
+        assert!(accepted(intake.check(&propose("validator-1"), 0)));
+        assert_eq!(intake.check(&propose("mallory"), 0), Verdict::Reject);
+    }
+
+    #[test]
+    fn consensus_messages_far_from_the_tip_are_ignored() {
+        let chain = chain();
+        let intake = ConsensusIntake::new(chain.clone(), 1 << 20);
+        let at = |height: u64| {
+            let vote = Vote {
+                chain_id: chain.genesis.chain_id.clone(),
+                height,
+                round: 0,
+                kind: VoteKind::Prevote,
+                block_hash: None,
+            };
+            let signed = SignedVote::sign(vote, &devnet_key("validator-0"), &chain.genesis_hash);
+            borsh::to_vec(&ConsensusMessage::Vote(signed)).unwrap()
+        };
+        for (height, accept) in [(4, false), (5, true), (6, true), (7, true), (8, false)] {
+            let verdict = intake.check(&at(height), 5);
+            assert_eq!(
+                accepted(verdict.clone()),
+                accept,
+                "height {height}: {verdict:?}"
+            );
+            if !accept {
+                assert_eq!(verdict, Verdict::Ignore, "no blame for height {height}");
+            }
+        }
+        assert!(accepted(intake.check(&at(8), 7)));
+    }
+}

@@ -1,0 +1,638 @@
+//! The host: owns the consensus state machine, turns its actions into
+//! effects on the chain and the world, and turns what happens in the world
+//! into its inputs. One host per node, driven by one caller at a time (the
+//! node's host thread, or the simulator's event loop).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use tally_consensus::{Action, Config, Consensus, Input, SignState, Step, ValidBlockRecord};
+use tally_ledger::{ConsensusMessage, Keypair, Verified};
+use tracing::{debug, error, warn};
+
+use crate::chain::{CertifiedBlock, Chain, CommitFailure, Position};
+use crate::sync::client::SyncClient;
+use crate::sync::{self, decode_response, SyncRequest, SyncResponse};
+use crate::world::{RequestFailure, RequestId, Timer, World};
+
+/// The host's settings (defaults are the node's).
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Timeouts and bounds of the state machine.
+    pub consensus: Config,
+    /// How long after the last block a proposer with no transactions
+    /// proposes an empty one in round 0 (`None`: it waits for transactions
+    /// and rounds time out meanwhile). In later rounds it proposes at once.
+    pub empty_block_interval_ms: Option<u64>,
+    /// The period of the host's tick.
+    pub tick_ms: u64,
+    /// No move of consensus for this long counts as stuck: the node sends
+    /// its votes of the height to every peer, and again each such period.
+    pub stuck_after_ms: u64,
+    /// After a peer says it decided a height this node is still deciding,
+    /// how long to wait for this node's own decision before asking it.
+    pub catchup_grace_ms: u64,
+    /// How long to wait before retrying a failed record write or commit.
+    pub retry_ms: u64,
+    /// How long to wait for a peer's answer.
+    pub request_timeout_ms: u64,
+    /// How often block sync compares tips with peers.
+    pub sync_interval_ms: u64,
+    /// How long peers get to tell their tips.
+    pub sync_status_deadline_ms: u64,
+    /// Most blocks asked for in one request.
+    pub sync_batch_blocks: u32,
+    /// Largest answer a peer may send (checked by the transport too).
+    pub max_response_bytes: usize,
+    /// How often queued transactions are checked for expiry.
+    pub expiry_interval_ms: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            consensus: Config::default(),
+            empty_block_interval_ms: Some(1_000),
+            tick_ms: 250,
+            stuck_after_ms: 1_000,
+            catchup_grace_ms: 200,
+            retry_ms: 500,
+            request_timeout_ms: 10_000,
+            sync_interval_ms: 1_000,
+            sync_status_deadline_ms: 2_000,
+            sync_batch_blocks: 64,
+            max_response_bytes: 8 * 1024 * 1024,
+            expiry_interval_ms: 1_000,
+        }
+    }
+}
+
+/// The records a restarted validator resumes from (none on a first start).
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// The last signing record written.
+    pub sign_state: Option<SignState>,
+    /// The last valid-block record written.
+    pub valid_block: Option<ValidBlockRecord>,
+}
+
+/// Why a request of this host's was sent, to handle its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A tip, for the block-sync round `round`.
+    SyncStatus { round: u64 },
+    /// Blocks from `from`, for block sync.
+    SyncBlocks { from: u64 },
+    /// Catch-up of `height`.
+    Catchup { height: u64 },
+    /// A decision told.
+    Decided,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending<P> {
+    pub(crate) peer: P,
+    pub(crate) purpose: Purpose,
+}
+
+/// An action whose effect failed on storage, kept to be tried again.
+pub(crate) struct Held {
+    action: Action,
+    reason: String,
+}
+
+fn held(action: Action, reason: String) -> Box<Held> {
+    Box::new(Held { action, reason })
+}
+
+/// Most requests of this host's waiting for an answer.
+const MAX_REQUESTS_IN_FLIGHT: usize = 256;
+
+/// Most actions held while storage fails; inputs beyond are dropped (the
+/// node is as good as down until storage recovers).
+const MAX_HELD_ACTIONS: usize = 10_000;
+
+/// The host of one node (see the crate docs).
+pub struct Host<W: World> {
+    pub(crate) world: W,
+    pub(crate) chain: Arc<Chain>,
+    pub(crate) config: HostConfig,
+    pub(crate) machine: Consensus,
+    pub(crate) key: Option<Keypair>,
+    /// Actions not carried out yet, in order.
+    pending: VecDeque<Action>,
+    /// Answers to actions, fed back after the current batch.
+    inputs: VecDeque<Input>,
+    /// A record write or commit failed: waiting for [`Timer::Retry`].
+    halted: bool,
+    /// A failure the host cannot get past: it does nothing more.
+    stopped: bool,
+    /// The block the state machine asked for, waiting for transactions.
+    build: Option<(u64, u32)>,
+    /// Consensus position at the last tick, and for how many ticks since.
+    pub(crate) position: (u64, u32, Step),
+    pub(crate) still_ticks: u64,
+    /// A peer that decided a height (the second field) this node is still
+    /// deciding, to ask once the grace has passed.
+    pub(crate) catchup_due: Option<(W::Peer, u64)>,
+    /// Peers with a catch-up request of this host's in flight: one each, so
+    /// a silent peer holds one slot.
+    pub(crate) asking: BTreeSet<W::Peer>,
+    pub(crate) requests: BTreeMap<RequestId, Pending<W::Peer>>,
+    next_request: u64,
+    pub(crate) sync: SyncClient<W::Peer>,
+    ticks: u64,
+}
+
+impl<W: World> Host<W> {
+    /// A host for `chain` in `world`, validating with `key` if it is a
+    /// validator's, resuming from `recovered`. Call [`Host::start`] next.
+    pub fn new(
+        config: HostConfig,
+        chain: Arc<Chain>,
+        world: W,
+        key: Option<Keypair>,
+        recovered: Recovered,
+    ) -> Host<W> {
+        let context = chain.context();
+        let machine = Consensus::new(
+            config.consensus.clone(),
+            context.genesis.chain_id.clone(),
+            context.genesis_hash,
+            context.validators.clone(),
+            key.clone(),
+            recovered.sign_state,
+            recovered.valid_block,
+        );
+        Host {
+            world,
+            chain,
+            config,
+            machine,
+            key,
+            pending: VecDeque::new(),
+            inputs: VecDeque::new(),
+            halted: false,
+            stopped: false,
+            build: None,
+            position: (0, 0, Step::Propose),
+            still_ticks: 0,
+            catchup_due: None,
+            asking: BTreeSet::new(),
+            requests: BTreeMap::new(),
+            next_request: 0,
+            sync: SyncClient::default(),
+            ticks: 0,
+        }
+    }
+
+    /// Starts consensus at the height after the committed tip, and the tick.
+    pub fn start(&mut self) {
+        self.world.schedule(self.config.tick_ms, Timer::Tick);
+        match self.chain.tip() {
+            Ok(tip) => self.feed(Input::StartHeight(tip.height + 1)),
+            Err(e) => self.stop(format!("consensus cannot read the chain tip: {e}")),
+        }
+    }
+
+    /// The world, for its owner.
+    pub fn world(&self) -> &W {
+        &self.world
+    }
+
+    /// The world, for its owner.
+    pub fn world_mut(&mut self) -> &mut W {
+        &mut self.world
+    }
+
+    /// The state machine, read only.
+    pub fn consensus(&self) -> &Consensus {
+        &self.machine
+    }
+
+    /// The chain.
+    pub fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    /// Whether the host stopped for good (see [`Chain::failure`]).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// A proposal or vote from gossip, verified by the network intake.
+    pub fn on_message(&mut self, message: Verified<ConsensusMessage>) {
+        self.feed(Input::Message(message));
+    }
+
+    /// The mempool has new pending transactions.
+    pub fn on_work(&mut self) {
+        if self.build.is_some() && !self.stopped {
+            self.try_build(false);
+        }
+    }
+
+    /// A timer fired.
+    pub fn on_timer(&mut self, timer: Timer) {
+        if self.stopped {
+            return;
+        }
+        match timer {
+            Timer::Consensus(timeout) => self.feed(Input::Timeout(timeout)),
+            Timer::EmptyBlock { height, round } => {
+                if self.build == Some((height, round)) {
+                    self.try_build(true);
+                }
+            }
+            Timer::Tick => self.tick(),
+            Timer::CatchupGrace => self.catch_up_now(),
+            Timer::Retry => {
+                self.halted = false;
+                self.run();
+            }
+            Timer::RequestDeadline(id) => {
+                if self.requests.contains_key(&id) {
+                    let failure = RequestFailure::NoAnswer("no answer in time".into());
+                    self.answered(id, Err(failure));
+                }
+            }
+            Timer::SyncStatusDeadline(round) => self.sync_status_deadline(round),
+            Timer::SyncFetchPatience(fetch) => self.sync_fetch_patience(fetch),
+        }
+    }
+
+    /// A peer answered request `id` (or the transport gave up on it).
+    pub fn on_response(
+        &mut self,
+        peer: W::Peer,
+        id: RequestId,
+        answer: Result<Vec<u8>, RequestFailure>,
+    ) {
+        match self.requests.get(&id) {
+            Some(pending) if pending.peer == peer => {}
+            // Late (after its deadline), or not ours.
+            _ => return,
+        }
+        let decoded = match answer {
+            Ok(bytes) => match decode_response(&bytes, self.config.max_response_bytes) {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    self.ban(peer, &format!("sent an answer that does not decode: {e}"));
+                    Err(RequestFailure::NoAnswer(format!("undecodable answer: {e}")))
+                }
+            },
+            Err(failure) => Err(failure),
+        };
+        self.answered(id, decoded);
+    }
+
+    fn answered(&mut self, id: RequestId, answer: Result<SyncResponse, RequestFailure>) {
+        let Some(Pending { peer, purpose }) = self.requests.remove(&id) else {
+            return;
+        };
+        match purpose {
+            Purpose::SyncStatus { round } => self.sync_status_answer(round, peer, id, answer),
+            Purpose::SyncBlocks { from } => self.sync_blocks_answer(peer, from, answer),
+            Purpose::Catchup { height } => {
+                self.asking.remove(&peer);
+                self.catchup_answer(peer, height, answer);
+            }
+            Purpose::Decided => {
+                self.asking.remove(&peer);
+                if let Ok(response) = answer {
+                    if !matches!(response, SyncResponse::Status { .. }) {
+                        self.ban(peer, "answered a decision with something else");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A peer's request. Those that need only the store are answered from
+    /// it; the catch-up exchange here. `None`: no answer (storage failed).
+    pub fn on_request(&mut self, from: W::Peer, request: SyncRequest) -> Option<SyncResponse> {
+        match request {
+            SyncRequest::Status | SyncRequest::Blocks { .. } => {
+                sync::serve(&self.chain, &request, self.config.max_response_bytes)
+            }
+            SyncRequest::Decided { height } => {
+                let tip = self.chain.tip().ok()?;
+                if height > tip.height && !self.stopped {
+                    self.peer_decided(from, height);
+                }
+                sync::serve(&self.chain, &SyncRequest::Status, 0)
+            }
+            SyncRequest::Catchup(catchup) => self.answer_catchup(from, catchup),
+        }
+    }
+
+    /// Sends `request` to `peer`; the answer comes to [`Host::on_response`].
+    /// `false` if too many requests are in flight.
+    pub(crate) fn request(
+        &mut self,
+        peer: W::Peer,
+        request: &SyncRequest,
+        purpose: Purpose,
+    ) -> bool {
+        if self.requests.len() >= MAX_REQUESTS_IN_FLIGHT {
+            return false;
+        }
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.requests.insert(id, Pending { peer, purpose });
+        self.world.request(peer, id, request);
+        self.world
+            .schedule(self.config.request_timeout_ms, Timer::RequestDeadline(id));
+        true
+    }
+
+    pub(crate) fn ban(&mut self, peer: W::Peer, reason: &str) {
+        warn!(%peer, reason, "banning a peer");
+        self.world.ban(peer, reason);
+    }
+
+    /// Stops the host for good, saying why.
+    fn stop(&mut self, reason: String) {
+        error!("{reason}");
+        self.chain.set_failure(reason);
+        self.stopped = true;
+    }
+
+    // ----- consensus: inputs in, actions out -----
+
+    /// Feeds one input and carries out the actions, feeding their answers
+    /// back, until nothing is left to do (or storage fails).
+    pub(crate) fn feed(&mut self, input: Input) {
+        if self.stopped {
+            return;
+        }
+        if self.halted && self.pending.len() >= MAX_HELD_ACTIONS {
+            debug!("storage is failing; an input is dropped");
+            return;
+        }
+        let actions = self.machine.handle(input);
+        self.pending.extend(actions);
+        self.run();
+    }
+
+    /// Carries out pending actions in order. An action whose effect fails
+    /// on storage stays first in line until [`Timer::Retry`]: nothing after
+    /// it happens before it does (a vote never leaves before its record).
+    fn run(&mut self) {
+        while !self.halted && !self.stopped {
+            #[cfg(feature = "sabotage")]
+            self.sabotage_order();
+            if let Some(action) = self.pending.pop_front() {
+                match self.act(action) {
+                    Ok(Some(input)) => self.inputs.push_back(input),
+                    Ok(None) => {}
+                    Err(held) => {
+                        let Held { action, reason } = *held;
+                        warn!("{reason}; retrying");
+                        self.chain.set_failure(reason);
+                        self.pending.push_front(action);
+                        self.halted = true;
+                        self.world.schedule(self.config.retry_ms, Timer::Retry);
+                    }
+                }
+                continue;
+            }
+            match self.inputs.pop_front() {
+                Some(input) => {
+                    let actions = self.machine.handle(input);
+                    self.pending.extend(actions);
+                }
+                None => break,
+            }
+        }
+        self.report_position();
+    }
+
+    #[cfg(feature = "sabotage")]
+    fn sabotage_order(&mut self) {
+        use crate::sabotage::{active, Sabotage};
+        let record_then_vote = matches!(
+            (self.pending.front(), self.pending.get(1)),
+            (
+                Some(Action::PersistSignState(_)),
+                Some(Action::Broadcast(_))
+            )
+        );
+        if active(Sabotage::VoteBeforeRecord) && record_then_vote {
+            self.pending.swap(0, 1);
+        }
+    }
+
+    fn report_position(&self) {
+        let step = match self.machine.step() {
+            Step::Propose => "propose",
+            Step::Prevote => "prevote",
+            Step::Precommit => "precommit",
+            Step::Decided => "commit",
+        };
+        let position = Position {
+            height: self.machine.height(),
+            round: self.machine.round(),
+            step,
+        };
+        self.chain.update_host_status(|status| {
+            if status.position != Some(position) {
+                debug!(
+                    height = position.height,
+                    round = position.round,
+                    step,
+                    "consensus moved"
+                );
+                status.position = Some(position);
+            }
+        });
+    }
+
+    /// Carries out one action; an answer to feed back, or (on a storage
+    /// failure) the action back with the reason.
+    fn act(&mut self, action: Action) -> Result<Option<Input>, Box<Held>> {
+        match action {
+            Action::PersistSignState(record) => {
+                #[cfg(feature = "sabotage")]
+                if crate::sabotage::active(crate::Sabotage::SkipSignRecord) {
+                    return Ok(None);
+                }
+                match self.world.save_sign_state(&record) {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(held(Action::PersistSignState(record), e.to_string())),
+                }
+            }
+            Action::PersistValidBlock(record) => {
+                #[cfg(feature = "sabotage")]
+                if crate::sabotage::active(crate::Sabotage::SkipSignRecord) {
+                    return Ok(None);
+                }
+                match self.world.save_valid_block(&record) {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(held(Action::PersistValidBlock(record), e.to_string())),
+                }
+            }
+            Action::Broadcast(message) => {
+                self.world.publish(&message);
+                Ok(None)
+            }
+            Action::ScheduleTimeout { timeout, after_ms } => {
+                self.world.schedule(after_ms, Timer::Consensus(timeout));
+                Ok(None)
+            }
+            Action::BuildProposal { height, round } => {
+                self.request_build(height, round);
+                Ok(None)
+            }
+            Action::ValidateBlock { height, block } => match self.chain.validate_block(&block) {
+                Ok(valid) => Ok(Some(Input::BlockValidated {
+                    height,
+                    block_hash: block.hash(),
+                    valid,
+                })),
+                Err(e) => Err(held(
+                    Action::ValidateBlock { height, block },
+                    format!("cannot validate block {height}: {e}"),
+                )),
+            },
+            Action::Commit { block, commit } => self.commit_decided(block, commit),
+            Action::Evidence(evidence) => {
+                let first = &evidence.first;
+                warn!(validator = %first.validator, height = first.vote.height, round = first.vote.round, "validator signed two conflicting votes");
+                self.chain.record_evidence(evidence);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Commits the decided block, through the one commit path; then starts
+    /// the next height and tells every peer.
+    fn commit_decided(
+        &mut self,
+        block: tally_ledger::Block,
+        commit: Verified<tally_ledger::Commit>,
+    ) -> Result<Option<Input>, Box<Held>> {
+        let height = block.header.height;
+        let certified = match CertifiedBlock::decided(block.clone(), commit.clone()) {
+            Ok(certified) => certified,
+            Err(e) => {
+                self.stop(format!(
+                    "the decided block {height} has another block's certificate: {e}"
+                ));
+                return Ok(None);
+            }
+        };
+        match self.chain.commit_block(certified) {
+            Ok(_) => {}
+            Err(CommitFailure::Storage(e)) => {
+                let reason = format!("could not store the decided block {height}: {e}");
+                return Err(held(Action::Commit { block, commit }, reason));
+            }
+            // Decided but refused by the commit path: retrying cannot help,
+            // and going on would fork this node from its peers.
+            Err(e) => {
+                self.stop(format!(
+                    "the decided block {height} cannot be committed: {e}"
+                ));
+                return Ok(None);
+            }
+        }
+        self.chain.clear_failure();
+        self.build = None;
+        self.announce_decided(height);
+        // Sync may have committed further meanwhile.
+        let tip = self.chain.tip().map_or(height, |t| t.height);
+        Ok(Some(Input::StartHeight(height.max(tip) + 1)))
+    }
+
+    /// The block a proposer asked for: now if there are transactions, or if
+    /// the empty-block interval since the last block has passed; else when
+    /// transactions arrive or the interval ends.
+    fn request_build(&mut self, height: u64, round: u32) {
+        self.build = Some((height, round));
+        let Some(interval) = self.config.empty_block_interval_ms else {
+            self.try_build(false);
+            return;
+        };
+        // At most one empty block per interval, counted from the last
+        // block: a proposer that starts the height late (it was catching
+        // up) or in a later round must not make the others, who waited
+        // already, wait longer.
+        let since_tip = self.chain.tip().map_or(0, |tip| {
+            self.world.now_ms().saturating_sub(tip.timestamp_ms)
+        });
+        let wait = match round {
+            0 => interval.saturating_sub(since_tip),
+            _ => 0,
+        };
+        if wait == 0 {
+            self.try_build(true);
+        } else {
+            self.world
+                .schedule(wait, Timer::EmptyBlock { height, round });
+            self.try_build(false);
+        }
+    }
+
+    /// Builds the requested block if there are transactions, or if
+    /// `empty_ok`; feeds it to the state machine.
+    fn try_build(&mut self, empty_ok: bool) {
+        let Some((height, round)) = self.build else {
+            return;
+        };
+        if !empty_ok && !self.chain.has_pending() {
+            return;
+        }
+        self.build = None;
+        let Some(proposer) = self.key.as_ref().map(Keypair::address) else {
+            return;
+        };
+        match self
+            .chain
+            .build_proposal(proposer, height, self.world.now_ms())
+        {
+            Ok(Some(block)) => self.feed(Input::ProposalBlock {
+                height,
+                round,
+                block,
+            }),
+            Ok(None) => {}
+            // The round's propose timeout moves consensus on.
+            Err(e) => error!(height, round, error = %e, "could not build a block"),
+        }
+    }
+
+    /// The tip moved past the height being decided (block sync, catch-up):
+    /// start over at the height after it, and ask the peers at once for
+    /// what they hold of that height (its round may be well under way).
+    pub(crate) fn follow_tip(&mut self) {
+        let Ok(tip) = self.chain.tip() else { return };
+        if tip.height < self.machine.height() {
+            return;
+        }
+        self.build = None;
+        self.feed(Input::StartHeight(tip.height + 1));
+        self.ask_peers_for_the_height();
+    }
+
+    fn tick(&mut self) {
+        self.world.schedule(self.config.tick_ms, Timer::Tick);
+        self.ticks += 1;
+        let peers = self.world.peers().len();
+        self.chain.update_host_status(|s| s.peers = peers);
+        self.check_stuck();
+        let tick_ms = self.config.tick_ms.max(1);
+        if self
+            .ticks
+            .is_multiple_of((self.config.sync_interval_ms / tick_ms).max(1))
+        {
+            self.start_sync_round();
+        }
+        if self
+            .ticks
+            .is_multiple_of((self.config.expiry_interval_ms / tick_ms).max(1))
+        {
+            self.chain.expire(self.world.now_ms());
+        }
+    }
+}

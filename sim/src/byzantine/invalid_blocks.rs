@@ -1,0 +1,65 @@
+//! Invalid blocks: proposals whose block holds a transfer signed by the
+//! wrong key (the header matches the body, so only execution tells), and
+//! sync answers with a forged block under a real certificate, or that skip
+//! a height.
+
+use tally_host::sync::SyncResponse;
+use tally_ledger::{
+    tx_root, Block, ConsensusMessage, Hash, ProposalCore, SignedProposal, SignedTransaction,
+    Transaction,
+};
+
+use super::Liar;
+
+pub(super) fn propose_invalid(liar: &mut Liar<'_>, message: ConsensusMessage) -> ConsensusMessage {
+    match message {
+        ConsensusMessage::Proposal(p) if liar.coin(0.5) => {
+            let block = invalid_block(liar, &p.block);
+            let core = ProposalCore {
+                block_hash: block.hash(),
+                ..p.core.clone()
+            };
+            let proposal = SignedProposal::sign(core, block, liar.key, &liar.chain.genesis_hash);
+            ConsensusMessage::Proposal(Box::new(proposal))
+        }
+        other => other,
+    }
+}
+
+/// `block` plus a transfer signed by the wrong key.
+fn invalid_block(liar: &Liar<'_>, block: &Block) -> Block {
+    let tx = Transaction {
+        chain_id: liar.chain.genesis.chain_id.clone(),
+        from: liar.client.address(),
+        to: liar.other_client.address(),
+        amount: 1,
+        fee: 1,
+        nonce: u64::MAX / 2,
+    };
+    let mut block = block.clone();
+    block
+        .txs
+        .push(tx.sign(liar.other_client, &liar.chain.genesis_hash));
+    let ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
+    block.header.tx_root = tx_root(&ids);
+    block.header.tx_count = block.txs.len() as u32;
+    block
+}
+
+/// Half of the sync answers with blocks are lies: a forged first block
+/// under its real certificate (the hash no longer matches, so the
+/// certificate must not vouch for it), or the first block left out (the
+/// rest do not follow this node's tip).
+pub(super) fn forge_answer(liar: &mut Liar<'_>, answer: SyncResponse) -> SyncResponse {
+    let SyncResponse::Blocks(mut blocks) = answer else {
+        return answer;
+    };
+    if blocks.len() > 1 && liar.coin(0.5) {
+        blocks.remove(0);
+    } else if liar.coin(0.5) {
+        if let Some(first) = blocks.first_mut() {
+            first.block.header.timestamp_ms += 1;
+        }
+    }
+    SyncResponse::Blocks(blocks)
+}
