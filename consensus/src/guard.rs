@@ -40,11 +40,53 @@ pub struct SignState {
     /// precommit sends this prevote again too: peers that lost it may need
     /// it to complete the round.
     pub prevote: Option<Option<Hash>>,
-    /// The last precommit signed in this height, in this or an earlier
-    /// round (its round and value). A validator restarted in a later round
-    /// sends it again too: a peer still in that round may wait for exactly
-    /// this precommit to reach 2f+1 and time the round out.
-    pub precommit: Option<(u32, Option<Hash>)>,
+    /// This validator's votes in the latest earlier round of this height
+    /// it voted in. A validator restarted in a later round sends them
+    /// again too: a peer still in that round may wait for exactly these
+    /// votes to reach 2f+1 and time the round out (seeds 34 and 20431).
+    pub earlier: Option<OwnVotes>,
+}
+
+/// A validator's own votes in one round (values; `Some(None)` is a nil
+/// vote, `None` no vote of that kind).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct OwnVotes {
+    /// The round.
+    pub round: u32,
+    /// Its prevote, if it signed one.
+    pub prevote: Option<Option<Hash>>,
+    /// Its precommit, if it signed one.
+    pub precommit: Option<Option<Hash>>,
+}
+
+impl SignState {
+    /// The votes this record shows in its own round.
+    pub fn own_round_votes(&self) -> Option<OwnVotes> {
+        let precommit = (self.step == SignStep::Precommit).then_some(self.block_hash);
+        if self.prevote.is_none() && precommit.is_none() {
+            return None;
+        }
+        Some(OwnVotes {
+            round: self.round,
+            prevote: self.prevote,
+            precommit,
+        })
+    }
+}
+
+/// The signing record as builds before the `earlier` field wrote it: the
+/// last precommit of the height instead.
+#[derive(BorshDeserialize)]
+struct SignStateV2 {
+    height: u64,
+    round: u32,
+    step: SignStep,
+    block_hash: Option<Hash>,
+    valid_round: Option<u32>,
+    locked: Option<(u32, Hash)>,
+    valid: Option<(u32, Hash)>,
+    prevote: Option<Option<Hash>>,
+    precommit: Option<(u32, Option<Hash>)>,
 }
 
 /// The signing record as builds before the `precommit` field wrote it.
@@ -74,16 +116,37 @@ struct SignStateV0 {
 
 impl SignState {
     /// Decodes a record strictly, also one written by a build before the
-    /// `precommit` or the `prevote` field (read as "not recorded", which
-    /// only means that message is not sent again after a restart). The
-    /// layouts cannot be confused: strict decoding refuses missing and
-    /// trailing bytes.
+    /// `earlier`, `precommit` or `prevote` field (what an older layout
+    /// lacks reads as "not recorded", which only means that vote is not
+    /// sent again after a restart). The layouts cannot be confused: strict
+    /// decoding refuses missing and trailing bytes.
     pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<SignState, DecodeError> {
         let current = decode_strict::<SignState>(bytes, max_bytes);
         let error = match current {
             Ok(record) => return Ok(record),
             Err(e) => e,
         };
+        if let Ok(v2) = decode_strict::<SignStateV2>(bytes, max_bytes) {
+            let earlier =
+                v2.precommit
+                    .filter(|(round, _)| *round < v2.round)
+                    .map(|(round, value)| OwnVotes {
+                        round,
+                        prevote: None,
+                        precommit: Some(value),
+                    });
+            return Ok(SignState {
+                height: v2.height,
+                round: v2.round,
+                step: v2.step,
+                block_hash: v2.block_hash,
+                valid_round: v2.valid_round,
+                locked: v2.locked,
+                valid: v2.valid,
+                prevote: v2.prevote,
+                earlier,
+            });
+        }
         if let Ok(v1) = decode_strict::<SignStateV1>(bytes, max_bytes) {
             return Ok(SignState {
                 height: v1.height,
@@ -94,7 +157,7 @@ impl SignState {
                 locked: v1.locked,
                 valid: v1.valid,
                 prevote: v1.prevote,
-                precommit: None,
+                earlier: None,
             });
         }
         let v0 = decode_strict::<SignStateV0>(bytes, max_bytes).map_err(|_| error)?;
@@ -107,7 +170,7 @@ impl SignState {
             locked: v0.locked,
             valid: v0.valid,
             prevote: None,
-            precommit: None,
+            earlier: None,
         })
     }
 }
@@ -187,15 +250,27 @@ mod tests {
             locked: None,
             valid: None,
             prevote: None,
-            precommit: None,
+            earlier: None,
         }
     }
 
     #[test]
-    fn a_record_written_before_the_prevote_or_precommit_field_still_loads() {
+    fn a_record_written_before_the_earlier_prevote_or_precommit_field_still_loads() {
         let r = record();
+        let mut v2 = borsh::to_vec(&r).unwrap_or_default();
+        v2.pop(); // the newest trailing field (None)
+        v2.extend([1, 1, 0, 0, 0, 0]); // precommit: Some((1, None))
+        let with_precommit = SignState {
+            earlier: Some(OwnVotes {
+                round: 1,
+                prevote: None,
+                precommit: Some(None),
+            }),
+            ..r.clone()
+        };
+        assert_eq!(SignState::decode(&v2, 4096), Ok(with_precommit));
         let mut v1 = borsh::to_vec(&r).unwrap_or_default();
-        v1.pop(); // the newest trailing field (None)
+        v1.pop();
         assert_eq!(SignState::decode(&v1, 4096), Ok(r.clone()));
         let mut old = v1.clone();
         old.pop(); // the prevote field (None)
@@ -203,6 +278,20 @@ mod tests {
         let new = borsh::to_vec(&r).unwrap_or_default();
         assert_eq!(SignState::decode(&new, 4096), Ok(r));
         assert!(SignState::decode(&old[..old.len() - 1], 4096).is_err());
+    }
+
+    #[test]
+    fn earlier_votes_round_trip() {
+        let r = SignState {
+            earlier: Some(OwnVotes {
+                round: 1,
+                prevote: Some(Some(Hash::digest(b"a"))),
+                precommit: Some(None),
+            }),
+            ..record()
+        };
+        let bytes = borsh::to_vec(&r).unwrap_or_default();
+        assert_eq!(SignState::decode(&bytes, 4096), Ok(r));
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod signing;
 mod types;
 mod votes;
 
-pub use guard::{SignConflict, SignState, SignStep, ValidBlockRecord};
+pub use guard::{OwnVotes, SignConflict, SignState, SignStep, ValidBlockRecord};
 pub use machine::Consensus;
 pub use proposer::proposer;
 pub use types::{Action, Config, Input, Step, Timeout, TimeoutKind};

@@ -153,24 +153,31 @@ impl Consensus {
     /// stuck the host sends these again (vote gossip).
     ///
     /// Also the polka of the valid value, whatever its round: a proposal of
-    /// that value (lines 14–16) is accepted only with it (line 28).
-    /// Equivocators' further votes are not relayed: at most 2 votes per
-    /// validator and round, plus one polka.
+    /// that value (lines 14–16) is accepted only with it (line 28). The
+    /// polka is sent whole even where it holds an equivocator's second
+    /// vote: a peer that got the equivocator's other vote first lacks
+    /// exactly that one, and without it the value re-proposed in every
+    /// later round never gathers 2f+1 prevotes there (seed 271). Otherwise
+    /// equivocators' further votes are not relayed: at most one vote per
+    /// validator, kind and round, plus the polka.
     pub fn votes_to_relay(&self) -> Vec<SignedVote> {
         let since = self.round.saturating_sub(1);
-        let mut votes: Vec<SignedVote> = (since..=self.round)
+        let mut votes: Vec<Verified<SignedVote>> = (since..=self.round)
             .flat_map(|round| self.votes.first_votes_in(round))
-            .map(Verified::into_inner)
             .collect();
-        if let Some((vr, hash)) = self.valid.filter(|(vr, _)| *vr < since) {
-            votes.extend(
-                self.votes
-                    .votes_for(vr, tally_ledger::VoteKind::Prevote, &Some(hash))
-                    .into_iter()
-                    .map(Verified::into_inner),
-            );
+        if let Some((vr, hash)) = self.valid {
+            // Only a polka of the rounds above can repeat a vote.
+            let overlaps = vr >= since;
+            for vote in self
+                .votes
+                .votes_for(vr, tally_ledger::VoteKind::Prevote, &Some(hash))
+            {
+                if !(overlaps && votes.contains(&vote)) {
+                    votes.push(vote);
+                }
+            }
         }
-        votes
+        votes.into_iter().map(Verified::into_inner).collect()
     }
 
     /// The first proposal received in `round` of the current height (the

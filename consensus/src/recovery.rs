@@ -88,11 +88,17 @@ impl Consensus {
                     self.vote(VoteKind::Precommit, record.block_hash, out);
                 }
             }
-            // The precommit of an earlier round of this height again (the
-            // identical message, already signed and recorded): peers still
-            // in that round may need it for their 2f+1 (seed 34).
-            if let Some((round, value)) = record.precommit.filter(|(r, _)| *r < record.round) {
-                self.send_signed_vote_in(round, VoteKind::Precommit, value, out);
+            // The votes of the earlier round of this height again (the
+            // identical messages, already signed and recorded): peers still
+            // in that round may need them for their 2f+1 (seeds 34 and
+            // 20431).
+            if let Some(earlier) = record.earlier.filter(|e| e.round < record.round) {
+                if let Some(value) = earlier.prevote {
+                    self.send_signed_vote_in(earlier.round, VoteKind::Prevote, value, out);
+                }
+                if let Some(value) = earlier.precommit {
+                    self.send_signed_vote_in(earlier.round, VoteKind::Precommit, value, out);
+                }
             }
         }
         let buffered: Vec<Verified<ConsensusMessage>> = self.future.drain(..).collect();

@@ -94,13 +94,14 @@ impl Consensus {
                 .filter(|r| (r.height, r.round) == (self.height, self.round))
                 .and_then(|r| r.prevote),
         };
-        let precommit = match step {
-            SignStep::Precommit => Some((self.round, block_hash)),
-            _ => self
-                .sign_state
-                .as_ref()
-                .filter(|r| r.height == self.height)
-                .and_then(|r| r.precommit),
+        // The votes of the latest earlier round of this height: the
+        // record's own round's once this one moves past it.
+        let earlier = match &self.sign_state {
+            Some(r) if r.height == self.height && r.round < self.round => {
+                r.own_round_votes().or_else(|| r.earlier.clone())
+            }
+            Some(r) if r.height == self.height => r.earlier.clone(),
+            _ => None,
         };
         let record = SignState {
             height: self.height,
@@ -111,7 +112,7 @@ impl Consensus {
             locked: self.locked,
             valid: self.valid,
             prevote,
-            precommit,
+            earlier,
         };
         self.sign_state = Some(record.clone());
         out.push(Action::PersistSignState(record));

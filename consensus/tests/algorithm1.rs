@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
 use tally_consensus::{
-    Action, Config, Consensus, Input, SignState, SignStep, Step, Timeout, TimeoutKind,
+    Action, Config, Consensus, Input, OwnVotes, SignState, SignStep, Step, Timeout, TimeoutKind,
 };
 use tally_ledger::devnet::devnet_genesis;
 use tally_ledger::{
@@ -1094,7 +1094,7 @@ fn a_proposer_restarted_after_proposing_proposes_nothing_new_in_that_round() {
         locked: None,
         valid: None,
         prevote: None,
-        precommit: None,
+        earlier: None,
     };
     let mut node = net.node(Some(1), Some(record));
     let actions = node.handle(Input::StartHeight(1));
@@ -1234,6 +1234,8 @@ fn a_validator_restarted_after_its_precommit_sends_its_prevote_again() {
 /// third — validator 2's — was gone with its process. Restarted in round 1,
 /// it sends its round-0 precommit again (the identical message, from its
 /// record), so the others reach 2f+1 precommits and time round 0 out.
+/// Seed 20431: the same, but a peer still in round 0's prevote step lacked
+/// its round-0 prevote: both go out again.
 #[test]
 fn a_validator_restarted_in_a_later_round_sends_its_earlier_precommit_again() {
     let net = Net::new();
@@ -1257,9 +1259,13 @@ fn a_validator_restarted_in_a_later_round_sends_its_earlier_precommit_again() {
     let record = last_sign_state(&actions);
     assert_eq!((record.round, record.step), (1, SignStep::Prevote));
     assert_eq!(
-        record.precommit,
-        Some((0, None)),
-        "the round-0 precommit is recorded"
+        record.earlier,
+        Some(OwnVotes {
+            round: 0,
+            prevote: Some(None),
+            precommit: Some(None)
+        }),
+        "the round-0 votes are recorded"
     );
     let mut restarted = net.node(Some(2), Some(record));
     let actions = restarted.handle(Input::StartHeight(1));
@@ -1267,6 +1273,10 @@ fn a_validator_restarted_in_a_later_round_sends_its_earlier_precommit_again() {
     assert!(
         sent.contains(&(0, VoteKind::Precommit, None)),
         "the round-0 precommit goes out again: {sent:?}"
+    );
+    assert!(
+        sent.contains(&(0, VoteKind::Prevote, None)),
+        "and the round-0 prevote (seed 20431: it was lost everywhere): {sent:?}"
     );
     assert!(
         sent.contains(&(1, VoteKind::Prevote, None)),

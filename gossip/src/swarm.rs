@@ -19,7 +19,9 @@ use tally_ledger::Hash;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use crate::behaviour::{identify_version, topic_of, Behaviour, BehaviourEvent, MAX_SERVING};
+use crate::behaviour::{
+    identify_version, topic_of, Behaviour, BehaviourEvent, MAX_SERVING, NETWORK_VERSION,
+};
 use crate::handle::{Command, Reply};
 use crate::rate::PeerBuckets;
 use crate::{
@@ -268,11 +270,7 @@ impl<F: MessageFilter> Task<F> {
     fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
         let ours = identify_version(&self.genesis_hash);
         if info.protocol_version != ours {
-            let reason = format!(
-                "it is on another chain or version ({}; this node: {ours}): check that both use \
-                 the same genesis.json and run the same tally release",
-                info.protocol_version
-            );
+            let reason = refusal(&info.protocol_version, &self.genesis_hash);
             self.ban(peer, &reason);
             return;
         }
@@ -428,5 +426,45 @@ impl<F: MessageFilter> Task<F> {
         self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
         self.swarm.behaviour_mut().kademlia.remove_peer(&peer);
         let _ = self.swarm.disconnect_peer_id(peer);
+    }
+}
+
+/// Why a peer that identified itself as `theirs` is refused, and what to do.
+fn refusal(theirs: &str, genesis_hash: &Hash) -> String {
+    let ours = identify_version(genesis_hash);
+    let same_chain = format!("/{}", genesis_hash.to_hex());
+    let version = theirs
+        .strip_prefix("/tally/")
+        .and_then(|rest| rest.strip_suffix(same_chain.as_str()))
+        .and_then(|v| v.parse::<u32>().ok());
+    match version {
+        Some(v) if v < NETWORK_VERSION => format!(
+            "it runs network protocol version {v} (this node: {NETWORK_VERSION}): upgrade that \
+             node to this tally release"
+        ),
+        Some(v) => format!(
+            "it runs network protocol version {v} (this node: {NETWORK_VERSION}): upgrade this \
+             node to the peer's tally release"
+        ),
+        None => format!(
+            "it is on another chain ({theirs}; this node: {ours}): check that both use the same \
+             genesis.json"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_peer_is_told_what_to_do() {
+        let genesis = Hash::digest(b"genesis");
+        let older = format!("/tally/1/{}", genesis.to_hex());
+        assert!(refusal(&older, &genesis).contains("version 1 (this node: 2): upgrade that node"));
+        let newer = format!("/tally/3/{}", genesis.to_hex());
+        assert!(refusal(&newer, &genesis).contains("upgrade this node"));
+        let other = format!("/tally/2/{}", Hash::digest(b"other").to_hex());
+        assert!(refusal(&other, &genesis).contains("another chain"));
     }
 }

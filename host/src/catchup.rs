@@ -7,8 +7,8 @@
 //!   [`HostConfig::catchup_grace_ms`](crate::HostConfig) for its own
 //!   decision, then asks that node, which answers with the block and its
 //!   certificate.
-//! - A node whose consensus position has not moved for
-//!   `stuck_after_ms` sends every peer its votes of the height, with the
+//! - A node that has not decided a height `stuck_after_ms` after starting
+//!   it sends every peer its votes of the height, with the
 //!   hash of the round's proposal it holds ([`SyncRequest::Catchup`]); a
 //!   peer answers with its votes and, if the asker lacks it, its proposal,
 //!   or with the decided block if it has committed the height.
@@ -27,15 +27,31 @@ impl<W: World> Host<W> {
     /// node's own and each validator's first votes of the current and
     /// previous round, and the polka of the valid value), and the proposal
     /// of `round` unless the peer holds that one (`peer_has`).
-    fn messages_for_peer(&self, round: u32, peer_has: Option<Hash>) -> Vec<ConsensusMessage> {
+    ///
+    /// While a record write is failing nothing is handed out: the state
+    /// machine counts its own vote when it signs it, before the host has
+    /// made the record durable, and a signed message must not leave before
+    /// its record. A peer gets a given round's proposal once (it costs a
+    /// block).
+    fn messages_for_peer(
+        &mut self,
+        peer: W::Peer,
+        round: u32,
+        peer_has: Option<Hash>,
+    ) -> Vec<ConsensusMessage> {
+        if self.halted() {
+            return Vec::new();
+        }
         let mut messages: Vec<ConsensusMessage> = self
             .machine
             .votes_to_relay()
             .into_iter()
             .map(ConsensusMessage::Vote)
             .collect();
+        let height = self.machine.height();
         if let Some(proposal) = self.machine.proposal(round) {
-            if Some(proposal.core.block_hash) != peer_has {
+            let first_time = self.proposals_sent.insert((peer, height, round));
+            if Some(proposal.core.block_hash) != peer_has && first_time {
                 messages.push(ConsensusMessage::Proposal(Box::new(proposal)));
             }
         }
@@ -67,6 +83,11 @@ impl<W: World> Host<W> {
         if crate::sabotage::active(crate::Sabotage::NoCatchup) {
             return;
         }
+        // A catch-up request carries this node's own votes (see
+        // `messages_for_peer`): none while a record write is failing.
+        if self.halted() && matches!(request, SyncRequest::Catchup(_)) {
+            return;
+        }
         let peers = match peer {
             Some(peer) => vec![peer],
             None => self.world.peers(),
@@ -75,10 +96,11 @@ impl<W: World> Host<W> {
             if self.asking.contains(&peer) {
                 continue;
             }
-            if !self.request(peer, request, purpose) {
-                return;
+            // Refused when this peer (or every peer) has too many requests
+            // in flight: the others are still asked.
+            if self.request(peer, request, purpose) {
+                self.asking.insert(peer);
             }
-            self.asking.insert(peer);
         }
     }
 
@@ -89,20 +111,49 @@ impl<W: World> Host<W> {
         self.ask(None, &request, Purpose::Catchup { height });
     }
 
-    /// Tells every peer that `height` is committed.
+    /// After committing `height` by consensus: once the grace has passed,
+    /// tell every peer that has sent nothing of a later height since
+    /// ([`Timer::AnnounceDecided`]). Peers that moved on need not hear it;
+    /// one that missed the decision does, at once, instead of waiting for
+    /// its round to time out.
     pub(crate) fn announce_decided(&mut self, height: u64) {
-        let request = SyncRequest::Decided { height };
-        self.ask(None, &request, Purpose::Decided);
+        self.world
+            .schedule(self.config.catchup_grace_ms, Timer::AnnounceDecided(height));
     }
 
-    /// On every tick: when consensus has not moved for `stuck_after_ms`,
-    /// send its votes of the height to every peer, and again each such
-    /// period while it stays put.
+    /// The grace after committing `height` passed: tell the peers that have
+    /// shown nothing past it.
+    pub(crate) fn announce_now(&mut self, height: u64) {
+        let tip = self.chain.tip_height();
+        let behind: Vec<W::Peer> = self
+            .world
+            .peers()
+            .into_iter()
+            .filter(|p| self.heard.get(p).is_none_or(|h| *h <= height))
+            .collect();
+        let request = SyncRequest::Decided { height: tip };
+        for peer in behind {
+            self.ask(Some(peer), &request, Purpose::Decided);
+        }
+    }
+
+    /// A peer sent a message of `height` (through gossip or catch-up): it
+    /// has committed the height before it.
+    pub(crate) fn heard_from(&mut self, peer: W::Peer, height: u64) {
+        let heard = self.heard.entry(peer).or_insert(0);
+        *heard = (*heard).max(height);
+    }
+
+    /// On every tick: when the height being decided has not been decided
+    /// `stuck_after_ms` after this node started it, send its votes of the
+    /// height to every peer, and again each such period until it is. Only
+    /// the height counts, not the round or step: rounds that time out one
+    /// after another, each missing the same vote, are as stuck as a round
+    /// that stands still (seed 271).
     pub(crate) fn check_stuck(&mut self) {
-        let m = &self.machine;
-        let position = (m.height(), m.round(), m.step());
-        if position != self.position {
-            self.position = position;
+        let height = self.machine.height();
+        if height != self.deciding {
+            self.deciding = height;
             self.still_ticks = 0;
             return;
         }
@@ -110,7 +161,6 @@ impl<W: World> Host<W> {
         let every = (self.config.stuck_after_ms / self.config.tick_ms.max(1)).max(1);
         if self.still_ticks.is_multiple_of(every) {
             let request = self.catchup_request();
-            let height = position.0;
             self.ask(None, &request, Purpose::Catchup { height });
         }
     }
@@ -118,6 +168,10 @@ impl<W: World> Host<W> {
     /// `peer` committed `height`: if this node is still deciding it, ask
     /// that peer after the grace (it is usually only a message behind and
     /// decides by itself); if it is whole heights behind, sync now.
+    ///
+    /// Only a claim for the height being decided takes the one catch-up
+    /// slot: a claim far ahead (true or not) starts block sync, which
+    /// checks what peers say against their blocks.
     pub(crate) fn peer_decided(&mut self, peer: W::Peer, height: u64) {
         let deciding = self.machine.height();
         if height < deciding {
@@ -125,17 +179,12 @@ impl<W: World> Host<W> {
         }
         if height > deciding {
             self.sync_soon();
+            return;
         }
-        match &mut self.catchup_due {
-            Some((due_peer, due_height)) if *due_height < height => {
-                (*due_peer, *due_height) = (peer, height);
-            }
-            Some(_) => {}
-            None => {
-                self.catchup_due = Some((peer, height));
-                self.world
-                    .schedule(self.config.catchup_grace_ms, Timer::CatchupGrace);
-            }
+        if self.catchup_due.is_none() {
+            self.catchup_due = Some((peer, height));
+            self.world
+                .schedule(self.config.catchup_grace_ms, Timer::CatchupGrace);
         }
     }
 
@@ -170,12 +219,21 @@ impl<W: World> Host<W> {
         }
         let here = self.machine.height();
         let mine = match catchup.height == here {
-            true => self.messages_for_peer(catchup.round, catchup.proposal),
+            true => self.messages_for_peer(from, catchup.round, catchup.proposal),
             false => Vec::new(),
         };
         if catchup.height > here {
             // It is past the height being decided here.
             self.peer_decided(from, catchup.height - 1);
+        }
+        // An asker sends votes only: it gets proposals in answers.
+        if catchup
+            .messages
+            .iter()
+            .any(|m| matches!(m, ConsensusMessage::Proposal(_)))
+        {
+            self.ban(from, "sent a proposal in a catch-up request");
+            return None;
         }
         self.feed_from_peer(from, catchup.messages);
         Some(SyncResponse::Messages(mine))
@@ -213,6 +271,7 @@ impl<W: World> Host<W> {
                     Ok(()) => {
                         info!(height, blocks = count, %peer, "caught up: a peer sent the decided blocks");
                         self.follow_tip();
+                        self.ask_peers_for_the_height();
                     }
                     Err(CommitFailure::Storage(e)) => {
                         warn!(height, error = %e, "could not store a block a peer sent");
@@ -240,7 +299,14 @@ impl<W: World> Host<W> {
         }
         let chain = self.chain.clone();
         let signers = chain.context().signers();
+        let height = self.machine.height();
         for message in messages {
+            // Only the height being decided (and the next, which the state
+            // machine keeps for later) is of use; the rest is not checked.
+            if message.height() != height && message.height() != height + 1 {
+                continue;
+            }
+            self.heard_from(peer, message.height());
             // Most of what a peer sends is known here already: a vote
             // counted before changes nothing and need not be checked.
             if let ConsensusMessage::Vote(v) = &message {

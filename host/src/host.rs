@@ -26,8 +26,9 @@ pub struct HostConfig {
     pub empty_block_interval_ms: Option<u64>,
     /// The period of the host's tick.
     pub tick_ms: u64,
-    /// No move of consensus for this long counts as stuck: the node sends
-    /// its votes of the height to every peer, and again each such period.
+    /// A height not decided this long after this node started it counts as
+    /// stuck: the node sends its votes of the height to every peer, and
+    /// again each such period.
     pub stuck_after_ms: u64,
     /// After a peer says it decided a height this node is still deciding,
     /// how long to wait for this node's own decision before asking it.
@@ -108,6 +109,10 @@ fn held(action: Action, reason: String) -> Box<Held> {
 /// Most requests of this host's waiting for an answer.
 const MAX_REQUESTS_IN_FLIGHT: usize = 256;
 
+/// Most of them to one peer: peers that accept requests and never answer
+/// hold this many slots each, not all of them.
+const MAX_REQUESTS_PER_PEER: usize = 4;
+
 /// Most actions held while storage fails; inputs beyond are dropped (the
 /// node is as good as down until storage recovers).
 const MAX_HELD_ACTIONS: usize = 10_000;
@@ -129,8 +134,9 @@ pub struct Host<W: World> {
     stopped: bool,
     /// The block the state machine asked for, waiting for transactions.
     build: Option<(u64, u32)>,
-    /// Consensus position at the last tick, and for how many ticks since.
-    pub(crate) position: (u64, u32, Step),
+    /// The height being decided at the last tick, and for how many ticks
+    /// since.
+    pub(crate) deciding: u64,
     pub(crate) still_ticks: u64,
     /// A peer that decided a height (the second field) this node is still
     /// deciding, to ask once the grace has passed.
@@ -142,6 +148,10 @@ pub struct Host<W: World> {
     next_request: u64,
     pub(crate) sync: SyncClient<W::Peer>,
     ticks: u64,
+    /// The highest height each peer has sent a message of.
+    pub(crate) heard: BTreeMap<W::Peer, u64>,
+    /// (peer, height, round): the round's proposal was handed to the peer.
+    pub(crate) proposals_sent: BTreeSet<(W::Peer, u64, u32)>,
 }
 
 impl<W: World> Host<W> {
@@ -175,7 +185,7 @@ impl<W: World> Host<W> {
             halted: false,
             stopped: false,
             build: None,
-            position: (0, 0, Step::Propose),
+            deciding: 0,
             still_ticks: 0,
             catchup_due: None,
             asking: BTreeSet::new(),
@@ -183,6 +193,8 @@ impl<W: World> Host<W> {
             next_request: 0,
             sync: SyncClient::default(),
             ticks: 0,
+            heard: BTreeMap::new(),
+            proposals_sent: BTreeSet::new(),
         }
     }
 
@@ -220,9 +232,17 @@ impl<W: World> Host<W> {
         self.stopped
     }
 
-    /// A proposal or vote from gossip, verified by the network intake.
-    pub fn on_message(&mut self, message: Verified<ConsensusMessage>) {
+    /// A proposal or vote from gossip, verified by the network intake;
+    /// `from` is the peer that delivered it.
+    pub fn on_message(&mut self, from: W::Peer, message: Verified<ConsensusMessage>) {
+        self.heard_from(from, message.height());
         self.feed(Input::Message(message));
+    }
+
+    /// Whether a record write or a commit is failing (the host holds its
+    /// actions until it succeeds).
+    pub(crate) fn halted(&self) -> bool {
+        self.halted
     }
 
     /// The mempool has new pending transactions.
@@ -246,6 +266,7 @@ impl<W: World> Host<W> {
             }
             Timer::Tick => self.tick(),
             Timer::CatchupGrace => self.catch_up_now(),
+            Timer::AnnounceDecided(height) => self.announce_now(height),
             Timer::Retry => {
                 self.halted = false;
                 self.run();
@@ -334,7 +355,8 @@ impl<W: World> Host<W> {
         request: &SyncRequest,
         purpose: Purpose,
     ) -> bool {
-        if self.requests.len() >= MAX_REQUESTS_IN_FLIGHT {
+        let of_peer = self.requests.values().filter(|p| p.peer == peer).count();
+        if self.requests.len() >= MAX_REQUESTS_IN_FLIGHT || of_peer >= MAX_REQUESTS_PER_PEER {
             return false;
         }
         let id = RequestId(self.next_request);
@@ -371,8 +393,26 @@ impl<W: World> Host<W> {
             return;
         }
         let actions = self.machine.handle(input);
-        self.pending.extend(actions);
+        self.hold(actions);
         self.run();
+    }
+
+    /// Queues actions to carry out in order. Evidence is recorded at once:
+    /// it is bookkeeping, not an effect that anything waits on, and a
+    /// failing disk must not delay it.
+    fn hold(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Evidence(evidence) => self.record_evidence(evidence),
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    fn record_evidence(&mut self, evidence: tally_ledger::DuplicateVoteEvidence) {
+        let first = &evidence.first;
+        warn!(validator = %first.validator, height = first.vote.height, round = first.vote.round, "validator signed two conflicting votes");
+        self.chain.record_evidence(evidence);
     }
 
     /// Carries out pending actions in order. An action whose effect fails
@@ -400,7 +440,7 @@ impl<W: World> Host<W> {
             match self.inputs.pop_front() {
                 Some(input) => {
                     let actions = self.machine.handle(input);
-                    self.pending.extend(actions);
+                    self.hold(actions);
                 }
                 None => break,
             }
@@ -497,9 +537,7 @@ impl<W: World> Host<W> {
             },
             Action::Commit { block, commit } => self.commit_decided(block, commit),
             Action::Evidence(evidence) => {
-                let first = &evidence.first;
-                warn!(validator = %first.validator, height = first.vote.height, round = first.vote.round, "validator signed two conflicting votes");
-                self.chain.record_evidence(evidence);
+                self.record_evidence(evidence);
                 Ok(None)
             }
         }
@@ -539,6 +577,7 @@ impl<W: World> Host<W> {
         }
         self.chain.clear_failure();
         self.build = None;
+        self.proposals_sent.clear();
         self.announce_decided(height);
         // Sync may have committed further meanwhile.
         let tip = self.chain.tip().map_or(height, |t| t.height);
@@ -603,8 +642,7 @@ impl<W: World> Host<W> {
     }
 
     /// The tip moved past the height being decided (block sync, catch-up):
-    /// start over at the height after it, and ask the peers at once for
-    /// what they hold of that height (its round may be well under way).
+    /// start over at the height after it.
     pub(crate) fn follow_tip(&mut self) {
         let Ok(tip) = self.chain.tip() else { return };
         if tip.height < self.machine.height() {
@@ -612,14 +650,15 @@ impl<W: World> Host<W> {
         }
         self.build = None;
         self.feed(Input::StartHeight(tip.height + 1));
-        self.ask_peers_for_the_height();
     }
 
     fn tick(&mut self) {
         self.world.schedule(self.config.tick_ms, Timer::Tick);
         self.ticks += 1;
-        let peers = self.world.peers().len();
-        self.chain.update_host_status(|s| s.peers = peers);
+        let peers = self.world.peers();
+        self.heard.retain(|p, _| peers.contains(p));
+        let count = peers.len();
+        self.chain.update_host_status(|s| s.peers = count);
         self.check_stuck();
         let tick_ms = self.config.tick_ms.max(1);
         if self

@@ -71,6 +71,10 @@ pub use chain::{
     Rejection, Signature, TxStatus,
 };
 pub use host::{Host, HostConfig, Recovered};
+
+/// Whether this build carries the `sabotage` feature (the simulator's
+/// deliberate bugs, each off unless a simulation switches it on).
+pub const SABOTAGE_BUILT_IN: bool = cfg!(feature = "sabotage");
 #[cfg(feature = "sabotage")]
 pub use sabotage::Sabotage;
 pub use world::{

@@ -101,6 +101,9 @@ pub enum Timer {
     Tick,
     /// Ask the peer that decided a height this node is still deciding.
     CatchupGrace,
+    /// Tell the peers that have not moved past this height that it is
+    /// decided.
+    AnnounceDecided(u64),
     /// Try again what failed on storage (a record write, a commit).
     Retry,
     /// Stop waiting for a request's answer.

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::NodeConfig;
 use crate::home::Home;
 use crate::node::{now_ms, Node, NodeEvents, NodeLimits};
-use crate::shell::{HostEvent, HostSender, NodeWorld};
+use crate::shell::{HostEvent, HostSender, NodeWorld, HOST_ANSWER_WAIT};
 
 /// Room for a block's header and a polka of 256 validators' votes in the
 /// valid-block record, beyond the block's transactions.
@@ -43,8 +43,8 @@ const INBOUND_QUEUE: usize = 8_192;
 /// bytes).
 const VOTE_BYTES: usize = 256;
 
-/// How long a peer's catch-up request waits for the host thread.
-const HOST_ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// Room in a request beyond its votes.
+const REQUEST_FRAMING_BYTES: usize = 1024;
 
 /// How long a transaction that could not be gossiped is retried.
 const RELAY_RETRY_FOR: Duration = Duration::from_secs(60);
@@ -154,6 +154,7 @@ pub struct NodeRequests {
     host: HostSender,
     max_request_bytes: usize,
     max_response_bytes: usize,
+    sync_batch_blocks: u32,
 }
 
 impl RequestHandler for NodeRequests {
@@ -169,12 +170,22 @@ impl RequestHandler for NodeRequests {
             SyncRequest::Status | SyncRequest::Blocks { .. } => {
                 host_sync::serve(&self.chain, &request, self.max_response_bytes)?
             }
+            // A catch-up for a committed height is answered from the store
+            // here, off the host thread, like a block request.
+            SyncRequest::Catchup(catchup) if catchup.height <= self.chain.tip_height() => {
+                let blocks = SyncRequest::Blocks {
+                    from: catchup.height.max(1),
+                    max: self.sync_batch_blocks,
+                };
+                host_sync::serve(&self.chain, &blocks, self.max_response_bytes)?
+            }
             SyncRequest::Decided { .. } | SyncRequest::Catchup(_) => {
                 let (reply, answer) = std::sync::mpsc::sync_channel(1);
                 let event = HostEvent::Request {
                     from,
                     request,
                     reply,
+                    asked_at: std::time::Instant::now(),
                 };
                 if !self.host.send(event) {
                     return None;
@@ -285,10 +296,10 @@ pub async fn run(
     let addr = listener.local_addr()?;
 
     // A sync answer holds at least one block of the largest size; a
-    // catch-up request a proposal and the votes of two rounds.
+    // catch-up request votes only (its asker gets proposals in answers).
     let max_response_bytes = max_message_bytes.max(8 * 1024 * 1024);
     let max_request_bytes =
-        max_message_bytes + host_sync::max_catchup_messages(validators) * VOTE_BYTES;
+        REQUEST_FRAMING_BYTES + host_sync::max_catchup_messages(validators) * VOTE_BYTES;
     let genesis_hash = chain.context().genesis_hash;
     let net_config = tally_gossip::Config {
         listen: config.network.listen_address()?,
@@ -311,6 +322,7 @@ pub async fn run(
         host: host_tx.clone(),
         max_request_bytes,
         max_response_bytes,
+        sync_batch_blocks: config.network.sync_batch_blocks,
     };
     let (network, inbound) = tally_gossip::start(
         net_config,
@@ -330,6 +342,12 @@ pub async fn run(
     let (relay_tx, relay_rx) = mpsc::channel(INBOUND_QUEUE);
     node.attach_network(network.clone(), relay_tx);
 
+    if tally_host::SABOTAGE_BUILT_IN {
+        warn!(
+            "this build of tally carries the simulator's deliberate bugs (switched off); build \
+             the node with `cargo build -p tally-cli` for production"
+        );
+    }
     info!(chain_id = %chain.context().genesis.chain_id, height = tip.height, validator = ?validator.as_ref().map(|k| k.address()), node_id = %network.peer_id(), "node started");
     // Stable lines on stdout for people and for scripts that start nodes.
     println!("RPC listening on http://{addr}");
@@ -378,7 +396,7 @@ pub async fn run(
     let served = crate::rpc_server::serve(node.clone(), &config.rpc, listener, on_shutdown).await;
     let _ = stop_tx.send(true);
     // The host finishes what it is doing (a commit in flight) and stops.
-    host_tx.send(HostEvent::Stop);
+    host_tx.stop();
     let joined = tokio::task::spawn_blocking(move || host_thread.join()).await;
     if !matches!(joined, Ok(Ok(()))) {
         warn!("the host thread did not stop cleanly");
@@ -400,16 +418,16 @@ async fn dispatch(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let message = tokio::select! {
+        let inbound = tokio::select! {
             _ = stop.changed() => return,
             message = inbound.recv() => match message {
                 Some(message) => message,
                 None => return,
             },
         };
-        match message.message {
+        match inbound.message {
             Gossiped::Consensus(message) => {
-                if !host.send(HostEvent::Message(message)) {
+                if !host.send(HostEvent::Message(inbound.from, message)) {
                     warn!("consensus is not keeping up; dropping a message from a peer");
                 }
             }

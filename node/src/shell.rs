@@ -34,8 +34,9 @@ pub const HOST_QUEUE: usize = 8_192;
 
 /// What the host thread is told.
 pub enum HostEvent {
-    /// A verified proposal or vote from gossip.
-    Message(Verified<ConsensusMessage>),
+    /// A verified proposal or vote from gossip, and the peer that
+    /// delivered it.
+    Message(NodeId, Verified<ConsensusMessage>),
     /// The mempool has pending transactions.
     Work,
     /// An answer to one of the host's requests.
@@ -55,6 +56,9 @@ pub enum HostEvent {
         request: SyncRequest,
         /// Where the answer goes.
         reply: SyncSender<Option<SyncResponse>>,
+        /// When it was asked: an answer nobody waits for any more is not
+        /// worked out.
+        asked_at: Instant,
     },
     /// Stop.
     Stop,
@@ -67,7 +71,18 @@ pub struct HostSender {
     /// Set while a `Work` event is queued, so a burst of transactions
     /// sends one.
     work_queued: Arc<AtomicBool>,
+    /// Set to stop the host thread (checked on every turn of its loop, so
+    /// a full queue cannot lose it).
+    stop: Arc<AtomicBool>,
 }
+
+/// How long a peer's request may wait for the host thread before the
+/// asker is taken to have given up.
+pub const HOST_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// Longest the host thread waits for an event before it looks at the stop
+/// flag again.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 impl HostSender {
     /// A sender and the host thread's end of the channel.
@@ -76,6 +91,7 @@ impl HostSender {
         let sender = HostSender {
             events,
             work_queued: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
         };
         (sender, receiver)
     }
@@ -86,6 +102,12 @@ impl HostSender {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
+    }
+
+    /// Stops the host thread (after the event it is handling).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.events.try_send(HostEvent::Stop);
     }
 
     /// Tells the host there is work, once per burst.
@@ -222,16 +244,19 @@ pub fn spawn(
         .name("tally-host".into())
         .spawn(move || {
             host.start();
-            loop {
+            while !work_queued.stop.load(Ordering::Acquire) {
                 while let Some(timer) = host.world_mut().pop_due(Instant::now()) {
                     host.on_timer(timer);
                 }
-                let event = match host.world().next_deadline() {
-                    Some(at) => events.recv_timeout(at.saturating_duration_since(Instant::now())),
-                    None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                };
-                match event {
-                    Ok(HostEvent::Message(message)) => host.on_message(message),
+                let wait = host
+                    .world()
+                    .next_deadline()
+                    .map_or(STOP_CHECK, |at| {
+                        at.saturating_duration_since(Instant::now())
+                    })
+                    .min(STOP_CHECK);
+                match events.recv_timeout(wait) {
+                    Ok(HostEvent::Message(from, message)) => host.on_message(from, message),
                     Ok(HostEvent::Work) => {
                         work_queued.work_queued.store(false, Ordering::Release);
                         host.on_work();
@@ -243,9 +268,12 @@ pub fn spawn(
                         from,
                         request,
                         reply,
+                        asked_at,
                     }) => {
-                        let answer = host.on_request(from, request);
-                        let _ = reply.try_send(answer);
+                        if asked_at.elapsed() < HOST_ANSWER_WAIT {
+                            let answer = host.on_request(from, request);
+                            let _ = reply.try_send(answer);
+                        }
                     }
                     Ok(HostEvent::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                     Err(RecvTimeoutError::Timeout) => {}

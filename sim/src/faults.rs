@@ -2,6 +2,8 @@
 //! one-way cut), crashes (at once, or partway through a call's effects),
 //! pauses, and the scenario's scheduled pauses; and their end.
 
+use std::sync::atomic::Ordering;
+
 use rand::Rng;
 
 use crate::world::{Event, Sim, LIVENESS_BLOCKS, LIVENESS_MS};
@@ -28,13 +30,23 @@ impl Sim {
             1 => {
                 let i = self.rng.gen_range(0..n);
                 if self.nodes[i].up {
-                    if self.rng.gen_bool(0.5) {
-                        self.crash(i);
-                    } else {
-                        self.log(format!(
-                            "node {i} will crash in the middle of its next step"
-                        ));
-                        self.nodes[i].crash_pending = true;
+                    match self.rng.gen_range(0..4) {
+                        0 | 1 => self.crash(i),
+                        2 => {
+                            self.log(format!(
+                                "node {i} will crash in the middle of its next step"
+                            ));
+                            self.nodes[i].crash_pending = true;
+                        }
+                        _ => {
+                            // The process lives on, but its records and
+                            // blocks cannot be written for a while.
+                            let ms = self.rng.gen_range(200..=3_000);
+                            self.nodes[i].disk_failing.store(true, Ordering::Relaxed);
+                            self.stats.disk_failures += 1;
+                            self.log(format!("node {i}: disk failing for {ms} ms"));
+                            self.schedule(ms, Event::DiskRecovers { node: i });
+                        }
                     }
                 }
             }
@@ -126,6 +138,7 @@ impl Sim {
         self.partitions.clear();
         for i in 0..self.nodes.len() {
             self.nodes[i].crash_pending = false;
+            self.nodes[i].disk_failing.store(false, Ordering::Relaxed);
             self.nodes[i].paused_until = self.nodes[i].paused_until.min(self.now);
             if !self.nodes[i].up {
                 self.boot(i);

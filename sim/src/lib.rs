@@ -148,6 +148,8 @@ pub struct Stats {
     pub undecodable: u64,
     /// Crashes.
     pub crashes: u64,
+    /// Spells of a failing disk (records and blocks not written).
+    pub disk_failures: u64,
     /// Partitions.
     pub partitions: u64,
     /// Pauses.

@@ -33,6 +33,11 @@ struct Args {
     /// Stop starting new seeds after this many seconds.
     #[arg(long)]
     max_seconds: Option<u64>,
+    /// With --seed: also print the host's own log lines, each under the
+    /// node and simulated time it came from (a tracing filter, e.g.
+    /// `tally_host=debug,tally_consensus=debug`).
+    #[arg(long, requires = "seed")]
+    log: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,21 @@ fn main() -> ExitCode {
         sabotage: None,
         scenario: None,
     };
+    if let Some(filter) = &args.log {
+        // The span naming the node and time is the simulator's own.
+        match tracing_subscriber::EnvFilter::try_new(format!("tally_sim=info,{filter}")) {
+            Ok(filter) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .without_time()
+                .with_ansi(false)
+                .with_target(false)
+                .init(),
+            Err(e) => {
+                eprintln!("--log {filter}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match args.seed {
         Some(seed) => replay(Options { seed, ..template }),
         None => batch(&args, &template),

@@ -216,7 +216,7 @@ impl Sim {
             ConsensusMessage::Vote(v) if self.honest(i) => self.track_vote(i, v),
             _ => None,
         };
-        self.with_host(i, |h| h.on_message(message));
+        self.with_host(i, |h| h.on_message(from, message));
         if let Some(slot) = expect {
             if self.nodes[i].up && !self.reported(i, &slot) {
                 self.checker.violate(format!(
@@ -254,6 +254,9 @@ impl Sim {
         let Some(Some(answer)) = self.with_host(i, |h| h.on_request(from, request)) else {
             return;
         };
+        if let SyncResponse::Messages(messages) = &answer {
+            self.signed_in(i, messages);
+        }
         let answer = match self.nodes[i].lies.clone() {
             None => borsh::to_vec(&answer).ok(),
             Some(lies) => self.lie_in_answer(i, &lies, answer),

@@ -62,18 +62,25 @@ pub struct NodeWorld {
     pub crash_after: Option<usize>,
     /// Set once the crash struck: the process is dead.
     pub dead: Arc<AtomicBool>,
+    /// While set, records fail to write (the process lives on).
+    pub disk_failing: Arc<AtomicBool>,
 }
 
 impl NodeWorld {
     /// A world whose process is alive.
-    pub fn new(dead: Arc<AtomicBool>) -> NodeWorld {
+    pub fn new(dead: Arc<AtomicBool>, disk_failing: Arc<AtomicBool>) -> NodeWorld {
         NodeWorld {
             now_ms: 0,
             peers: Vec::new(),
             effects: Vec::new(),
             crash_after: None,
             dead,
+            disk_failing,
         }
+    }
+
+    fn disk_fails(&self) -> bool {
+        self.disk_failing.load(Ordering::Relaxed)
     }
 
     /// Whether the effect about to happen happens (false once dead).
@@ -144,6 +151,9 @@ impl Outbox for NodeWorld {
 
 impl Records for NodeWorld {
     fn save_sign_state(&mut self, record: &SignState) -> Result<(), RecordError> {
+        if self.disk_fails() {
+            return Err(RecordError("no space left on device".into()));
+        }
         match self.happens() {
             true => {
                 self.effects.push(Effect::SignState(record.clone()));
@@ -154,6 +164,9 @@ impl Records for NodeWorld {
     }
 
     fn save_valid_block(&mut self, record: &ValidBlockRecord) -> Result<(), RecordError> {
+        if self.disk_fails() {
+            return Err(RecordError("no space left on device".into()));
+        }
         match self.happens() {
             true => {
                 self.effects.push(Effect::ValidBlock(record.clone()));
@@ -165,12 +178,14 @@ impl Records for NodeWorld {
 }
 
 /// A node's store: durable across its crashes, and refusing every commit
-/// once its process is dead.
+/// once its process is dead or while its disk fails.
 pub struct NodeStore {
     /// The committed chain.
     pub inner: MemoryStore,
     /// The process's death flag (shared with its world).
     pub dead: Arc<AtomicBool>,
+    /// The disk-failure flag (shared with its world).
+    pub disk_failing: Arc<AtomicBool>,
 }
 
 impl AccountRead for NodeStore {
@@ -204,6 +219,9 @@ impl ChainWrite for NodeStore {
     fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError> {
         if self.dead.load(Ordering::Relaxed) {
             return Err(StorageError::Io("the process is dead".into()));
+        }
+        if self.disk_failing.load(Ordering::Relaxed) {
+            return Err(StorageError::Io("no space left on device".into()));
         }
         self.inner.commit(write)
     }

@@ -78,6 +78,9 @@ pub(crate) enum Event {
     Heal {
         partition: u64,
     },
+    DiskRecovers {
+        node: usize,
+    },
     /// The scenario's next pause.
     ScenarioPause {
         index: u64,
@@ -123,6 +126,8 @@ pub(crate) struct SimNode {
     pub(crate) lies: Option<Vec<Lie>>,
     pub(crate) store: Arc<NodeStore>,
     pub(crate) dead: Arc<AtomicBool>,
+    /// While set, the node's records and blocks fail to write.
+    pub(crate) disk_failing: Arc<AtomicBool>,
     pub(crate) durable: Durable,
     /// The running process: its host (none while down).
     pub(crate) host: Option<Host<NodeWorld>>,
@@ -233,9 +238,11 @@ fn genesis(validators: usize) -> Genesis {
 impl SimNode {
     fn new(chain: &ChainContext, key: Keypair, lies: Option<Vec<Lie>>) -> SimNode {
         let dead = Arc::new(AtomicBool::new(false));
+        let disk_failing = Arc::new(AtomicBool::new(false));
         let store = Arc::new(NodeStore {
             inner: MemoryStore::new(chain),
             dead: dead.clone(),
+            disk_failing: disk_failing.clone(),
         });
         let commits = Arc::new(Commits::default());
         let node_chain = new_chain(chain, &store, &commits);
@@ -245,6 +252,7 @@ impl SimNode {
             lies,
             store,
             dead,
+            disk_failing,
             durable: Durable::default(),
             host: None,
             chain: node_chain,
@@ -409,6 +417,7 @@ impl Sim {
             Event::Fault => (5, 0, 0),
             Event::Restart { node } => (6, *node, 0),
             Event::Heal { partition } => (7, *partition as usize, 0),
+            Event::DiskRecovers { node } => (11, *node, 0),
             Event::ScenarioPause { index } => (10, *index as usize, 0),
             Event::EndFaults => (8, 0, 0),
             Event::Deadline => (9, 0, 0),
@@ -493,6 +502,12 @@ impl Sim {
                 }
             }
             Event::ScenarioPause { index } => self.scenario_pause(index),
+            Event::DiskRecovers { node } => {
+                self.nodes[node]
+                    .disk_failing
+                    .store(false, Ordering::Relaxed);
+                self.log(format!("node {node}: disk recovered"));
+            }
             Event::EndFaults => self.end_faults(),
             Event::Deadline => {
                 if !self.done {
@@ -561,7 +576,7 @@ impl Sim {
             sign_state: node.durable.sign_state.clone(),
             valid_block: node.durable.valid_block.clone(),
         };
-        let world = NodeWorld::new(node.dead.clone());
+        let world = NodeWorld::new(node.dead.clone(), node.disk_failing.clone());
         node.host = Some(Host::new(
             self.config.clone(),
             node.chain.clone(),
@@ -590,12 +605,15 @@ impl Sim {
         call: impl FnOnce(&mut Host<NodeWorld>) -> T,
     ) -> Option<T> {
         self.nodes[i].host.as_ref()?;
+        // The host's log lines (`tally-sim --seed N --log ...`) name the
+        // node and the simulated time.
+        let _span = tracing::info_span!("node", i, t = self.now).entered();
         let now = self.local_now(i);
         let peers = self.peers_of(i);
         let crash_after = match self.nodes[i].crash_pending {
             true => {
                 self.nodes[i].crash_pending = false;
-                Some(self.rng.gen_range(0..=8))
+                Some(self.rng.gen_range(0..=24))
             }
             false => None,
         };
@@ -628,6 +646,12 @@ impl Sim {
         match effect {
             Effect::Publish(message) => self.publish(i, message),
             Effect::Request { to, id, request } => {
+                // Own messages travel in catch-up requests too: what an
+                // honest validator signs must never conflict, however it
+                // leaves.
+                if let tally_host::sync::SyncRequest::Catchup(c) = &request {
+                    self.signed_in(i, &c.messages);
+                }
                 if let Ok(bytes) = borsh::to_vec(&request) {
                     self.send(i, to, Msg::Request { id, bytes });
                 }
@@ -650,6 +674,18 @@ impl Sim {
             }
             Effect::SignState(record) => self.nodes[i].durable.sign_state = Some(record),
             Effect::ValidBlock(record) => self.nodes[i].durable.valid_block = Some(record),
+        }
+    }
+
+    /// Shows the checker what an honest node `i` sent of its own among
+    /// `messages`.
+    pub(crate) fn signed_in(&mut self, i: usize, messages: &[tally_ledger::ConsensusMessage]) {
+        if !self.honest(i) {
+            return;
+        }
+        let address = self.nodes[i].address;
+        for message in messages {
+            self.checker.on_signed(i, address, message);
         }
     }
 

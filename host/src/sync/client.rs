@@ -97,7 +97,13 @@ impl<W: World> Host<W> {
         let round = self.sync.round;
         let mut waiting = 0;
         for peer in self.world.peers() {
-            if self.request(peer, &SyncRequest::Status, Purpose::SyncStatus { round }) {
+            // One that has not answered the last round's question is not
+            // asked again.
+            let asked = self
+                .requests
+                .values()
+                .any(|p| p.peer == peer && matches!(p.purpose, Purpose::SyncStatus { .. }));
+            if !asked && self.request(peer, &SyncRequest::Status, Purpose::SyncStatus { round }) {
                 waiting += 1;
             }
         }
@@ -253,6 +259,9 @@ impl<W: World> Host<W> {
         self.sync.last_height = self.chain.tip().ok().map(|t| t.height);
         self.chain.update_host_status(|s| s.syncing = false);
         self.follow_tip();
+        // Arrived: the height's round may be well under way; ask the peers
+        // for what they hold of it rather than wait to be stuck.
+        self.ask_peers_for_the_height();
     }
 
     pub(crate) fn sync_blocks_answer(
