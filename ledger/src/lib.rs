@@ -29,6 +29,7 @@ mod consensus_msg;
 mod crypto;
 pub mod devnet;
 mod genesis;
+pub mod merkle;
 mod state;
 mod tx;
 mod types;
