@@ -235,8 +235,9 @@ impl<W: World> Host<W> {
             self.ban(from, "sent a proposal in a catch-up request");
             return None;
         }
-        self.feed_from_peer(from, catchup.messages);
-        Some(SyncResponse::Messages(mine))
+        // A peer banned for what it sent gets no answer.
+        self.feed_from_peer(from, catchup.messages)
+            .then_some(SyncResponse::Messages(mine))
     }
 
     /// The answer to this node's catch-up request for `height`.
@@ -247,7 +248,9 @@ impl<W: World> Host<W> {
         answer: Result<SyncResponse, RequestFailure>,
     ) {
         match answer {
-            Ok(SyncResponse::Messages(messages)) => self.feed_from_peer(peer, messages),
+            Ok(SyncResponse::Messages(messages)) => {
+                self.feed_from_peer(peer, messages);
+            }
             // The peer committed the height: the decision itself and what
             // followed, through the commit path like any block from a peer.
             Ok(SyncResponse::Blocks(blocks)) => {
@@ -288,14 +291,19 @@ impl<W: World> Host<W> {
 
     /// Feeds messages a peer sent directly (not through gossip, so not
     /// checked yet): each must verify as gossip requires; one that does
-    /// not gets the peer banned and the rest ignored.
-    pub(crate) fn feed_from_peer(&mut self, peer: W::Peer, messages: Vec<ConsensusMessage>) {
+    /// not gets the peer banned and the rest ignored. False if the peer was
+    /// banned.
+    pub(crate) fn feed_from_peer(
+        &mut self,
+        peer: W::Peer,
+        messages: Vec<ConsensusMessage>,
+    ) -> bool {
         let validators = self.chain.context().validators.validators().len();
         let max = max_catchup_messages(validators);
         if messages.len() > max {
             let reason = format!("sent {} catch-up messages (at most {max})", messages.len());
             self.ban(peer, &reason);
-            return;
+            return false;
         }
         let chain = self.chain.clone();
         let signers = chain.context().signers();
@@ -323,9 +331,245 @@ impl<W: World> Host<W> {
                         peer,
                         &format!("sent a catch-up message that does not verify: {e}"),
                     );
-                    return;
+                    return false;
                 }
             }
         }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests report failure by panicking
+
+    use std::sync::Arc;
+
+    use tally_consensus::{SignState, ValidBlockRecord};
+    use tally_ledger::devnet::{devnet_genesis, DEVNET_GENESIS_TIME_MS};
+    use tally_ledger::{
+        devnet_key, Block, ChainContext, Header, Keypair, ProposalCore, SignedProposal, SignedVote,
+        Vote, VoteKind, BLOCK_VERSION,
+    };
+    use tally_mempool::Mempool;
+    use tally_store::MemoryStore;
+
+    use super::*;
+    use crate::chain::{Chain, NoEvents};
+    use crate::host::{HostConfig, Recovered};
+    use crate::world::{Clock, Outbox, RecordError, Records, RequestId, Timers};
+
+    /// What the host did to the world, and a switch for failing record
+    /// writes.
+    #[derive(Default)]
+    struct Recorder {
+        published: Vec<ConsensusMessage>,
+        requests: Vec<(u8, SyncRequest)>,
+        bans: Vec<(u8, String)>,
+        records_fail: bool,
+    }
+
+    impl Clock for Recorder {
+        fn now_ms(&self) -> u64 {
+            DEVNET_GENESIS_TIME_MS + 1_000
+        }
+    }
+
+    impl Timers for Recorder {
+        fn schedule(&mut self, _after_ms: u64, _timer: Timer) {}
+    }
+
+    impl Outbox for Recorder {
+        type Peer = u8;
+        fn publish(&mut self, message: &ConsensusMessage) {
+            self.published.push(message.clone());
+        }
+        fn request(&mut self, peer: u8, _id: RequestId, request: &SyncRequest) {
+            self.requests.push((peer, request.clone()));
+        }
+        fn ban(&mut self, peer: u8, reason: &str) {
+            self.bans.push((peer, reason.to_owned()));
+        }
+        fn peers(&self) -> Vec<u8> {
+            vec![1, 2, 3]
+        }
+    }
+
+    impl Recorder {
+        fn write(&self) -> Result<(), RecordError> {
+            match self.records_fail {
+                true => Err(RecordError("No space left on device".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl Records for Recorder {
+        fn save_sign_state(&mut self, _record: &SignState) -> Result<(), RecordError> {
+            self.write()
+        }
+        fn save_valid_block(&mut self, _record: &ValidBlockRecord) -> Result<(), RecordError> {
+            self.write()
+        }
+    }
+
+    fn key(i: usize) -> Keypair {
+        devnet_key(&format!("validator-{i}"))
+    }
+
+    /// Validator 0 of a four-validator devnet chain, started.
+    fn host(records_fail: bool) -> (Host<Recorder>, ChainContext) {
+        let context = ChainContext::new(devnet_genesis(4, "tally-dev").unwrap());
+        let store = Arc::new(MemoryStore::new(&context));
+        let pool = Mempool::new(tally_mempool::Config::default());
+        let chain = Arc::new(Chain::new(
+            context.clone(),
+            store,
+            pool,
+            10,
+            Box::new(NoEvents),
+        ));
+        let world = Recorder {
+            records_fail,
+            ..Recorder::default()
+        };
+        let recovered = Recovered {
+            sign_state: None,
+            valid_block: None,
+        };
+        let mut host = Host::new(HostConfig::default(), chain, world, Some(key(0)), recovered);
+        host.start();
+        (host, context)
+    }
+
+    fn prevote(context: &ChainContext, signer: usize, round: u32) -> ConsensusMessage {
+        let vote = Vote {
+            chain_id: context.genesis.chain_id.clone(),
+            height: 1,
+            round,
+            kind: VoteKind::Prevote,
+            block_hash: None,
+        };
+        ConsensusMessage::Vote(SignedVote::sign(vote, &key(signer), &context.genesis_hash))
+    }
+
+    fn proposal(context: &ChainContext, signer: usize) -> ConsensusMessage {
+        let block = Block {
+            header: Header {
+                version: BLOCK_VERSION,
+                chain_id: context.genesis.chain_id.clone(),
+                height: 1,
+                parent_hash: context.genesis_hash,
+                timestamp_ms: DEVNET_GENESIS_TIME_MS + 1,
+                proposer: key(signer).address(),
+                tx_root: tally_ledger::tx_root(&[]),
+                tx_count: 0,
+                state_root: Hash::ZERO,
+            },
+            txs: vec![],
+        };
+        let core = ProposalCore {
+            chain_id: context.genesis.chain_id.clone(),
+            height: 1,
+            round: 0,
+            valid_round: None,
+            block_hash: block.hash(),
+        };
+        let signed = SignedProposal::sign(core, block, &key(signer), &context.genesis_hash);
+        ConsensusMessage::Proposal(Box::new(signed))
+    }
+
+    fn catchup(messages: Vec<ConsensusMessage>) -> SyncRequest {
+        SyncRequest::Catchup(Catchup {
+            height: 1,
+            round: 0,
+            proposal: None,
+            messages,
+        })
+    }
+
+    #[test]
+    fn a_catch_up_request_is_answered_with_this_nodes_votes_and_counts_the_askers() {
+        let (mut host, context) = host(false);
+        let before = host.machine.votes().total(0, VoteKind::Prevote);
+        let answer = host.on_request(1, catchup(vec![prevote(&context, 1, 0)]));
+        assert!(host.world().bans.is_empty(), "{:?}", host.world().bans);
+        assert!(matches!(answer, Some(SyncResponse::Messages(_))));
+        assert_eq!(
+            host.machine.votes().total(0, VoteKind::Prevote),
+            before + 1,
+            "the asker's vote is counted"
+        );
+    }
+
+    #[test]
+    fn a_catch_up_request_carrying_a_proposal_gets_the_peer_banned_unanswered() {
+        let (mut host, context) = host(false);
+        let answer = host.on_request(2, catchup(vec![proposal(&context, 1)]));
+        assert_eq!(answer, None);
+        assert_eq!(host.world().bans.len(), 1);
+        assert_eq!(host.world().bans[0].0, 2);
+        assert!(host.world().bans[0].1.contains("proposal"));
+    }
+
+    #[test]
+    fn more_catch_up_messages_than_the_bound_get_the_peer_banned() {
+        let (mut host, context) = host(false);
+        let max = max_catchup_messages(4);
+        let messages = (0..=max as u32).map(|r| prevote(&context, 1, r)).collect();
+        assert_eq!(host.on_request(3, catchup(messages)), None);
+        assert_eq!(host.world().bans.len(), 1, "{:?}", host.world().bans);
+        assert!(host.world().bans[0].1.contains("catch-up messages"));
+    }
+
+    #[test]
+    fn a_catch_up_vote_whose_signature_fails_gets_the_peer_banned_and_is_not_counted() {
+        let (mut host, context) = host(false);
+        let ConsensusMessage::Vote(mut forged) = prevote(&context, 1, 0) else {
+            unreachable!("a prevote")
+        };
+        forged.validator = key(2).address();
+        let before = host.machine.votes().total(0, VoteKind::Prevote);
+        let answer = host.on_request(1, catchup(vec![ConsensusMessage::Vote(forged)]));
+        assert_eq!(answer, None);
+        assert_eq!(host.world().bans.len(), 1, "{:?}", host.world().bans);
+        assert!(host.world().bans[0].1.contains("does not verify"));
+        assert_eq!(host.machine.votes().total(0, VoteKind::Prevote), before);
+    }
+
+    #[test]
+    fn nothing_signed_leaves_while_the_signing_record_cannot_be_written() {
+        // Validator 0's propose timeout fires: it prevotes nil, and its
+        // state machine counts that vote before the host has made the
+        // record durable, which here fails.
+        let (mut host, context) = host(true);
+        host.on_request(1, catchup(vec![prevote(&context, 1, 0)]));
+        host.on_timer(Timer::Consensus(tally_consensus::Timeout {
+            height: 1,
+            round: 0,
+            kind: tally_consensus::TimeoutKind::Propose,
+        }));
+        assert!(host.halted(), "the failing record write halts the host");
+        let answer = host.on_request(2, catchup(vec![prevote(&context, 2, 0)]));
+        let Some(SyncResponse::Messages(handed_out)) = answer else {
+            panic!("a catch-up answer")
+        };
+        let own = key(0).address();
+        let signed_here = |m: &ConsensusMessage| match m {
+            ConsensusMessage::Vote(v) => v.validator == own,
+            ConsensusMessage::Proposal(p) => p.proposer == own,
+        };
+        assert!(
+            !handed_out.iter().any(signed_here),
+            "an own message handed out before its record: {handed_out:?}"
+        );
+        assert!(!host.world().published.iter().any(signed_here));
+        // Nor does it ask anyone, since a request carries its own votes.
+        host.ask_peers_for_the_height();
+        assert!(!host
+            .world()
+            .requests
+            .iter()
+            .any(|(_, r)| matches!(r, SyncRequest::Catchup(_))));
     }
 }
