@@ -232,6 +232,13 @@ impl<W: World> Host<W> {
         self.stopped
     }
 
+    /// Whether new transactions would make this host act: it is the
+    /// proposer waiting for a block's worth of them ([`Host::on_work`]).
+    /// A shell need not wake the host for new work otherwise.
+    pub fn waits_for_work(&self) -> bool {
+        self.build.is_some() && !self.stopped
+    }
+
     /// A proposal or vote from gossip, verified by the network intake;
     /// `from` is the peer that delivered it.
     pub fn on_message(&mut self, from: W::Peer, message: Verified<ConsensusMessage>) {

@@ -71,6 +71,11 @@ pub struct HostSender {
     /// Set while a `Work` event is queued, so a burst of transactions
     /// sends one.
     work_queued: Arc<AtomicBool>,
+    /// Set while the host waits for transactions to propose
+    /// ([`Host::waits_for_work`]); otherwise new transactions do not wake
+    /// it (under load they arrive hundreds of times a second, and the
+    /// host takes what the mempool holds when it builds anyway).
+    work_wanted: Arc<AtomicBool>,
     /// Set to stop the host thread (checked on every turn of its loop, so
     /// a full queue cannot lose it).
     stop: Arc<AtomicBool>,
@@ -91,6 +96,7 @@ impl HostSender {
         let sender = HostSender {
             events,
             work_queued: Arc::new(AtomicBool::new(false)),
+            work_wanted: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
         };
         (sender, receiver)
@@ -110,8 +116,11 @@ impl HostSender {
         let _ = self.events.try_send(HostEvent::Stop);
     }
 
-    /// Tells the host there is work, once per burst.
+    /// Tells the host there is work, once per burst, if it waits for any.
     pub fn work(&self) {
+        if !self.work_wanted.load(Ordering::Acquire) {
+            return;
+        }
         if !self.work_queued.swap(true, Ordering::AcqRel) && !self.send(HostEvent::Work) {
             self.work_queued.store(false, Ordering::Release);
         }
@@ -247,6 +256,16 @@ pub fn spawn(
             while !work_queued.stop.load(Ordering::Acquire) {
                 while let Some(timer) = host.world_mut().pop_due(Instant::now()) {
                     host.on_timer(timer);
+                }
+                // Wake for new transactions only while they would be used.
+                // When that starts, take what came while they did not wake
+                // the host (no transaction waits for the next event).
+                let wanted = host.waits_for_work();
+                if !wanted {
+                    work_queued.work_wanted.store(false, Ordering::Release);
+                } else if !work_queued.work_wanted.swap(true, Ordering::AcqRel) {
+                    host.on_work();
+                    continue;
                 }
                 let wait = host
                     .world()
