@@ -732,65 +732,24 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use tally_ledger::devnet::devnet_genesis;
-    use tally_ledger::{
-        devnet_key, Account, AccountRead, ChainRead, Commit, CommitSignature, Header, Transaction,
-        Vote, VoteKind,
-    };
+    use tally_ledger::{devnet_key, Commit, CommitSignature, Transaction, Vote, VoteKind};
     use tally_store::MemoryStore;
 
     const NOW_MS: u64 = tally_ledger::devnet::DEVNET_GENESIS_TIME_MS + 1_000;
 
-    /// A store whose commits fail while `failing` is set (a full disk).
-    struct FlakyStore {
-        inner: MemoryStore,
-        failing: AtomicBool,
-    }
-
-    impl AccountRead for FlakyStore {
-        fn account(&self, address: &Address) -> Result<Account, StorageError> {
-            self.inner.account(address)
-        }
-    }
-
-    impl ChainRead for FlakyStore {
-        fn genesis_hash(&self) -> Hash {
-            self.inner.genesis_hash()
-        }
-        fn tip(&self) -> Result<Option<BlockMeta>, StorageError> {
-            self.inner.tip()
-        }
-        fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
-            self.inner.block(height)
-        }
-        fn header(&self, height: u64) -> Result<Option<Header>, StorageError> {
-            self.inner.header(height)
-        }
-        fn height_of(&self, hash: &Hash) -> Result<Option<u64>, StorageError> {
-            self.inner.height_of(hash)
-        }
-        fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, StorageError> {
-            self.inner.tx_location(id)
-        }
-    }
-
-    impl ChainWrite for FlakyStore {
-        fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError> {
-            if self.failing.load(Ordering::SeqCst) {
-                return Err(StorageError::Io("No space left on device".into()));
-            }
-            self.inner.commit(write)
-        }
-    }
-
-    fn node() -> (Chain, Arc<FlakyStore>, ChainContext) {
+    /// A node over a store whose commits fail while the flag is set (a
+    /// full disk).
+    fn node() -> (Chain, Arc<AtomicBool>, ChainContext) {
         let chain = ChainContext::new(devnet_genesis(1, "tally-dev").unwrap());
-        let store = Arc::new(FlakyStore {
-            inner: MemoryStore::new(&chain),
-            failing: AtomicBool::new(false),
-        });
+        let failing = Arc::new(AtomicBool::new(false));
+        let flag = failing.clone();
+        let store = Arc::new(MemoryStore::with_commit_fault(&chain, move || {
+            flag.load(Ordering::SeqCst)
+                .then(|| "No space left on device".to_owned())
+        }));
         let pool = Mempool::new(tally_mempool::Config::default());
-        let node = Chain::new(chain.clone(), store.clone(), pool, 10, Box::new(NoEvents));
-        (node, store, chain)
+        let node = Chain::new(chain.clone(), store, pool, 10, Box::new(NoEvents));
+        (node, failing, chain)
     }
 
     fn submit(node: &Chain, tx: SignedTransaction) -> Result<(), AdmitError> {
@@ -839,7 +798,7 @@ mod tests {
 
     #[test]
     fn a_failed_commit_changes_nothing_and_the_identical_block_commits_later() {
-        let (node, store, chain) = node();
+        let (node, failing, chain) = node();
         let proposer = devnet_key("validator-0").address();
         submit(&node, transfer(&chain, 0, 1)).unwrap();
         let block = node.build_proposal(proposer, 1, NOW_MS).unwrap().unwrap();
@@ -849,7 +808,7 @@ mod tests {
             "only the next height"
         );
         let certified = decide(&chain, block);
-        store.failing.store(true, Ordering::SeqCst);
+        failing.store(true, Ordering::SeqCst);
         assert!(matches!(
             node.commit_block(certified.clone()),
             Err(CommitFailure::Storage(_))
@@ -862,7 +821,7 @@ mod tests {
             submit(&node, replacement),
             Err(AdmitError::Pool(MempoolError::InBlock { nonce: 0 }))
         ));
-        store.failing.store(false, Ordering::SeqCst);
+        failing.store(false, Ordering::SeqCst);
         let tip = node.commit_block(certified.clone()).unwrap();
         assert_eq!(tip.hash, certified.stored().block.hash());
         assert_eq!(node.tip_height(), 1);

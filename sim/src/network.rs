@@ -139,24 +139,22 @@ impl Sim {
             }
             Some(lies) => {
                 let peers: Vec<usize> = (0..self.nodes.len()).filter(|&j| j != i).collect();
-                let key = self.nodes[i].key.clone();
-                let (client, other) = (self.clients[0].clone(), self.clients[1].clone());
-                let mut liar = Liar {
-                    key: &key,
-                    chain: &self.chain,
-                    rng: &mut self.rng,
-                    client: &client,
-                    other_client: &other,
-                };
-                let sends = byzantine::outgoing(&mut liar, &lies, &peers, message);
-                if lies.contains(&crate::profile::Lie::Garbage) {
-                    if let Some(bytes) = byzantine::garbage(&mut liar) {
-                        let topic = match liar.rng.gen_bool(0.5) {
-                            true => Topic::Consensus,
-                            false => Topic::Transactions,
-                        };
-                        self.gossip(i, &To::All, topic, bytes);
-                    }
+                let (sends, garbage) = self.as_liar(i, |liar| {
+                    let sends = byzantine::outgoing(liar, &lies, &peers, message);
+                    let garbage = match lies.contains(&crate::profile::Lie::Garbage) {
+                        true => byzantine::garbage(liar).map(|bytes| {
+                            let topic = match liar.rng.gen_bool(0.5) {
+                                true => Topic::Consensus,
+                                false => Topic::Transactions,
+                            };
+                            (topic, bytes)
+                        }),
+                        false => None,
+                    };
+                    (sends, garbage)
+                });
+                if let Some((topic, bytes)) = garbage {
+                    self.gossip(i, &To::All, topic, bytes);
                 }
                 sends
             }
@@ -272,6 +270,19 @@ impl Sim {
         lies: &[crate::profile::Lie],
         answer: SyncResponse,
     ) -> Option<Vec<u8>> {
+        self.as_liar(i, |liar| {
+            if lies.contains(&crate::profile::Lie::Garbage) {
+                if let Some(bytes) = byzantine::garbage(liar) {
+                    return Some(bytes);
+                }
+            }
+            borsh::to_vec(&byzantine::answer(liar, lies, answer)).ok()
+        })
+    }
+
+    /// Runs `act` as node `i`'s Byzantine side: its key, the run's
+    /// generator and the funded client keys it forges transfers with.
+    fn as_liar<T>(&mut self, i: usize, act: impl FnOnce(&mut Liar<'_>) -> T) -> T {
         let key = self.nodes[i].key.clone();
         let (client, other) = (self.clients[0].clone(), self.clients[1].clone());
         let mut liar = Liar {
@@ -281,12 +292,7 @@ impl Sim {
             client: &client,
             other_client: &other,
         };
-        if lies.contains(&crate::profile::Lie::Garbage) {
-            if let Some(bytes) = byzantine::garbage(&mut liar) {
-                return Some(bytes);
-            }
-        }
-        borsh::to_vec(&byzantine::answer(&mut liar, lies, answer)).ok()
+        act(&mut liar)
     }
 
     /// For the evidence invariant: a vote node `i`'s state machine is about

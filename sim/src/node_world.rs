@@ -12,10 +12,7 @@ use std::sync::{Arc, Mutex};
 use tally_consensus::{SignState, ValidBlockRecord};
 use tally_host::sync::SyncRequest;
 use tally_host::{ChainEvents, Clock, Outbox, RecordError, Records, RequestId, Timer, Timers};
-use tally_ledger::{
-    Account, AccountRead, Address, BlockMeta, BlockWrite, ChainRead, ChainWrite, ConsensusMessage,
-    ExecutedBlock, Hash, Header, StorageError, StoredBlock, TxLocation,
-};
+use tally_ledger::{ChainContext, ConsensusMessage, ExecutedBlock, StoredBlock};
 use tally_store::MemoryStore;
 
 /// One thing a host did.
@@ -179,52 +176,19 @@ impl Records for NodeWorld {
 
 /// A node's store: durable across its crashes, and refusing every commit
 /// once its process is dead or while its disk fails.
-pub struct NodeStore {
-    /// The committed chain.
-    pub inner: MemoryStore,
-    /// The process's death flag (shared with its world).
-    pub dead: Arc<AtomicBool>,
-    /// The disk-failure flag (shared with its world).
-    pub disk_failing: Arc<AtomicBool>,
-}
-
-impl AccountRead for NodeStore {
-    fn account(&self, address: &Address) -> Result<Account, StorageError> {
-        self.inner.account(address)
-    }
-}
-
-impl ChainRead for NodeStore {
-    fn genesis_hash(&self) -> Hash {
-        self.inner.genesis_hash()
-    }
-    fn tip(&self) -> Result<Option<BlockMeta>, StorageError> {
-        self.inner.tip()
-    }
-    fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
-        self.inner.block(height)
-    }
-    fn header(&self, height: u64) -> Result<Option<Header>, StorageError> {
-        self.inner.header(height)
-    }
-    fn height_of(&self, hash: &Hash) -> Result<Option<u64>, StorageError> {
-        self.inner.height_of(hash)
-    }
-    fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        self.inner.tx_location(id)
-    }
-}
-
-impl ChainWrite for NodeStore {
-    fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError> {
-        if self.dead.load(Ordering::Relaxed) {
-            return Err(StorageError::Io("the process is dead".into()));
+pub fn node_store(
+    chain: &ChainContext,
+    dead: Arc<AtomicBool>,
+    disk_failing: Arc<AtomicBool>,
+) -> MemoryStore {
+    MemoryStore::with_commit_fault(chain, move || {
+        if dead.load(Ordering::Relaxed) {
+            return Some("the process is dead".to_owned());
         }
-        if self.disk_failing.load(Ordering::Relaxed) {
-            return Err(StorageError::Io("no space left on device".into()));
-        }
-        self.inner.commit(write)
-    }
+        disk_failing
+            .load(Ordering::Relaxed)
+            .then(|| "no space left on device".to_owned())
+    })
 }
 
 /// What a node's chain tells the simulation: its commits, for the checker.

@@ -23,7 +23,7 @@ use tally_store::MemoryStore;
 
 use crate::checker::{Checker, VoteSlot};
 use crate::network::SeenCache;
-use crate::node_world::{CommitEvents, Commits, Effect, NodeStore, NodeWorld};
+use crate::node_world::{node_store, CommitEvents, Commits, Effect, NodeWorld};
 use crate::profile::{Lie, Profile};
 use crate::{Options, Outcome, Stats};
 
@@ -124,7 +124,7 @@ pub(crate) struct SimNode {
     pub(crate) key: Keypair,
     pub(crate) address: Address,
     pub(crate) lies: Option<Vec<Lie>>,
-    pub(crate) store: Arc<NodeStore>,
+    pub(crate) store: Arc<MemoryStore>,
     pub(crate) dead: Arc<AtomicBool>,
     /// While set, the node's records and blocks fail to write.
     pub(crate) disk_failing: Arc<AtomicBool>,
@@ -239,11 +239,7 @@ impl SimNode {
     fn new(chain: &ChainContext, key: Keypair, lies: Option<Vec<Lie>>) -> SimNode {
         let dead = Arc::new(AtomicBool::new(false));
         let disk_failing = Arc::new(AtomicBool::new(false));
-        let store = Arc::new(NodeStore {
-            inner: MemoryStore::new(chain),
-            dead: dead.clone(),
-            disk_failing: disk_failing.clone(),
-        });
+        let store = Arc::new(node_store(chain, dead.clone(), disk_failing.clone()));
         let commits = Arc::new(Commits::default());
         let node_chain = new_chain(chain, &store, &commits);
         SimNode {
@@ -274,7 +270,11 @@ impl SimNode {
 }
 
 /// A fresh process's chain over the node's durable store.
-fn new_chain(context: &ChainContext, store: &Arc<NodeStore>, commits: &Arc<Commits>) -> Arc<Chain> {
+fn new_chain(
+    context: &ChainContext,
+    store: &Arc<MemoryStore>,
+    commits: &Arc<Commits>,
+) -> Arc<Chain> {
     Arc::new(Chain::new(
         context.clone(),
         store.clone(),

@@ -17,10 +17,14 @@ struct Inner {
     tip: Option<BlockMeta>,
 }
 
+/// Says why a commit fails now (a full disk, a dead process), or `None`.
+type CommitFault = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// A chain store held in memory, for tests and the simulator.
 pub struct MemoryStore {
     inner: RwLock<Inner>,
     genesis_hash: Hash,
+    commit_fault: Option<CommitFault>,
 }
 
 impl MemoryStore {
@@ -33,6 +37,20 @@ impl MemoryStore {
                 ..Inner::default()
             }),
             genesis_hash: chain.genesis_hash,
+            commit_fault: None,
+        }
+    }
+
+    /// A store holding the genesis state of `chain` whose commits fail,
+    /// writing nothing, whenever `fault` gives a reason: the failing disk
+    /// or dead process of a test or a simulated node.
+    pub fn with_commit_fault(
+        chain: &ChainContext,
+        fault: impl Fn() -> Option<String> + Send + Sync + 'static,
+    ) -> MemoryStore {
+        MemoryStore {
+            commit_fault: Some(Box::new(fault)),
+            ..MemoryStore::new(chain)
         }
     }
 
@@ -81,6 +99,9 @@ impl ChainRead for MemoryStore {
 
 impl ChainWrite for MemoryStore {
     fn commit(&self, write: &BlockWrite<'_>) -> Result<(), StorageError> {
+        if let Some(why) = self.commit_fault.as_ref().and_then(|fault| fault()) {
+            return Err(StorageError::Io(why));
+        }
         let mut inner = self
             .inner
             .write()

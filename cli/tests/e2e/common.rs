@@ -241,6 +241,27 @@ pub fn init_dev_home_with_key(home: &Path, key: &str) {
     assert!(ok, "init failed: {err}");
 }
 
+/// `tally devnet init` of four validators and one full node under `root`,
+/// on free ports: the nodes it lists (`name`, `home`, `rpc_url`, ...).
+pub fn devnet_init(root: &Path) -> Vec<serde_json::Value> {
+    let base = free_base_port(5);
+    let (ok, out, err) = tally(&[
+        "devnet",
+        "init",
+        "--validators",
+        "4",
+        "--full-nodes",
+        "1",
+        "--dir",
+        root.to_str().expect("utf-8 path"),
+        "--base-port",
+        &base.to_string(),
+        "--json",
+    ]);
+    assert!(ok, "devnet init failed: {err}");
+    serde_json::from_str(&out).expect("devnet init --json lists the nodes")
+}
+
 /// A base port such that a devnet's RPC ports (base + i) and peer ports
 /// (base + 100 + i) are all free right now. Drawn below the kernel's
 /// ephemeral range where it can be read: a port there can be taken, between

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{tally, NodeProcess};
+use common::NodeProcess;
 use tally_client::{BatchEntry, BlockId, Client};
 use tally_ledger::{devnet_key, Keypair, Transaction};
 
@@ -120,22 +120,7 @@ async fn one_paused_validator_does_not_stall_the_other_three() {
         Ok(kept) => PathBuf::from(kept),
         Err(_) => dir.path().join("devnet"),
     };
-    let base = common::free_base_port(5);
-    let (ok, out, err) = tally(&[
-        "devnet",
-        "init",
-        "--validators",
-        "4",
-        "--full-nodes",
-        "1",
-        "--dir",
-        root.to_str().unwrap(),
-        "--base-port",
-        &base.to_string(),
-        "--json",
-    ]);
-    assert!(ok, "devnet init failed: {err}");
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let listed = common::devnet_init(&root);
     let mut nodes: HashMap<String, NodeProcess> = HashMap::new();
     for node in &listed {
         let name = node["name"].as_str().unwrap().to_owned();

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{free_base_port, tally, NodeProcess};
+use common::NodeProcess;
 use tally_client::{BlockId, Client, TxState, WaitMode};
 use tally_ledger::devnet::{DEV_ACCOUNTS, DEV_ACCOUNT_BALANCE};
 use tally_ledger::{devnet_key, Address, ChainContext, Genesis, Hash, Keypair};
@@ -100,22 +100,7 @@ async fn transfer_via(net: &Devnet, node: &str, from: &Keypair, to: Address) -> 
 async fn four_validators_survive_crashes_and_a_late_full_node_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("devnet");
-    let base = free_base_port(5);
-    let (ok, out, err) = tally(&[
-        "devnet",
-        "init",
-        "--validators",
-        "4",
-        "--full-nodes",
-        "1",
-        "--dir",
-        root.to_str().unwrap(),
-        "--base-port",
-        &base.to_string(),
-        "--json",
-    ]);
-    assert!(ok, "devnet init failed: {err}");
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let listed = common::devnet_init(&root);
     let mut net = Devnet {
         homes: HashMap::new(),
         urls: HashMap::new(),
