@@ -12,7 +12,8 @@
 //!
 //! # Guarantees
 //! - A transaction verifies only under the genesis (and so the chain id) it was
-//!   signed for; signatures are checked with `verify_strict` everywhere.
+//!   signed for; every signature is checked under one rule (ZIP-215 with
+//!   byte checks on the key and R, `crypto`), singly or in a batch alike.
 //! - Applying a block either applies every transaction or returns an error and
 //!   changes nothing; amounts use checked arithmetic and the total supply is the
 //!   same before and after every block (fees move to the proposer).
@@ -30,6 +31,8 @@ mod crypto;
 pub mod devnet;
 mod genesis;
 pub mod merkle;
+#[cfg(any(test, feature = "sig-vectors"))]
+pub mod sig_vectors;
 mod state;
 mod tx;
 mod types;
@@ -47,7 +50,9 @@ pub use consensus_msg::{
     ConsensusMessage, DuplicateVoteEvidence, ProposalCore, SignedProposal, SignedVote,
     PROPOSAL_DOMAIN,
 };
-pub use crypto::{devnet_key, Keypair, Signature};
+pub use crypto::{
+    check_signature, devnet_key, verify_batch, Keypair, Signature, SignatureRejection,
+};
 pub use genesis::{
     ChainContext, Genesis, GenesisBalance, GenesisError, GenesisValidator, Params, ValidatorSet,
 };

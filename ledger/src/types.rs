@@ -6,7 +6,6 @@ use std::str::FromStr;
 use bech32::primitives::decode::CheckedHrpstring;
 use bech32::{Bech32m, Hrp};
 use borsh::{BorshDeserialize, BorshSerialize};
-use curve25519_dalek::edwards::CompressedEdwardsY;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A blake3 digest. Text form: `0x` followed by 64 lowercase hex digits.
@@ -136,15 +135,13 @@ impl Address {
         bech32::encode::<Bech32m>(hrp, &self.0).unwrap_or_default()
     }
 
-    /// Whether the bytes are a public key that can sign: the canonical
-    /// encoding of a curve point (y < p, re-encodes to the same bytes) that
-    /// is not of small order. Funds sent to anything else could never be
-    /// spent, because `verify_strict` refuses such keys as signers.
+    /// Whether the bytes are a public key that can sign (a usable key,
+    /// docs/PROTOCOL.md): the canonical encoding of a curve point (y < p,
+    /// re-encodes to the same bytes) in the prime-order subgroup, other than
+    /// the identity. Funds sent to anything else could never be spent,
+    /// because no signature by such a key is valid.
     pub fn is_valid_key(&self) -> bool {
-        let Some(point) = CompressedEdwardsY(self.0).decompress() else {
-            return false;
-        };
-        point.compress().0 == self.0 && !point.is_small_order()
+        crate::crypto::usable_key(&self.0).is_some()
     }
 }
 
@@ -318,6 +315,7 @@ pub mod amount_string {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
 
     #[test]
     fn hash_hex_round_trips_and_rejects_bad_text() {
@@ -391,7 +389,8 @@ mod tests {
                 CompressedEdwardsY(plus_p).decompress().is_some(),
                 "y + p decodes"
             );
-            assert!(Address(canonical).is_valid_key());
+            // None of these small y is in the prime-order subgroup.
+            assert_eq!(Address(canonical).is_valid_key(), point.is_torsion_free());
             assert!(
                 !Address(plus_p).is_valid_key(),
                 "non-canonical encoding of y = {y}"
@@ -408,6 +407,22 @@ mod tests {
         identity[0] = 1;
         assert!(!Address(identity).is_valid_key());
         assert!(crate::devnet_key("alice").address().is_valid_key());
+    }
+
+    #[test]
+    fn address_must_be_in_the_prime_order_subgroup() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        let alice = CompressedEdwardsY(crate::devnet_key("alice").address().0)
+            .decompress()
+            .unwrap();
+        for torsion in &EIGHT_TORSION[1..] {
+            let mixed = Address((alice + torsion).compress().0);
+            assert!(!mixed.is_valid_key(), "mixed-order key accepted");
+            assert_eq!(
+                mixed.to_text().parse::<Address>(),
+                Err(AddressError::NotAKey)
+            );
+        }
     }
 
     #[test]
