@@ -103,6 +103,8 @@ enum Command {
         /// The account: `tally1…` or `devnet:NAME`.
         address: String,
         #[command(flatten)]
+        prove: ProveArgs,
+        #[command(flatten)]
         common: RpcArgs,
     },
     /// Show a transaction's status.
@@ -110,7 +112,22 @@ enum Command {
         /// The transaction id (0x…).
         hash: String,
         #[command(flatten)]
+        prove: ProveArgs,
+        #[command(flatten)]
         common: RpcArgs,
+    },
+    /// Check saved JSON-RPC answers offline against a genesis: blocks with
+    /// their certificates (chain_getBlock), validator sets
+    /// (chain_getValidators), account proofs (account_getProof) and
+    /// transaction proofs (tx_getProof). Exits 0 when every file checks out.
+    Verify {
+        /// The genesis file of the chain.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// Files each holding one saved answer (the JSON-RPC response or
+        /// its `result`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Show a committed block.
     Block {
@@ -211,6 +228,20 @@ pub struct RpcArgs {
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--prove` for `tally balance` and `tally tx`.
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    /// Fetch the Merkle proof with the header and certificate, and verify
+    /// them before printing.
+    #[arg(long)]
+    pub prove: bool,
+    /// With --prove: the genesis file to verify against (default: the
+    /// genesis the node reports, which proves consistency with that node's
+    /// chain only).
+    #[arg(long, requires = "prove")]
+    pub genesis: Option<PathBuf>,
 }
 
 /// `tally transfer`.
@@ -394,10 +425,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Transfer(args) => runtime()?.block_on(wallet::transfer(args)),
-        Command::Balance { address, common } => {
-            runtime()?.block_on(wallet::balance(&address, &common))
-        }
-        Command::Tx { hash, common } => runtime()?.block_on(wallet::tx(&hash, &common)),
+        Command::Balance {
+            address,
+            prove,
+            common,
+        } => runtime()?.block_on(wallet::balance(&address, &prove, &common)),
+        Command::Tx {
+            hash,
+            prove,
+            common,
+        } => runtime()?.block_on(wallet::tx(&hash, &prove, &common)),
+        Command::Verify { genesis, files } => crate::verify::run(&genesis, &files),
         Command::Block {
             block,
             full,

@@ -4,9 +4,9 @@
 use anyhow::Context;
 use serde::Serialize;
 use tally_client::{BlockId, BlockTxs, Client, WaitMode};
-use tally_ledger::{Hash, Transaction};
+use tally_ledger::{ChainContext, Hash, Transaction};
 
-use crate::cli::{RpcArgs, TransferArgs};
+use crate::cli::{ProveArgs, RpcArgs, TransferArgs};
 use tally_node::home::{resolve_address, resolve_key};
 
 fn client(args: &RpcArgs) -> anyhow::Result<Client> {
@@ -60,8 +60,46 @@ pub async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn balance(address: &str, args: &RpcArgs) -> anyhow::Result<()> {
+/// The chain to verify proofs against: `--genesis`, or the node's.
+async fn proving_chain(
+    client: &Client,
+    prove: &ProveArgs,
+) -> anyhow::Result<(ChainContext, String)> {
+    match &prove.genesis {
+        Some(path) => {
+            let chain = ChainContext::new(tally_node::home::load_genesis(path)?);
+            let source = format!("genesis {} ({})", chain.genesis_hash, path.display());
+            Ok((chain, source))
+        }
+        None => {
+            let chain = ChainContext::new(client.genesis().await?.genesis);
+            let source = format!(
+                "genesis {} as the node reports it (--genesis FILE checks against your own)",
+                chain.genesis_hash
+            );
+            Ok((chain, source))
+        }
+    }
+}
+
+pub async fn balance(address: &str, prove: &ProveArgs, args: &RpcArgs) -> anyhow::Result<()> {
     let address = resolve_address(address)?;
+    if prove.prove {
+        let client = client(args)?;
+        let (chain, source) = proving_chain(&client, prove).await?;
+        let answer = client.account_proof(&address, None).await?;
+        let proven = crate::verify::verify_answer(&chain, serde_json::to_value(&answer)?)
+            .context("the node's proof does not check out")?;
+        if args.json {
+            return print_json(&answer);
+        }
+        println!("{proven}");
+        println!(
+            "  proven against block {}'s state root, certified under {source}",
+            answer.height
+        );
+        return Ok(());
+    }
     let info = client(args)?.account(&address).await?;
     if args.json {
         return print_json(&info);
@@ -73,10 +111,26 @@ pub async fn balance(address: &str, args: &RpcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn tx(hash: &str, args: &RpcArgs) -> anyhow::Result<()> {
+pub async fn tx(hash: &str, prove: &ProveArgs, args: &RpcArgs) -> anyhow::Result<()> {
     let hash: Hash = hash
         .parse()
         .map_err(|e| anyhow::anyhow!("transaction id {hash:?}: {e}"))?;
+    if prove.prove {
+        let client = client(args)?;
+        let (chain, source) = proving_chain(&client, prove).await?;
+        let answer = client.tx_proof(&hash).await?;
+        let proven = crate::verify::verify_answer(&chain, serde_json::to_value(&answer)?)
+            .context("the node's proof does not check out")?;
+        if args.json {
+            return print_json(&answer);
+        }
+        println!("{proven}");
+        println!(
+            "  proven against block {}'s tx_root, certified under {source}",
+            answer.height
+        );
+        return Ok(());
+    }
     let info = client(args)?.tx(&hash).await?;
     if args.json {
         return print_json(&info);

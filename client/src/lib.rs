@@ -18,9 +18,9 @@ use tally_ledger::{Address, Hash, Keypair, SignedTransaction, Transaction};
 use tally_rpc::TallyApiClient;
 
 pub use tally_rpc::{
-    AccountInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, GenesisInfo,
-    NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo, TxRejection, TxState, ValidatorsInfo,
-    WaitMode,
+    AccountInfo, AccountProofInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus,
+    ConsensusInfo, GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo, TxProofInfo,
+    TxRejection, TxState, ValidatorsInfo, WaitMode,
 };
 
 /// What went wrong talking to a node.
@@ -163,10 +163,31 @@ impl Client {
         self.http.node_peers().await.map_err(|e| self.map(e))
     }
 
-    /// The validator set.
-    pub async fn validators(&self) -> Result<ValidatorsInfo, ClientError> {
+    /// The validator set in force at `height` (the tip when `None`).
+    pub async fn validators(&self, height: Option<u64>) -> Result<ValidatorsInfo, ClientError> {
         self.http
-            .chain_get_validators()
+            .chain_get_validators(height)
+            .await
+            .map_err(|e| self.map(e))
+    }
+
+    /// An account at `height` (the tip when `None`) with what proves it.
+    pub async fn account_proof(
+        &self,
+        address: &Address,
+        height: Option<u64>,
+    ) -> Result<AccountProofInfo, ClientError> {
+        self.http
+            .account_get_proof(address.to_text(), height)
+            .await
+            .map_err(|e| self.map(e))
+    }
+
+    /// A committed transaction's inclusion proof with its block's header
+    /// and certificate.
+    pub async fn tx_proof(&self, hash: &Hash) -> Result<TxProofInfo, ClientError> {
+        self.http
+            .tx_get_proof(hash.to_hex())
             .await
             .map_err(|e| self.map(e))
     }

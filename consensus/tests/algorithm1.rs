@@ -63,6 +63,8 @@ impl Net {
             tx_root: tally_ledger::tx_root(&[]),
             tx_count: 0,
             state_root: Hash::ZERO,
+            validators_hash: Hash::ZERO,
+            next_validators_hash: Hash::ZERO,
         };
         Block {
             header,
@@ -870,6 +872,8 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
             tx_root: tally_ledger::tx_root(&[]),
             tx_count: 0,
             state_root: Hash::ZERO,
+            validators_hash: Hash::ZERO,
+            next_validators_hash: Hash::ZERO,
         },
         txs: vec![],
     };

@@ -566,16 +566,6 @@ impl Chain {
     }
 
     fn execute(&self, parent: &BlockMeta, block: &Block) -> Result<ExecutedBlock, CommitFailure> {
-        #[cfg(feature = "sabotage")]
-        let parent = &match crate::sabotage::active(crate::Sabotage::SyncIgnoresParent) {
-            // Execute on the tip whatever parent the block names.
-            true => BlockMeta {
-                hash: block.header.parent_hash,
-                height: block.header.height.saturating_sub(1),
-                ..*parent
-            },
-            false => *parent,
-        };
         let verified = self.verified_in_pool(block);
         execute_block(
             &*self.store,
@@ -697,6 +687,7 @@ impl Chain {
             hash: executed.hash,
             tx_ids: &executed.tx_ids,
             accounts: &executed.accounts,
+            tree: &executed.tree,
         };
         if let Err(e) = self.store.commit(&write) {
             warn!(height = header.height, error = %e, "block commit failed; retrying the same block until storage recovers");

@@ -280,6 +280,8 @@ mod tests {
                 tx_root: tally_ledger::tx_root(&[]),
                 tx_count: 0,
                 state_root: Hash::ZERO,
+                validators_hash: Hash::ZERO,
+                next_validators_hash: Hash::ZERO,
             },
             txs: vec![],
         };

@@ -19,9 +19,6 @@ pub enum Sabotage {
     /// Commit a block from a peer without checking that its certificate
     /// proves that block.
     CommitUncheckedCertificate,
-    /// Block sync takes a block at any height, and executes it on the tip
-    /// whatever parent it names.
-    SyncIgnoresParent,
     /// No catch-up exchange: decisions are not told, a stuck round is not
     /// repaired point to point (only block sync and timeouts remain).
     NoCatchup,

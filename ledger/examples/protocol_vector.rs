@@ -1,12 +1,14 @@
 //! Prints the worked example of docs/PROTOCOL.md: a devnet key, a transfer,
-//! its canonical bytes, signing message, signature and id.
+//! its canonical bytes, signing message, signature and id; block 1 holding
+//! it, with its state root, and two account proofs against that root.
 //!
 //! `cargo run -p tally-ledger --example protocol_vector`
 
 use tally_ledger::devnet::devnet_genesis;
+use tally_ledger::state_tree::{account_key, prove_account, MemoryState};
 use tally_ledger::{
-    devnet_key, domain, to_hex, tx_root, ChainId, Hash, Header, Transaction, Vote, VoteKind,
-    BLOCK_VERSION,
+    build_block, devnet_key, domain, to_hex, ChainContext, ChainId, Hash, Transaction, Vote,
+    VoteKind,
 };
 
 fn main() {
@@ -42,19 +44,22 @@ fn main() {
 
     // Block 1 holding that transaction, proposed by validator-0, and
     // validator-0's precommit for it.
-    let root = tx_root(&[signed.id()]);
+    let chain = ChainContext::new(genesis.clone());
+    let mut state = MemoryState::genesis(&chain).expect("the genesis state builds");
+    println!("genesis_state_root {}", state.root());
+    println!("validators_hash    {}", chain.validators.hash());
     let validator = devnet_key("validator-0");
-    let header = Header {
-        version: BLOCK_VERSION,
-        chain_id: ChainId::new("tally-devnet").expect("valid"),
-        height: 1,
-        parent_hash: genesis_hash,
-        timestamp_ms: genesis.genesis_time_ms + 1000,
-        proposer: validator.address(),
-        tx_root: root,
-        tx_count: 1,
-        state_root: Hash::ZERO,
-    };
+    let built = build_block(
+        &state,
+        &chain,
+        &chain.genesis_meta(),
+        validator.address(),
+        genesis.genesis_time_ms + 1000,
+        vec![signed.clone()],
+    )
+    .expect("block 1 builds");
+    let header = built.block.header.clone();
+    state.apply(&built.executed).expect("block 1 applies");
     let vote = Vote {
         chain_id: header.chain_id.clone(),
         height: 1,
@@ -62,7 +67,8 @@ fn main() {
         kind: VoteKind::Precommit,
         block_hash: Some(header.hash()),
     };
-    println!("tx_root            {root}");
+    println!("tx_root            {}", header.tx_root);
+    println!("state_root         {}", header.state_root);
     println!(
         "header_borsh       {}",
         to_hex(&borsh::to_vec(&header).expect("encodes"))
@@ -77,4 +83,16 @@ fn main() {
         "vote_signature     {}",
         to_hex(&vote.sign(&validator, &genesis_hash).0)
     );
+    // Bob's account after block 1, and the absent validator-1, proven
+    // against block 1's state root.
+    for name in ["bob", "validator-1"] {
+        let address = devnet_key(name).address();
+        let (account, proof) = prove_account(&state, 1, &address).expect("version 1 is kept");
+        println!("{name}_key_hash {}", to_hex(&account_key(&address).0));
+        println!("{name}_account  {} {}", account.balance, account.nonce);
+        println!(
+            "{name}_proof    {}",
+            to_hex(&borsh::to_vec(&proof).expect("encodes"))
+        );
+    }
 }

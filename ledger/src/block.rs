@@ -8,8 +8,10 @@ use crate::genesis::ValidatorSet;
 use crate::tx::SignedTransaction;
 use crate::types::{Address, ChainId, Hash};
 
-/// The block format version this code writes and accepts.
-pub const BLOCK_VERSION: u32 = 1;
+/// The block format version this code writes and accepts: 2, whose header
+/// commits to the state, the transactions as a Merkle tree, and the
+/// validator sets.
+pub const BLOCK_VERSION: u32 = 2;
 
 /// What a block commits to. The block hash is blake3(borsh(header)).
 #[derive(
@@ -29,12 +31,17 @@ pub struct Header {
     pub timestamp_ms: u64,
     /// The validator that proposed the block and receives its fees.
     pub proposer: Address,
-    /// [`tx_root`] of the transactions.
+    /// [`tx_root`] of the transactions: the root of their Merkle tree.
     pub tx_root: Hash,
     /// Number of transactions.
     pub tx_count: u32,
-    /// Reserved for a commitment to the account state; all zero in version 1.
+    /// The root of the account tree after this block
+    /// ([`crate::state_tree`]).
     pub state_root: Hash,
+    /// [`ValidatorSet::hash`] of the validators that sign this block.
+    pub validators_hash: Hash,
+    /// [`ValidatorSet::hash`] of the validators that sign the next block.
+    pub next_validators_hash: Hash,
 }
 
 impl Header {
@@ -68,15 +75,10 @@ impl Block {
     }
 }
 
-/// The transaction root: blake3("tally/txroot/v1" ‖ u32le(count) ‖ id_0 ‖ … ‖ id_n-1).
+/// The transaction root: the root of the binary Merkle tree over the
+/// transaction ids in block order ([`crate::merkle`]).
 pub fn tx_root(ids: &[Hash]) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(crate::domain::TX_ROOT);
-    hasher.update(&(ids.len() as u32).to_le_bytes());
-    for id in ids {
-        hasher.update(&id.0);
-    }
-    Hash(*hasher.finalize().as_bytes())
+    crate::merkle::root(ids)
 }
 
 /// The two voting steps of a round.

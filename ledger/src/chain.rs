@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use crate::block::{Block, Commit, Header};
 use crate::state::{Account, AccountRead};
+use crate::state_tree::TreeUpdate;
 use crate::types::{Address, Hash};
+use jmt::storage::TreeReader;
 
 /// A storage failure. Reads and writes either succeed or say why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,8 +60,9 @@ pub struct StoredBlock {
     pub commit: Commit,
 }
 
-/// Read access to the committed chain.
-pub trait ChainRead: AccountRead + Send + Sync {
+/// Read access to the committed chain: blocks, accounts, and the account
+/// tree of every kept version (the `TreeReader`).
+pub trait ChainRead: AccountRead + TreeReader + Send + Sync {
     /// The genesis hash this store was created for.
     fn genesis_hash(&self) -> Hash;
     /// The last committed block, or `None` before the first block.
@@ -85,6 +88,8 @@ pub struct BlockWrite<'a> {
     pub tx_ids: &'a [Hash],
     /// The accounts it changed, with their new values.
     pub accounts: &'a [(Address, Account)],
+    /// The account tree's new version.
+    pub tree: &'a TreeUpdate,
 }
 
 /// Write access: the single way blocks enter the store.

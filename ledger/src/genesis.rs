@@ -258,6 +258,19 @@ impl ValidatorSet {
         self.validators.iter().map(|v| v.power).sum()
     }
 
+    /// blake3("tally/validators/v2" ‖ u32 count ‖ (address ‖ u64 power)…),
+    /// in genesis order: what a header's `validators_hash` names.
+    pub fn hash(&self) -> Hash {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(crate::domain::VALIDATORS);
+        hasher.update(&(self.validators.len() as u32).to_le_bytes());
+        for v in &self.validators {
+            hasher.update(&v.address.0);
+            hasher.update(&v.power.to_le_bytes());
+        }
+        Hash(*hasher.finalize().as_bytes())
+    }
+
     /// The smallest power that is more than two thirds of the total: the
     /// weight of 2f+1 of 3f+1 equal validators.
     pub fn quorum_power(&self) -> u64 {

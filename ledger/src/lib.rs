@@ -34,6 +34,7 @@ pub mod merkle;
 #[cfg(any(test, feature = "sig-vectors"))]
 pub mod sig_vectors;
 mod state;
+pub mod state_tree;
 mod tx;
 mod types;
 mod verified;
@@ -77,8 +78,8 @@ pub mod domain {
     pub const TX: &[u8] = b"tally/tx/v1";
     /// Prefix of the message a consensus vote's signature covers.
     pub const VOTE: &[u8] = b"tally/vote/v1";
-    /// Prefix of the block's transaction root.
-    pub const TX_ROOT: &[u8] = b"tally/txroot/v1";
+    /// Prefix of the hash of a validator set.
+    pub const VALIDATORS: &[u8] = b"tally/validators/v2";
     /// Prefix of the seed of a devnet key.
     pub const DEVNET_KEY: &[u8] = b"tally/devnet-key/v1";
 }

@@ -1,7 +1,6 @@
-//! The binary Merkle tree over a block's transaction ids, for protocol
-//! version 2's `tx_root` (issue 12; not yet in the header): a committed
-//! transaction is then proven with at most 32 hashes instead of the whole
-//! block.
+//! The binary Merkle tree over a block's transaction ids: the header's
+//! `tx_root` since protocol version 2, so a committed transaction is proven
+//! with at most 32 hashes instead of the whole block.
 //!
 //! The tree is that of RFC 9162 §2.1.1 (Certificate Transparency), with
 //! blake3 and Tally's own domain tags in place of SHA-256 and the 0x00 /

@@ -7,8 +7,10 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use crate::block::{tx_root, Block, Header, BLOCK_VERSION};
 use crate::chain::{BlockMeta, StorageError};
 use crate::genesis::ChainContext;
+use crate::state_tree::{update_tree, TreeUpdate};
 use crate::tx::{SignedTransaction, Transaction, TxError};
 use crate::types::{Address, Hash};
+use jmt::storage::TreeReader;
 
 /// An account's state. An account never seen has balance 0 and nonce 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -222,10 +224,14 @@ pub struct ExecutedBlock {
     pub tx_ids: Vec<Hash>,
     /// Changed accounts with their new state, sorted by address.
     pub accounts: Vec<(Address, Account)>,
+    /// The account tree after the block (its root is the header's
+    /// `state_root`).
+    pub tree: TreeUpdate,
 }
 
-/// Validates `block` as the child of `parent` and executes it against `state`.
-pub fn execute_block<R: AccountRead + ?Sized>(
+/// Validates `block` as the child of `parent` and executes it against
+/// `state`, the committed state after `parent` (accounts and tree).
+pub fn execute_block<R: AccountRead + TreeReader + ?Sized>(
     state: &R,
     chain: &ChainContext,
     parent: &BlockMeta,
@@ -269,10 +275,19 @@ pub fn execute_block<R: AccountRead + ?Sized>(
             Err(ApplyError::Storage(e)) => return Err(e.into()),
         }
     }
+    let accounts = overlay.into_changes();
+    let tree = update_tree(state, block.header.height, &accounts)?;
+    if tree.root != block.header.state_root {
+        return Err(BlockError::Header(format!(
+            "state_root {} is not the root of the state after the block, {}",
+            block.header.state_root, tree.root
+        )));
+    }
     Ok(ExecutedBlock {
         hash: block.hash(),
         tx_ids,
-        accounts: overlay.into_changes(),
+        accounts,
+        tree,
     })
 }
 
@@ -310,8 +325,18 @@ fn check_header(chain: &ChainContext, parent: &BlockMeta, block: &Block) -> Resu
     if chain.validators.power_of(&h.proposer).is_none() {
         return bad(format!("proposer {} is not a validator", h.proposer));
     }
-    if h.state_root != Hash::ZERO {
-        return bad("state_root must be zero in version 1".into());
+    let validators_hash = chain.validators.hash();
+    if h.validators_hash != validators_hash {
+        return bad(format!(
+            "validators_hash {} is not the hash of the validator set, {validators_hash}",
+            h.validators_hash
+        ));
+    }
+    if h.next_validators_hash != validators_hash {
+        return bad(format!(
+            "next_validators_hash {} is not the hash of the next validator set, {validators_hash}",
+            h.next_validators_hash
+        ));
     }
     if h.tx_count as usize != block.txs.len() {
         return bad(format!(
@@ -351,7 +376,7 @@ pub struct BuiltBlock {
 
 /// Assembles the child of `parent` from `candidates` (already signature
 /// checked), keeping each one that applies in order and within the limits.
-pub fn build_block<R: AccountRead + ?Sized>(
+pub fn build_block<R: AccountRead + TreeReader + ?Sized>(
     state: &R,
     chain: &ChainContext,
     parent: &BlockMeta,
@@ -393,12 +418,18 @@ pub fn build_block<R: AccountRead + ?Sized>(
         tx_root: tx_root(&tx_ids),
         tx_count: txs.len() as u32,
         state_root: Hash::ZERO,
+        validators_hash: chain.validators.hash(),
+        next_validators_hash: chain.validators.hash(),
     };
-    let block = Block { header, txs };
+    let accounts = overlay.into_changes();
+    let tree = update_tree(state, header.height, &accounts)?;
+    let mut block = Block { header, txs };
+    block.header.state_root = tree.root;
     let executed = ExecutedBlock {
         hash: block.hash(),
         tx_ids,
-        accounts: overlay.into_changes(),
+        accounts,
+        tree,
     };
     Ok(BuiltBlock {
         block,

@@ -2,19 +2,19 @@
 
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
-use std::collections::BTreeMap;
+use tally_ledger::state_tree::MemoryState;
 use tally_ledger::{
-    build_block, devnet::devnet_genesis, devnet_key, execute_block, verify_commit, Account,
-    Address, Block, BlockError, ChainContext, ChainId, Commit, CommitError, CommitSignature, Hash,
-    SigCheck, Transaction, TxError, Vote, VoteKind,
+    build_block, devnet::devnet_genesis, devnet_key, execute_block, verify_commit, Block,
+    BlockError, ChainContext, ChainId, Commit, CommitError, CommitSignature, Hash, SigCheck,
+    Transaction, TxError, Vote, VoteKind,
 };
 
 fn chain(validators: usize) -> ChainContext {
     ChainContext::new(devnet_genesis(validators, "tally-devnet").unwrap())
 }
 
-fn state(chain: &ChainContext) -> BTreeMap<Address, Account> {
-    chain.genesis_accounts()
+fn state(chain: &ChainContext) -> MemoryState {
+    MemoryState::genesis(chain).unwrap()
 }
 
 fn transfer(chain: &ChainContext, nonce: u64) -> tally_ledger::SignedTransaction {
@@ -52,7 +52,7 @@ fn header_rules() {
     assert_eq!(check(&chain, &good), Ok(()));
     type Mutation = fn(&mut Block);
     let cases: Vec<(&str, Mutation)> = vec![
-        ("version must be 1", |b| b.header.version = 2),
+        ("version must be 2", |b| b.header.version = 1),
         ("chain id must match", |b| {
             b.header.chain_id = ChainId::new("other").unwrap()
         }),
@@ -66,8 +66,17 @@ fn header_rules() {
         ("proposer must be a validator", |b| {
             b.header.proposer = devnet_key("mallory").address()
         }),
-        ("state root reserved as zero", |b| {
+        ("state root must be the state after the block", |b| {
             b.header.state_root = Hash::digest(b"x")
+        }),
+        ("state root of the state before the block", |b| {
+            b.header.state_root = MemoryState::genesis(&self::chain(4)).unwrap().root()
+        }),
+        ("validators hash must name the set", |b| {
+            b.header.validators_hash = self::chain(3).validators.hash()
+        }),
+        ("next validators hash must name the set", |b| {
+            b.header.next_validators_hash = Hash::ZERO
         }),
         ("tx_count must match", |b| b.header.tx_count = 3),
         ("tx_root must match", |b| b.txs.swap(0, 1)),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use tally_ledger::state_tree::MemoryState;
 use tally_ledger::{
     apply_transaction, build_block, devnet_key, execute_block, Account, Address, ApplyError,
     ChainContext, ChainId, Genesis, GenesisBalance, GenesisValidator, Keypair, Params, SigCheck,
@@ -163,12 +164,98 @@ proptest! {
             if s.nonce_offset == 0 { *n += 1; }
             tx.sign(&keys[s.from], &chain.genesis_hash)
         }).collect();
-        let built = build_block(&state, &chain, &chain.genesis_meta(), proposer().address(), 2_000, candidates.clone()).unwrap();
+        let tree_state = MemoryState::genesis(&chain).unwrap();
+        let built = build_block(&tree_state, &chain, &chain.genesis_meta(), proposer().address(), 2_000, candidates.clone()).unwrap();
         prop_assert_eq!(built.block.txs.len() + built.rejected.len(), candidates.len());
-        let executed = execute_block(&state, &chain, &chain.genesis_meta(), &built.block, SigCheck::Verify).unwrap();
+        let executed = execute_block(&tree_state, &chain, &chain.genesis_meta(), &built.block, SigCheck::Verify).unwrap();
         prop_assert_eq!(&executed, &built.executed);
         let mut after = state.clone();
         after.extend(executed.accounts);
         prop_assert_eq!(supply(&after), supply(&state));
+    }
+}
+
+/// A block of transfers among `keys` and to fresh recipients.
+#[derive(Debug, Clone)]
+struct Transfer {
+    from: usize,
+    /// Below ACCOUNTS: one of the keys; above: a fresh address.
+    to: usize,
+    amount: u64,
+}
+
+fn transfers() -> impl Strategy<Value = Vec<Vec<Transfer>>> {
+    let transfer = (0..ACCOUNTS, 0..ACCOUNTS + 4, 0..50u64)
+        .prop_map(|(from, to, amount)| Transfer { from, to, amount });
+    proptest::collection::vec(proptest::collection::vec(transfer, 0..6), 1..6)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The state root after a sequence of blocks is the root of a tree built
+    /// from scratch over the resulting accounts; every account proves
+    /// against it, absent ones by exclusion; a flipped byte in a proof, a
+    /// value or the root fails.
+    #[test]
+    fn state_root_matches_a_fresh_tree_and_proofs_verify(
+        blocks in transfers(),
+        flip in any::<(prop::sample::Index, u8)>(),
+    ) {
+        use tally_ledger::state_tree::{prove_account, update_tree, verify_account, AccountProof, MemoryTree};
+        let keys = keys();
+        let fresh = |i: usize| devnet_key(&format!("fresh-{i}")).address();
+        let genesis = Genesis {
+            chain_id: ChainId::new("prop").unwrap(),
+            genesis_time_ms: 1_000,
+            params: Params { min_fee: 0, ..Params::default() },
+            validators: vec![GenesisValidator { name: "v".into(), address: proposer().address(), power: 1 }],
+            balances: keys.iter().map(|k| GenesisBalance { address: k.address(), amount: 1_000 }).collect(),
+        };
+        let chain = ChainContext::new(genesis);
+        let mut state = MemoryState::genesis(&chain).unwrap();
+        let mut parent = chain.genesis_meta();
+        for (height, block) in blocks.iter().enumerate() {
+            let mut nonces: BTreeMap<Address, u64> = BTreeMap::new();
+            let candidates = block.iter().map(|t| {
+                let from = keys[t.from].address();
+                let nonce = nonces.entry(from).or_insert_with(|| state.accounts().get(&from).map_or(0, |a| a.nonce));
+                let to = if t.to < ACCOUNTS { keys[t.to].address() } else { fresh(t.to) };
+                let tx = Transaction { chain_id: chain.genesis.chain_id.clone(), from, to, amount: t.amount, fee: 0, nonce: *nonce };
+                *nonce += 1;
+                tx.sign(&keys[t.from], &chain.genesis_hash)
+            }).collect();
+            let built = build_block(&state, &chain, &parent, proposer().address(), 2_000, candidates).unwrap();
+            prop_assert_eq!(built.block.header.height, height as u64 + 1);
+            state.apply(&built.executed).unwrap();
+            parent = tally_ledger::BlockMeta { height: built.block.header.height, hash: built.executed.hash, timestamp_ms: 2_000 };
+            prop_assert_eq!(state.root(), built.block.header.state_root);
+        }
+        let all: Vec<(Address, Account)> = state.accounts().iter().map(|(a, b)| (*a, *b)).collect();
+        let scratch = update_tree(&MemoryTree::default(), 0, &all).unwrap();
+        prop_assert_eq!(scratch.root, state.root());
+
+        let version = state.version();
+        let root = state.root();
+        let mut addresses: Vec<Address> = all.iter().map(|(a, _)| *a).collect();
+        addresses.extend((ACCOUNTS..ACCOUNTS + 8).map(fresh));
+        addresses.push(devnet_key("never-seen").address());
+        for address in &addresses {
+            let (account, proof) = prove_account(&state, version, address).unwrap();
+            prop_assert_eq!(account, state.accounts().get(address).copied().unwrap_or_default());
+            prop_assert!(verify_account(&root, address, &account, &proof).is_ok());
+            // A changed value, another root, a flipped proof byte: refused.
+            let more = Account { balance: account.balance ^ 1, ..account };
+            prop_assert!(verify_account(&root, address, &more, &proof).is_err());
+            let mut other_root = root;
+            other_root.0[flip.1 as usize % 32] ^= 1;
+            prop_assert!(verify_account(&other_root, address, &account, &proof).is_err());
+            let mut bytes = borsh::to_vec(&proof).unwrap();
+            let at = flip.0.index(bytes.len());
+            bytes[at] ^= 1 << (flip.1 % 8);
+            if let Ok(bent) = borsh::from_slice::<AccountProof>(&bytes) {
+                prop_assert!(verify_account(&root, address, &account, &bent).is_err(), "flipped byte {} passes", at);
+            }
+        }
     }
 }

@@ -177,6 +177,10 @@ pub struct StorageConfig {
     pub block_cache_bytes: usize,
     /// Most files RocksDB keeps open.
     pub max_open_files: i32,
+    /// Recent versions of the account tree kept (at least 1): state proofs
+    /// can be served for this many latest heights; older tree nodes are
+    /// deleted.
+    pub state_history: u64,
 }
 
 impl Default for StorageConfig {
@@ -185,6 +189,7 @@ impl Default for StorageConfig {
         StorageConfig {
             block_cache_bytes: rocks.block_cache_bytes,
             max_open_files: rocks.max_open_files,
+            state_history: rocks.state_history,
         }
     }
 }

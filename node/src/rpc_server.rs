@@ -18,13 +18,15 @@ use jsonrpsee::core::{async_trait, RpcResult};
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::json;
+use tally_ledger::state_tree::{genesis_tree, prove_account, tree_root};
 use tally_ledger::{Address, Hash, StorageError};
 use tally_mempool::{MempoolError, PoolState};
 use tally_rpc::codes::{self, error};
 use tally_rpc::{
-    AccountInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, FullTx,
-    GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult, TallyApiServer, TxInfo, TxRejection,
-    TxState, ValidatorInfo, ValidatorsInfo, WaitMode, MAX_SUBMIT_BATCH,
+    AccountInfo, AccountProofInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus,
+    ConsensusInfo, FullTx, GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult,
+    TallyApiServer, TxInfo, TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo,
+    WaitMode, MAX_SUBMIT_BATCH,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -124,6 +126,30 @@ fn parse_hash(text: &str) -> RpcResult<Hash> {
             format!("hash {:?}: {e}", truncate(text)),
         )
     })
+}
+
+fn parse_address(text: &str) -> RpcResult<Address> {
+    text.parse().map_err(|e| {
+        error(
+            codes::MALFORMED_ADDRESS,
+            "malformed_address",
+            format!("{e}"),
+        )
+    })
+}
+
+/// `height`, or the tip when `None`; a height above the tip is refused.
+fn at_height(store: &dyn tally_ledger::ChainRead, height: Option<u64>) -> RpcResult<u64> {
+    let tip = store.tip().map_err(unavailable)?.map_or(0, |t| t.height);
+    let height = height.unwrap_or(tip);
+    if height > tip {
+        return Err(error(
+            codes::UNKNOWN_BLOCK,
+            "unknown_block",
+            format!("no committed block at height {height} (the chain is at height {tip})"),
+        ));
+    }
+    Ok(height)
 }
 
 fn truncate(s: &str) -> String {
@@ -250,13 +276,7 @@ impl TallyApiServer for Api {
     }
 
     async fn account_get(&self, address: String) -> RpcResult<AccountInfo> {
-        let address: Address = address.parse().map_err(|e| {
-            error(
-                codes::MALFORMED_ADDRESS,
-                "malformed_address",
-                format!("{e}"),
-            )
-        })?;
+        let address = parse_address(&address)?;
         let account = self
             .node
             .chain()
@@ -268,6 +288,95 @@ impl TallyApiServer for Api {
             balance: account.balance,
             nonce: account.nonce,
             next_nonce: self.node.chain().next_nonce(&address, &account),
+        })
+    }
+
+    async fn account_get_proof(
+        &self,
+        address: String,
+        height: Option<u64>,
+    ) -> RpcResult<AccountProofInfo> {
+        let address = parse_address(&address)?;
+        let chain = self.node.chain();
+        let store = chain.store();
+        let height = at_height(store, height)?;
+        let (header, commit, state_root) = match height {
+            0 => {
+                let genesis = genesis_tree(chain.context()).map_err(unavailable)?;
+                (None, None, genesis.root)
+            }
+            _ => {
+                let stored = store.block(height).map_err(unavailable)?.ok_or_else(|| {
+                    unavailable(StorageError::Corrupt(format!("block {height} is missing")))
+                })?;
+                let root = stored.block.header.state_root;
+                (Some(stored.block.header), Some(stored.commit), root)
+            }
+        };
+        let (account, proof) = match prove_account(store, height, &address) {
+            Ok(found) => found,
+            Err(e) => {
+                return Err(match tree_root(store, height) {
+                    Ok(None) => error(
+                        codes::STATE_PRUNED,
+                        "state_pruned",
+                        format!(
+                            "the state at height {height} is no longer kept: this node keeps \
+                             the latest [storage] state_history heights"
+                        ),
+                    ),
+                    _ => unavailable(e),
+                })
+            }
+        };
+        let proof = borsh::to_vec(&proof)
+            .map_err(|e| unavailable(StorageError::Io(format!("cannot encode the proof: {e}"))))?;
+        Ok(AccountProofInfo {
+            address,
+            balance: account.balance,
+            nonce: account.nonce,
+            height,
+            state_root,
+            header,
+            commit,
+            proof: tally_ledger::to_hex(&proof),
+        })
+    }
+
+    async fn tx_get_proof(&self, hash: String) -> RpcResult<TxProofInfo> {
+        let hash = parse_hash(&hash)?;
+        let store = self.node.chain().store();
+        let Some(location) = store.tx_location(&hash).map_err(unavailable)? else {
+            return Err(error(
+                codes::TX_NOT_COMMITTED,
+                "tx_not_committed",
+                format!("transaction {hash} is not in a committed block (tx_get says where it is)"),
+            ));
+        };
+        let stored = store
+            .block(location.height)
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                unavailable(StorageError::Corrupt(format!(
+                    "block {} is missing",
+                    location.height
+                )))
+            })?;
+        let ids: Vec<Hash> = stored.block.txs.iter().map(|tx| tx.id()).collect();
+        let proof = tally_ledger::merkle::prove(&ids, location.index as usize)
+            .filter(|_| ids.get(location.index as usize) == Some(&hash))
+            .ok_or_else(|| {
+                unavailable(StorageError::Corrupt(format!(
+                    "the index says {hash} is transaction {} of block {}, which it is not",
+                    location.index, location.height
+                )))
+            })?;
+        Ok(TxProofInfo {
+            hash,
+            height: location.height,
+            header: stored.block.header,
+            commit: stored.commit,
+            proof,
         })
     }
 
@@ -366,9 +475,15 @@ impl TallyApiServer for Api {
         })
     }
 
-    async fn chain_get_validators(&self) -> RpcResult<ValidatorsInfo> {
-        let set = &self.node.chain().context().validators;
+    async fn chain_get_validators(&self, height: Option<u64>) -> RpcResult<ValidatorsInfo> {
+        let chain = self.node.chain();
+        let height = at_height(chain.store(), height)?;
+        // The set is the genesis set at every height (it does not change
+        // yet; a header's validators_hash names it).
+        let set = &chain.context().validators;
         Ok(ValidatorsInfo {
+            height,
+            validators_hash: set.hash(),
             validators: set
                 .validators()
                 .iter()

@@ -205,6 +205,7 @@ fn open_store(
     let rocks = RocksConfig {
         block_cache_bytes: config.storage.block_cache_bytes,
         max_open_files: config.storage.max_open_files,
+        state_history: config.storage.state_history,
     };
     RocksStore::open(&home.data(), chain, &rocks).map_err(|e| {
         // RocksDB's lock file says another process has the database.

@@ -44,6 +44,11 @@ pub const MALFORMED_ADDRESS: i32 = 2001;
 pub const MALFORMED_HEX: i32 = 2002;
 /// No committed block matches.
 pub const UNKNOWN_BLOCK: i32 = 2003;
+/// The transaction is not in a committed block (yet).
+pub const TX_NOT_COMMITTED: i32 = 2004;
+/// The state at that height is no longer kept (older than the node's
+/// `state_history`).
+pub const STATE_PRUNED: i32 = 2005;
 /// The node cannot serve the request now (storage failure, shutting down).
 pub const UNAVAILABLE: i32 = 3001;
 

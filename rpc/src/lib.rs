@@ -24,9 +24,9 @@ use tally_ledger::DuplicateVoteEvidence;
 
 pub use codes::{error, tx_error, tx_error_code};
 pub use types::{
-    AccountInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus, ConsensusInfo, FullTx,
-    GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo, TxRejection, TxState,
-    ValidatorInfo, ValidatorsInfo, WaitMode,
+    AccountInfo, AccountProofInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus,
+    ConsensusInfo, FullTx, GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo,
+    TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
 };
 
 /// Most transactions in one `tx_submitBatch` call (about 450 KB of JSON,
@@ -55,6 +55,20 @@ pub trait TallyApi {
     #[method(name = "account_get")]
     async fn account_get(&self, address: String) -> RpcResult<AccountInfo>;
 
+    /// An account at `height` (the tip when absent) with the header, the
+    /// certificate and the Merkle proof that prove it.
+    #[method(name = "account_getProof")]
+    async fn account_get_proof(
+        &self,
+        address: String,
+        height: Option<u64>,
+    ) -> RpcResult<AccountProofInfo>;
+
+    /// A committed transaction's inclusion proof, with its block's header
+    /// and certificate.
+    #[method(name = "tx_getProof")]
+    async fn tx_get_proof(&self, hash: String) -> RpcResult<TxProofInfo>;
+
     /// A committed block by height, `"latest"`, or `{"hash": …}`; with
     /// `full = true` the transactions themselves, otherwise their ids.
     #[method(name = "chain_getBlock")]
@@ -64,9 +78,10 @@ pub trait TallyApi {
     #[method(name = "chain_status")]
     async fn chain_status(&self) -> RpcResult<ChainStatus>;
 
-    /// The validator set.
+    /// The validator set in force at `height` (the tip when absent), with
+    /// its hash.
     #[method(name = "chain_getValidators")]
-    async fn chain_get_validators(&self) -> RpcResult<ValidatorsInfo>;
+    async fn chain_get_validators(&self, height: Option<u64>) -> RpcResult<ValidatorsInfo>;
 
     /// The genesis document and its hash.
     #[method(name = "chain_getGenesis")]

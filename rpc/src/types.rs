@@ -1,6 +1,7 @@
 //! Request and response types of the API.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use tally_ledger::merkle::InclusionProof;
 use tally_ledger::{
     amount_string, Address, ChainId, Commit, Genesis, Hash, Header, SignedTransaction,
 };
@@ -324,6 +325,11 @@ pub struct ValidatorInfo {
 /// The answer of `chain_getValidators`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValidatorsInfo {
+    /// The height the set is in force at (the tip when not asked).
+    pub height: u64,
+    /// The hash a header names for this set (`validators_hash`,
+    /// PROTOCOL.md "Validator-set hash").
+    pub validators_hash: Hash,
     /// The set, in genesis order.
     pub validators: Vec<ValidatorInfo>,
     /// Sum of voting power.
@@ -362,4 +368,49 @@ mod tests {
             assert!(serde_json::from_str::<BlockId>(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// The answer of `account_getProof`: an account at a height and everything
+/// needed to check it offline against the genesis (PROTOCOL.md, "State
+/// root").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountProofInfo {
+    /// The account.
+    pub address: Address,
+    /// Balance at `height` (0 for an absent account).
+    #[serde(with = "amount_string")]
+    pub balance: u64,
+    /// Nonce at `height`.
+    pub nonce: u64,
+    /// The height proven at: the state after that block (0: the genesis).
+    pub height: u64,
+    /// The root the proof leads to: the header's `state_root`, or at height
+    /// 0 the root of the genesis state (which anyone can compute from the
+    /// genesis).
+    pub state_root: Hash,
+    /// The block header at `height` (absent at height 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<Header>,
+    /// Its commit certificate (absent at height 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<Commit>,
+    /// `0x` hex of borsh(AccountProof): an inclusion proof, or for an absent
+    /// account an exclusion proof.
+    pub proof: String,
+}
+
+/// The answer of `tx_getProof`: a committed transaction, its block's header
+/// and certificate, and its inclusion proof against the header's `tx_root`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxProofInfo {
+    /// The transaction id.
+    pub hash: Hash,
+    /// The height of its block.
+    pub height: u64,
+    /// That block's header.
+    pub header: Header,
+    /// That block's commit certificate.
+    pub commit: Commit,
+    /// The inclusion proof (PROTOCOL.md, "Transaction root").
+    pub proof: InclusionProof,
 }

@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tally_ledger::state_tree::{prove_account, verify_account, MemoryState};
 use tally_ledger::{
-    execute_block, Account, Address, BlockMeta, ChainContext, ConsensusMessage, ExecutedBlock,
-    Hash, SigCheck, StoredBlock, VoteKind,
+    execute_block, Address, BlockMeta, ChainContext, ChainRead, ConsensusMessage, ExecutedBlock,
+    Hash, Header, SigCheck, StoredBlock, VoteKind,
 };
 
 /// Key of one vote slot: who, height, round, kind.
@@ -18,7 +19,7 @@ pub struct Checker {
     chain: ChainContext,
     supply: u64,
     /// The reference state: the genesis plus every committed block.
-    state: BTreeMap<Address, Account>,
+    state: MemoryState,
     tip: BlockMeta,
     /// Block hash committed at each height (by anyone honest, first).
     committed: BTreeMap<u64, Hash>,
@@ -43,7 +44,7 @@ impl Checker {
         Checker {
             chain: chain.clone(),
             supply,
-            state: chain.genesis_accounts(),
+            state: MemoryState::genesis(chain).expect("the genesis state builds"),
             tip: chain.genesis_meta(),
             committed: BTreeMap::new(),
             committed_txs: BTreeSet::new(),
@@ -100,6 +101,13 @@ impl Checker {
             ));
         }
         self.chains.insert(node, (height, hash));
+        if executed.tree.root != header.state_root || executed.tree.version != height {
+            self.fail(format!(
+                "node {node} committed block {height} with state root {}, but its execution \
+                 gave {} (version {})",
+                header.state_root, executed.tree.root, executed.tree.version
+            ));
+        }
         if let Err(e) = self.chain.verify_commit(&stored.commit, height, &hash) {
             self.fail(format!(
                 "node {node} committed block {height} without a valid certificate: {e}"
@@ -150,7 +158,7 @@ impl Checker {
             let from = stx.tx.from;
             let expected = *next_nonce
                 .entry(from)
-                .or_insert_with(|| self.state.get(&from).map_or(0, |a| a.nonce));
+                .or_insert_with(|| self.state.accounts().get(&from).map_or(0, |a| a.nonce));
             if stx.tx.nonce != expected {
                 return self.fail(format!(
                     "sender {from} skipped from nonce {expected} to {} at {height}",
@@ -159,9 +167,14 @@ impl Checker {
             }
             next_nonce.insert(from, expected + 1);
         }
-        self.state.extend(executed.accounts.iter().copied());
+        if let Err(e) = self.state.apply(&executed) {
+            return self.fail(format!(
+                "the reference state cannot take block {height}: {e}"
+            ));
+        }
         let total = self
             .state
+            .accounts()
             .values()
             .try_fold(0u64, |sum, a| sum.checked_add(a.balance));
         if total != Some(self.supply) {
@@ -176,6 +189,43 @@ impl Checker {
             hash: executed.hash,
             timestamp_ms: block.header.timestamp_ms,
         };
+    }
+
+    /// Checks that an account's proof from `store` (an honest node's) at
+    /// `header`'s height verifies against the certified header's state
+    /// root and says what the reference state says. The account is picked
+    /// by height, so the check draws nothing from the run's randomness.
+    pub fn check_proof(&mut self, node: usize, store: &dyn ChainRead, header: &Header) {
+        let height = header.height;
+        let accounts = self.state.accounts();
+        if accounts.is_empty() || height > self.tip.height {
+            return;
+        }
+        let index = (height as usize).wrapping_mul(7919) % accounts.len();
+        let Some(address) = accounts.keys().nth(index).copied() else {
+            return;
+        };
+        let expected = match prove_account(&self.state, height, &address) {
+            Ok((account, _)) => account,
+            Err(e) => return self.fail(format!("reference proof at {height}: {e}")),
+        };
+        match prove_account(store, height, &address) {
+            Ok((account, proof)) => {
+                if account != expected {
+                    self.fail(format!(
+                        "node {node} proves {address} holds {account:?} at {height}, \
+                         the reference state says {expected:?}"
+                    ));
+                } else if let Err(e) =
+                    verify_account(&header.state_root, &address, &account, &proof)
+                {
+                    self.fail(format!("node {node}'s proof of {address} at {height}: {e}"));
+                }
+            }
+            Err(e) => self.fail(format!(
+                "node {node} cannot prove {address} at {height}: {e}"
+            )),
+        }
     }
 
     /// Honest validator `signer` sent `message`: what it signed itself must

@@ -702,6 +702,8 @@ impl Sim {
             let height = stored.block.header.height;
             let first = height > self.checker.height();
             self.checker.on_commit(i, &stored, &executed);
+            self.checker
+                .check_proof(i, self.nodes[i].chain.store(), &stored.block.header);
             if first {
                 self.first_commits.push((height, self.now));
                 self.log(format!(

@@ -165,8 +165,6 @@ const SEEDS_TO_FIND_A_BUG: u64 = 80;
 /// found within a bounded number of seeds, by the invariant it breaks.
 #[test]
 fn the_simulator_finds_each_bug_planted_in_the_host() {
-    // (Skipping blocks in sync answers needs a liar among a node's sync
-    // peers often enough: seven validators have two.)
     for (sabotage, faults, validators, expect) in [
         (Sabotage::SkipSignRecord, "crash", 4, DOUBLE_SIGNING),
         (Sabotage::VoteBeforeRecord, "crash", 4, DOUBLE_SIGNING),
@@ -176,12 +174,6 @@ fn the_simulator_finds_each_bug_planted_in_the_host() {
             "byzantine,crash",
             4,
             &["certificate"],
-        ),
-        (
-            Sabotage::SyncIgnoresParent,
-            "byzantine,crash",
-            7,
-            &["on its block"],
         ),
     ] {
         let faults = FaultSet::parse(faults).unwrap_or_else(|e| panic!("{e}"));

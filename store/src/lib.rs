@@ -25,7 +25,7 @@ mod memory;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, DEFAULT_STATE_HISTORY};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksConfig, RocksStore};
 
@@ -63,6 +63,22 @@ pub enum OpenError {
         path: String,
         /// What the storage engine reported.
         detail: String,
+    },
+    /// The data directory was written by an older protocol version.
+    #[error(
+        "data directory {path} was written by storage format {found} (protocol version 1), which \
+         this node (format {expected}, protocol version 2: headers commit to the state) cannot \
+         read, and no migration exists (nothing runs version 1 in production). Move {path} \
+         aside whole, signing records included (they belong to the version-1 chain), and start \
+         a version-2 chain from a new genesis (docs/OPERATIONS.md, Upgrading)"
+    )]
+    OldFormat {
+        /// The directory.
+        path: String,
+        /// The format it holds.
+        found: u32,
+        /// The format this node writes.
+        expected: u32,
     },
     /// The storage engine failed.
     #[error("cannot open the data directory {path}: {source}")]

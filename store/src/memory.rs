@@ -3,6 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
+use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
+use jmt::{KeyHash, OwnedValue, Version};
+use tally_ledger::state_tree::{genesis_tree, MemoryTree};
 use tally_ledger::{
     Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainRead, ChainWrite,
     Hash, Header, StorageError, StoredBlock, TxLocation,
@@ -14,6 +17,7 @@ struct Inner {
     heights: HashMap<Hash, u64>,
     txs: HashMap<Hash, TxLocation>,
     accounts: BTreeMap<Address, Account>,
+    tree: MemoryTree,
     tip: Option<BlockMeta>,
 }
 
@@ -25,20 +29,40 @@ pub struct MemoryStore {
     inner: RwLock<Inner>,
     genesis_hash: Hash,
     commit_fault: Option<CommitFault>,
+    /// Versions of the account tree kept (at least 1).
+    state_history: u64,
 }
+
+/// Versions of the account tree a store keeps unless told otherwise.
+pub const DEFAULT_STATE_HISTORY: u64 = 1000;
 
 impl MemoryStore {
     /// A store holding the genesis state of `chain`.
     pub fn new(chain: &ChainContext) -> MemoryStore {
         let accounts = chain.genesis_accounts();
+        let mut tree = MemoryTree::default();
+        // The genesis tree is built from a validated genesis in memory; it
+        // cannot fail short of a bug, which the first commit would report.
+        if let Ok(genesis) = genesis_tree(chain) {
+            let _ = tree.apply(&genesis, 0);
+        }
         MemoryStore {
             inner: RwLock::new(Inner {
                 accounts,
+                tree,
                 ..Inner::default()
             }),
             genesis_hash: chain.genesis_hash,
             commit_fault: None,
+            state_history: DEFAULT_STATE_HISTORY,
         }
+    }
+
+    /// Keeps only the latest `versions` versions of the account tree
+    /// (at least 1): older ones can no longer be proven.
+    pub fn with_state_history(mut self, versions: u64) -> MemoryStore {
+        self.state_history = versions.max(1);
+        self
     }
 
     /// A store holding the genesis state of `chain` whose commits fail,
@@ -118,6 +142,15 @@ impl ChainWrite for MemoryStore {
                 },
             );
         }
+        if write.tree.version != header.height || write.tree.root != header.state_root {
+            return Err(StorageError::Io(format!(
+                "tree version {} does not belong to block {}",
+                write.tree.version, header.height
+            )));
+        }
+        let keep_from = (header.height + 1).saturating_sub(self.state_history);
+        // In memory nothing fails half way: stale entries are found first.
+        inner.tree.apply(write.tree, keep_from)?;
         inner.accounts.extend(write.accounts.iter().copied());
         inner.tip = Some(BlockMeta {
             height: header.height,
@@ -125,5 +158,21 @@ impl ChainWrite for MemoryStore {
             timestamp_ms: header.timestamp_ms,
         });
         Ok(())
+    }
+}
+
+impl TreeReader for MemoryStore {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        self.read()?.tree.get_node_option(node_key)
+    }
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        self.read()?.tree.get_value_option(max_version, key_hash)
+    }
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        self.read()?.tree.get_rightmost_leaf()
     }
 }

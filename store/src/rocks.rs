@@ -13,6 +13,10 @@ use tally_ledger::{
     Hash, Header, StorageError, StoredBlock, TxLocation,
 };
 
+use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
+use jmt::{KeyHash, OwnedValue, Version};
+use tally_ledger::state_tree::{genesis_tree, stale_entries, Stale, TreeUpdate};
+
 use crate::OpenError;
 
 type Db = DBWithThreadMode<MultiThreaded>;
@@ -23,17 +27,31 @@ const CF_BLOCK_HASHES: &str = "block_hashes";
 const CF_TXS: &str = "txs";
 const CF_ACCOUNTS: &str = "accounts";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 6] = [
+/// Account tree nodes: borsh(NodeKey) → borsh(Node).
+const CF_TREE_NODES: &str = "tree_nodes";
+/// Account tree values: key hash ‖ u64be version → borsh(Option<value>).
+const CF_TREE_VALUES: &str = "tree_values";
+/// What a version made stale: u64be version ‖ borsh(Stale) → nothing.
+const CF_TREE_STALE: &str = "tree_stale";
+const COLUMN_FAMILIES: [&str; 9] = [
     CF_BLOCKS,
     CF_HEADERS,
     CF_BLOCK_HASHES,
     CF_TXS,
     CF_ACCOUNTS,
     CF_META,
+    CF_TREE_NODES,
+    CF_TREE_VALUES,
+    CF_TREE_STALE,
 ];
 
 const KEY_GENESIS: &[u8] = b"genesis_hash";
 const KEY_TIP: &[u8] = b"tip";
+/// The storage format, u32 little-endian. Absent in directories written by
+/// protocol version 1, which had no account tree.
+const KEY_FORMAT: &[u8] = b"format";
+/// The format this code writes: 2, with the account tree.
+const FORMAT: u32 = 2;
 
 /// Largest stored value the store will decode (a block of the largest size
 /// with its certificate fits many times over).
@@ -46,6 +64,8 @@ pub struct RocksConfig {
     pub block_cache_bytes: usize,
     /// Most files RocksDB keeps open.
     pub max_open_files: i32,
+    /// Versions of the account tree kept (at least 1).
+    pub state_history: u64,
 }
 
 impl Default for RocksConfig {
@@ -53,6 +73,7 @@ impl Default for RocksConfig {
         RocksConfig {
             block_cache_bytes: 64 * 1024 * 1024,
             max_open_files: 512,
+            state_history: crate::DEFAULT_STATE_HISTORY,
         }
     }
 }
@@ -61,6 +82,7 @@ impl Default for RocksConfig {
 pub struct RocksStore {
     db: Db,
     genesis_hash: Hash,
+    state_history: u64,
 }
 
 fn io(e: rocksdb::Error) -> StorageError {
@@ -123,9 +145,26 @@ impl RocksStore {
         let store = RocksStore {
             db,
             genesis_hash: chain.genesis_hash,
+            state_history: config.state_history.max(1),
         };
         match store.get(CF_META, KEY_GENESIS).map_err(storage)? {
             Some(found) => {
+                let format = match store.get(CF_META, KEY_FORMAT).map_err(storage)? {
+                    None => 1,
+                    Some(bytes) => u32::from_le_bytes(
+                        bytes
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| damaged("the stored format is not 4 bytes".into()))?,
+                    ),
+                };
+                if format != FORMAT {
+                    return Err(OpenError::OldFormat {
+                        path: display,
+                        found: format,
+                        expected: FORMAT,
+                    });
+                }
                 let found = Hash(found.as_slice().try_into().map_err(|_| {
                     storage(StorageError::Corrupt(
                         "stored genesis hash is not 32 bytes".into(),
@@ -178,8 +217,84 @@ impl RocksStore {
             };
             batch.put_cf(&accounts, balance.address.0, encode(&account)?);
         }
+        let tree = genesis_tree(chain)?;
+        self.put_tree(&mut batch, &tree, 0)?;
+        batch.put_cf(&self.cf(CF_META)?, KEY_FORMAT, FORMAT.to_le_bytes());
         batch.put_cf(&self.cf(CF_META)?, KEY_GENESIS, chain.genesis_hash.0);
         self.write_synced(batch)
+    }
+
+    /// Adds the tree's new version to `batch`, records what it made stale,
+    /// and deletes what was made stale at or before `keep_from`.
+    fn put_tree(
+        &self,
+        batch: &mut WriteBatch,
+        update: &TreeUpdate,
+        keep_from: u64,
+    ) -> Result<(), StorageError> {
+        let stale = stale_entries(update, |key| match update.version.checked_sub(1) {
+            Some(below) => self
+                .value_at(key, below)
+                .map(|v| v.map(|(version, _)| version)),
+            None => Ok(None),
+        })?;
+        let nodes = self.cf(CF_TREE_NODES)?;
+        for (key, node) in update.batch.node_batch.nodes() {
+            batch.put_cf(&nodes, encode(key)?, encode(node)?);
+        }
+        let values = self.cf(CF_TREE_VALUES)?;
+        for ((version, key), value) in update.batch.node_batch.values() {
+            batch.put_cf(&values, value_key(key, *version), encode(value)?);
+        }
+        let stale_cf = self.cf(CF_TREE_STALE)?;
+        for entry in &stale {
+            let mut key = update.version.to_be_bytes().to_vec();
+            key.extend_from_slice(&encode(entry)?);
+            batch.put_cf(&stale_cf, key, []);
+        }
+        // Prune: every entry made stale at a version up to keep_from.
+        for item in self.db.iterator_cf(&stale_cf, rocksdb::IteratorMode::Start) {
+            let (key, _) = item.map_err(io)?;
+            let since = key
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StorageError::Corrupt("stale index key too short".into()))?;
+            if since > keep_from {
+                break;
+            }
+            match decode::<Stale>("stale index entry", &key[8..])? {
+                Stale::Node(node) => batch.delete_cf(&nodes, encode(&node)?),
+                Stale::Value { key, version } => batch.delete_cf(&values, value_key(&key, version)),
+            }
+            batch.delete_cf(&stale_cf, &key);
+        }
+        Ok(())
+    }
+
+    /// The latest value of `key` written at or below `max_version`, with
+    /// the version that wrote it.
+    fn value_at(
+        &self,
+        key: &KeyHash,
+        max_version: u64,
+    ) -> Result<Option<(u64, Option<OwnedValue>)>, StorageError> {
+        let seek = value_key(key, max_version);
+        let mut iter = self.db.iterator_cf(
+            &self.cf(CF_TREE_VALUES)?,
+            rocksdb::IteratorMode::From(&seek, rocksdb::Direction::Reverse),
+        );
+        let Some(item) = iter.next() else {
+            return Ok(None);
+        };
+        let (found, bytes) = item.map_err(io)?;
+        if found.len() != 40 || found[..32] != key.0 {
+            return Ok(None);
+        }
+        let mut version = [0u8; 8];
+        version.copy_from_slice(&found[32..]);
+        let value = decode("tree value", &bytes)?;
+        Ok(Some((u64::from_be_bytes(version), value)))
     }
 
     /// The tip must name a stored block with that hash: anything else means
@@ -282,6 +397,48 @@ impl ChainWrite for RocksStore {
             timestamp_ms: header.timestamp_ms,
         };
         batch.put_cf(&self.cf(CF_META)?, KEY_TIP, encode(&tip)?);
+        if write.tree.version != height || write.tree.root != header.state_root {
+            return Err(StorageError::Io(format!(
+                "tree version {} does not belong to block {height}",
+                write.tree.version
+            )));
+        }
+        let keep_from = (height + 1).saturating_sub(self.state_history);
+        self.put_tree(&mut batch, write.tree, keep_from)?;
         self.write_synced(batch)
+    }
+}
+
+fn value_key(key: &KeyHash, version: u64) -> Vec<u8> {
+    let mut bytes = key.0.to_vec();
+    bytes.extend_from_slice(&version.to_be_bytes());
+    bytes
+}
+
+fn tree_read_error(e: StorageError) -> anyhow::Error {
+    anyhow::anyhow!(e)
+}
+
+impl TreeReader for RocksStore {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        let key = encode(node_key).map_err(tree_read_error)?;
+        self.get(CF_TREE_NODES, &key)
+            .and_then(|bytes| bytes.map(|b| decode("tree node", &b)).transpose())
+            .map_err(tree_read_error)
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        Ok(self
+            .value_at(&key_hash, max_version)
+            .map_err(tree_read_error)?
+            .and_then(|(_, value)| value))
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!("the rightmost leaf is not tracked (only state restore needs it)")
     }
 }

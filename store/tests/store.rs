@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
+use tally_ledger::state_tree::{prove_account, tree_root, verify_account};
 use tally_ledger::{
     build_block, devnet_key, execute_block, AccountRead, Address, BlockMeta, BlockWrite,
     ChainContext, ChainId, ChainRead, ChainWrite, Commit, CommitSignature, Genesis, GenesisBalance,
@@ -82,6 +83,7 @@ fn commit_transfer<S: ChainWrite>(store: &S, chain: &ChainContext, nonce: u64) -
             hash: executed.hash,
             tx_ids: &executed.tx_ids,
             accounts: &executed.accounts,
+            tree: &executed.tree,
         })
         .unwrap();
     stored
@@ -119,6 +121,81 @@ fn check_contents<S: ChainRead>(store: &S, blocks: &[StoredBlock]) {
         n
     );
     assert_eq!(store.block(n + 1).unwrap(), None);
+    // Every kept version proves alice's account as it was then, against
+    // that block's state root; the genesis version too.
+    let alice = devnet_key("alice").address();
+    let genesis_root = tree_root(store, 0).unwrap().unwrap();
+    let (account, proof) = prove_account(store, 0, &alice).unwrap();
+    assert_eq!(account.balance, 1_000);
+    verify_account(&genesis_root, &alice, &account, &proof).unwrap();
+    for (i, stored) in blocks.iter().enumerate() {
+        let height = i as u64 + 1;
+        let (account, proof) = prove_account(store, height, &alice).unwrap();
+        assert_eq!(
+            (account.balance, account.nonce),
+            (1_000 - 11 * height, height)
+        );
+        verify_account(&stored.block.header.state_root, &alice, &account, &proof).unwrap();
+        assert_eq!(
+            tree_root(store, height).unwrap(),
+            Some(stored.block.header.state_root)
+        );
+    }
+}
+
+/// With a history of 2, only the two latest versions of the tree remain.
+fn check_pruned<S: ChainWrite>(store: &S, chain: &ChainContext) {
+    let blocks: Vec<_> = (0..5).map(|n| commit_transfer(store, chain, n)).collect();
+    let alice = devnet_key("alice").address();
+    for height in 4..=5 {
+        let root = blocks[height as usize - 1].block.header.state_root;
+        let (account, proof) = prove_account(store, height, &alice).unwrap();
+        verify_account(&root, &alice, &account, &proof).unwrap();
+    }
+    for height in 0..=3 {
+        assert!(
+            prove_account(store, height, &alice).is_err(),
+            "version {height} should be pruned"
+        );
+    }
+}
+
+#[test]
+fn stores_prune_old_versions_of_the_tree() {
+    let chain = chain("prune");
+    check_pruned(&MemoryStore::new(&chain).with_state_history(2), &chain);
+    let dir = tempfile::tempdir().unwrap();
+    let config = RocksConfig {
+        state_history: 2,
+        ..RocksConfig::default()
+    };
+    check_pruned(
+        &RocksStore::open(dir.path(), &chain, &config).unwrap(),
+        &chain,
+    );
+}
+
+#[test]
+fn rocks_store_refuses_a_version_1_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = chain("old");
+    drop(RocksStore::open(dir.path(), &chain, &RocksConfig::default()).unwrap());
+    {
+        // What a version-1 node left: the same layout without the format key.
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &cfs).unwrap();
+        db.delete_cf(db.cf_handle("meta").unwrap(), b"format")
+            .unwrap();
+    }
+    match RocksStore::open(dir.path(), &chain, &RocksConfig::default()) {
+        Err(e @ OpenError::OldFormat { found: 1, .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("protocol version 1"), "{message}");
+            assert!(message.contains("aside"), "{message}");
+        }
+        Err(other) => panic!("expected an old-format refusal, got {other}"),
+        Ok(_) => panic!("a version-1 directory opened"),
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::NodeProcess;
 use tally_client::{BlockId, BlockTxs, Client, TxState, WaitMode};
+use tally_ledger::state_tree::MemoryState;
 use tally_ledger::{
     devnet_key, execute_block, Block, BlockMeta, ChainContext, Genesis, Hash, SigCheck,
 };
@@ -105,7 +106,7 @@ async fn check_acks(client: &Client, acks: &[Ack]) {
 /// execution, and compares the result with the node's account state.
 async fn check_replay(client: &Client, chain: &ChainContext) {
     let tip = client.status().await.unwrap().height;
-    let mut state = chain.genesis_accounts();
+    let mut state = MemoryState::genesis(chain).unwrap();
     let mut parent = chain.genesis_meta();
     for height in 1..=tip {
         let info = client.block(BlockId::Height(height), true).await.unwrap();
@@ -122,20 +123,20 @@ async fn check_replay(client: &Client, chain: &ChainContext) {
             .unwrap();
         let executed = execute_block(&state, chain, &parent, &block, SigCheck::Verify)
             .unwrap_or_else(|e| panic!("stored block {height} does not replay: {e}"));
-        state.extend(executed.accounts);
+        state.apply(&executed).unwrap();
         parent = BlockMeta {
             height,
             hash: info.hash,
             timestamp_ms: block.header.timestamp_ms,
         };
     }
-    let supply: u128 = state.values().map(|a| a.balance as u128).sum();
+    let supply: u128 = state.accounts().values().map(|a| a.balance as u128).sum();
     assert_eq!(
         supply,
         chain.genesis.total_supply().unwrap() as u128,
         "supply changed"
     );
-    for (address, account) in &state {
+    for (address, account) in state.accounts() {
         let live = client.account(address).await.unwrap();
         assert_eq!(
             (live.balance, live.nonce),

@@ -5,7 +5,9 @@
 //! diverges), one back (the chain resumes), a full node started late (it
 //! syncs the whole chain, follows it and relays transactions). At the end
 //! every node has the same block at every height and the same balances, no
-//! evidence of double signing exists, and the supply is unchanged.
+//! evidence of double signing exists, and the supply is unchanged; the full
+//! node's account and transaction proofs check out offline with `tally
+//! verify`, and a tampered one does not.
 
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
@@ -285,4 +287,113 @@ async fn four_validators_survive_crashes_and_a_late_full_node_syncs() {
     let supply: u128 = balances[0].iter().map(|b| u128::from(*b)).sum();
     let expected = u128::from(DEV_ACCOUNT_BALANCE) * DEV_ACCOUNTS.len() as u128;
     assert_eq!(supply, expected, "total supply changed");
+
+    // Proofs from the full node, saved as a client would save the raw
+    // answers, check out offline against the genesis alone.
+    let url = &net.urls["full-0"];
+    let genesis_path = root.join("validator-0/genesis.json");
+    let call = |method: &str, params: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let never_funded = devnet_key("never-funded").address();
+    let answers = [
+        (
+            "alice.json",
+            call(
+                "account_getProof",
+                serde_json::json!([alice.address().to_text()]),
+            ),
+        ),
+        (
+            "absent.json",
+            call(
+                "account_getProof",
+                serde_json::json!([never_funded.to_text()]),
+            ),
+        ),
+        (
+            "alice-at-genesis.json",
+            call(
+                "account_getProof",
+                serde_json::json!([alice.address().to_text(), 0]),
+            ),
+        ),
+        (
+            "tx.json",
+            call("tx_getProof", serde_json::json!([id.to_hex()])),
+        ),
+        (
+            "block.json",
+            call("chain_getBlock", serde_json::json!([at, true])),
+        ),
+        (
+            "validators.json",
+            call("chain_getValidators", serde_json::json!([at])),
+        ),
+    ];
+    let saved = dir.path().join("answers");
+    std::fs::create_dir_all(&saved).unwrap();
+    let mut files = Vec::new();
+    for (name, request) in answers {
+        let answer = common::call_raw(url, request).await;
+        assert!(answer.get("result").is_some(), "{name}: {answer}");
+        let path = saved.join(name);
+        std::fs::write(&path, answer.to_string()).unwrap();
+        files.push(path.to_str().unwrap().to_owned());
+    }
+    let mut args = vec!["verify", "--genesis", genesis_path.to_str().unwrap()];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, out, err) = common::tally(&args);
+    assert!(ok, "tally verify refused honest answers: {out}{err}");
+    assert!(out.contains("all 6 checked"), "{out}");
+    assert!(
+        out.contains(&format!("{} held balance", alice.address())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{never_funded} held balance 0, nonce 0")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("transaction {id} is number")),
+        "{out}"
+    );
+
+    // A tampered answer (one more unit for alice) is refused, by name.
+    let mut tampered: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    let balance: u64 = tampered["result"]["balance"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    tampered["result"]["balance"] = serde_json::json!((balance + 1).to_string());
+    let bad = saved.join("tampered.json");
+    std::fs::write(&bad, tampered.to_string()).unwrap();
+    let (ok, out, err) = common::tally(&[
+        "verify",
+        "--genesis",
+        genesis_path.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok, "a tampered balance passed: {out}");
+    assert!(err.contains("tampered.json does not check out"), "{err}");
+    assert!(err.contains("proof does not verify"), "{err}");
+
+    // The wallet commands prove before they print.
+    let (ok, out, err) = common::tally(&[
+        "balance",
+        &alice.address().to_text(),
+        "--prove",
+        "--genesis",
+        genesis_path.to_str().unwrap(),
+        "--rpc",
+        url,
+    ]);
+    assert!(ok, "tally balance --prove: {err}");
+    assert!(out.contains("proven against block"), "{out}");
+    let (ok, out, err) = common::tally(&["tx", &id.to_hex(), "--prove", "--rpc", url]);
+    assert!(ok, "tally tx --prove: {err}");
+    assert!(
+        out.contains(&format!("transaction {id} is number")),
+        "{out}"
+    );
 }

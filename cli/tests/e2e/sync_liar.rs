@@ -55,6 +55,8 @@ impl Liar {
                 tx_root: tx_root(&[]),
                 tx_count: 0,
                 state_root: Hash::ZERO,
+                validators_hash: self.chain.validators.hash(),
+                next_validators_hash: self.chain.validators.hash(),
             },
             txs: vec![],
         };

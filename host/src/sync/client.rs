@@ -324,11 +324,6 @@ impl<W: World> Host<W> {
         let signers = self.chain.context().signers();
         for (expected, stored) in (from..).zip(blocks) {
             let height = stored.block.header.height;
-            #[cfg(feature = "sabotage")]
-            let expected = match crate::sabotage::active(crate::Sabotage::SyncIgnoresParent) {
-                true => height,
-                false => expected,
-            };
             if height != expected {
                 return Err(CommitFailure::Certificate(
                     tally_ledger::CommitError::WrongBlock {

@@ -1,5 +1,7 @@
 //! Invalid blocks: proposals whose block holds a transfer signed by the
-//! wrong key (the header matches the body, so only execution tells), and
+//! wrong key (the header matches the body, so only execution tells) or
+//! whose header names a state root other than the state after the block
+//! (a well-formed block with one wrong hash), and
 //! sync answers with a forged block under a real certificate, or that skip
 //! a height.
 
@@ -14,7 +16,10 @@ use super::Liar;
 pub(super) fn propose_invalid(liar: &mut Liar<'_>, message: ConsensusMessage) -> ConsensusMessage {
     match message {
         ConsensusMessage::Proposal(p) if liar.coin(0.5) => {
-            let block = invalid_block(liar, &p.block);
+            let block = match liar.coin(0.5) {
+                true => invalid_block(liar, &p.block),
+                false => wrong_state_root(&p.block),
+            };
             let core = ProposalCore {
                 block_hash: block.hash(),
                 ..p.core.clone()
@@ -43,6 +48,13 @@ fn invalid_block(liar: &Liar<'_>, block: &Block) -> Block {
     let ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
     block.header.tx_root = tx_root(&ids);
     block.header.tx_count = block.txs.len() as u32;
+    block
+}
+
+/// `block` with a state root one bit off the state after it.
+fn wrong_state_root(block: &Block) -> Block {
+    let mut block = block.clone();
+    block.header.state_root.0[0] ^= 1;
     block
 }
 
