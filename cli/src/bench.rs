@@ -392,8 +392,15 @@ fn sender_keys(run: &str, count: usize) -> Vec<Keypair> {
         .collect()
 }
 
-/// Balance given to each sender in a started devnet.
+/// Most balance given to each sender in a started devnet.
 const SENDER_BALANCE: u64 = 1 << 50;
+
+/// Each sender's balance in a started devnet: [`SENDER_BALANCE`], or less
+/// when that many senders would together exceed the supply limit (2^64 − 1;
+/// half of it is left for the devnet's own accounts).
+fn sender_balance(accounts: usize) -> u64 {
+    SENDER_BALANCE.min((u64::MAX / 2) / accounts.max(1) as u64)
+}
 
 async fn start_devnet(
     args: &BenchArgs,
@@ -408,7 +415,7 @@ async fn start_devnet(
                 .iter()
                 .map(|key| GenesisBalance {
                     address: key.address(),
-                    amount: SENDER_BALANCE,
+                    amount: sender_balance(args.accounts),
                 }),
         );
     genesis.validate()?;
@@ -1398,6 +1405,26 @@ fn machine() -> Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_allowed_sender_count_makes_a_valid_genesis() {
+        for accounts in [1, 256, 16_384, 100_000] {
+            let mut genesis = devnet_genesis(4, BENCH_CHAIN_ID).unwrap();
+            genesis
+                .balances
+                .extend(
+                    sender_keys("genesis", accounts)
+                        .iter()
+                        .map(|key| GenesisBalance {
+                            address: key.address(),
+                            amount: sender_balance(accounts),
+                        }),
+                );
+            assert!(genesis.validate().is_ok(), "{accounts} senders");
+            // Enough for every transfer a run signs (amount 1 plus the fee).
+            assert!(sender_balance(accounts) > 1_000_000_000);
+        }
+    }
 
     #[test]
     fn durations_parse_with_their_units() {

@@ -249,6 +249,11 @@ fn verify_account_answer(chain: &ChainContext, info: AccountProofInfo) -> anyhow
         "the answer names state root {}, the certified one is {root}",
         info.state_root
     );
+    anyhow::ensure!(
+        info.proof.len() <= 2 + 2 * MAX_PROOF_BYTES,
+        "the proof is {} hex digits, longer than any account proof ({MAX_PROOF_BYTES} bytes)",
+        info.proof.len()
+    );
     let bytes = parse_hex(&info.proof).context("the proof is not 0x hex")?;
     let proof: AccountProof = decode_strict(&bytes, MAX_PROOF_BYTES)
         .map_err(|e| anyhow::anyhow!("the proof does not decode: {e}"))?;

@@ -88,6 +88,12 @@ pub async fn balance(address: &str, prove: &ProveArgs, args: &RpcArgs) -> anyhow
         let client = client(args)?;
         let (chain, source) = proving_chain(&client, prove).await?;
         let answer = client.account_proof(&address, None).await?;
+        // A certified proof of another account would verify too.
+        anyhow::ensure!(
+            answer.address == address,
+            "the node answered with a proof for {}, not {address}",
+            answer.address
+        );
         let proven = crate::verify::verify_answer(&chain, serde_json::to_value(&answer)?)
             .context("the node's proof does not check out")?;
         if args.json {
@@ -119,6 +125,11 @@ pub async fn tx(hash: &str, prove: &ProveArgs, args: &RpcArgs) -> anyhow::Result
         let client = client(args)?;
         let (chain, source) = proving_chain(&client, prove).await?;
         let answer = client.tx_proof(&hash).await?;
+        anyhow::ensure!(
+            answer.hash == hash,
+            "the node answered with a proof for transaction {}, not {hash}",
+            answer.hash
+        );
         let proven = crate::verify::verify_answer(&chain, serde_json::to_value(&answer)?)
             .context("the node's proof does not check out")?;
         if args.json {

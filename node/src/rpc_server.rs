@@ -18,7 +18,7 @@ use jsonrpsee::core::{async_trait, RpcResult};
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::json;
-use tally_ledger::state_tree::{genesis_tree, prove_account, tree_root};
+use tally_ledger::state_tree::{prove_account, tree_root};
 use tally_ledger::{Address, Hash, StorageError};
 use tally_mempool::{MempoolError, PoolState};
 use tally_rpc::codes::{self, error};
@@ -300,11 +300,21 @@ impl TallyApiServer for Api {
         let chain = self.node.chain();
         let store = chain.store();
         let height = at_height(store, height)?;
+        let pruned = || {
+            error(
+                codes::STATE_PRUNED,
+                "state_pruned",
+                format!(
+                    "the state at height {height} is no longer kept: this node keeps the latest \
+                     [storage] state_history heights"
+                ),
+            )
+        };
         let (header, commit, state_root) = match height {
-            0 => {
-                let genesis = genesis_tree(chain.context()).map_err(unavailable)?;
-                (None, None, genesis.root)
-            }
+            0 => match tree_root(store, 0).map_err(unavailable)? {
+                Some(root) => (None, None, root),
+                None => return Err(pruned()),
+            },
             _ => {
                 let stored = store.block(height).map_err(unavailable)?.ok_or_else(|| {
                     unavailable(StorageError::Corrupt(format!("block {height} is missing")))
@@ -317,14 +327,7 @@ impl TallyApiServer for Api {
             Ok(found) => found,
             Err(e) => {
                 return Err(match tree_root(store, height) {
-                    Ok(None) => error(
-                        codes::STATE_PRUNED,
-                        "state_pruned",
-                        format!(
-                            "the state at height {height} is no longer kept: this node keeps \
-                             the latest [storage] state_history heights"
-                        ),
-                    ),
+                    Ok(None) => pruned(),
                     _ => unavailable(e),
                 })
             }

@@ -131,6 +131,16 @@ impl ChainWrite for MemoryStore {
             .write()
             .map_err(|_| StorageError::Io("store lock poisoned".into()))?;
         let header = &write.stored.block.header;
+        if write.tree.version != header.height || write.tree.root != header.state_root {
+            return Err(StorageError::Io(format!(
+                "tree version {} does not belong to block {}",
+                write.tree.version, header.height
+            )));
+        }
+        let keep_from = (header.height + 1).saturating_sub(self.state_history);
+        // First, as the one step that can fail (it finds what becomes stale
+        // before it changes anything): a failure leaves the store as it was.
+        inner.tree.apply(write.tree, keep_from)?;
         inner.blocks.insert(header.height, write.stored.clone());
         inner.heights.insert(write.hash, header.height);
         for (index, id) in write.tx_ids.iter().enumerate() {
@@ -142,15 +152,6 @@ impl ChainWrite for MemoryStore {
                 },
             );
         }
-        if write.tree.version != header.height || write.tree.root != header.state_root {
-            return Err(StorageError::Io(format!(
-                "tree version {} does not belong to block {}",
-                write.tree.version, header.height
-            )));
-        }
-        let keep_from = (header.height + 1).saturating_sub(self.state_history);
-        // In memory nothing fails half way: stale entries are found first.
-        inner.tree.apply(write.tree, keep_from)?;
         inner.accounts.extend(write.accounts.iter().copied());
         inner.tip = Some(BlockMeta {
             height: header.height,

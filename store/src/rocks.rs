@@ -50,6 +50,8 @@ const KEY_TIP: &[u8] = b"tip";
 /// The storage format, u32 little-endian. Absent in directories written by
 /// protocol version 1, which had no account tree.
 const KEY_FORMAT: &[u8] = b"format";
+/// The last version whose stale tree entries are deleted, u64 big-endian.
+const KEY_PRUNED_THROUGH: &[u8] = b"tree_pruned_through";
 /// The format this code writes: 2, with the account tree.
 const FORMAT: u32 = 2;
 
@@ -252,8 +254,30 @@ impl RocksStore {
             key.extend_from_slice(&encode(entry)?);
             batch.put_cf(&stale_cf, key, []);
         }
-        // Prune: every entry made stale at a version up to keep_from.
-        for item in self.db.iterator_cf(&stale_cf, rocksdb::IteratorMode::Start) {
+        // Prune: every entry made stale at a version up to keep_from, from
+        // just after what earlier commits pruned (seeking there skips the
+        // deletions RocksDB has not compacted away yet).
+        let meta = self.cf(CF_META)?;
+        let pruned_through = match self.get(CF_META, KEY_PRUNED_THROUGH)? {
+            Some(bytes) => Some(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
+                |_| StorageError::Corrupt("the pruned-through mark is not 8 bytes".into()),
+            )?)),
+            None => None,
+        };
+        let first = pruned_through.map_or(0, |v| v.saturating_add(1));
+        if first > keep_from {
+            return Ok(());
+        }
+        let start = first.to_be_bytes();
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(keep_from.saturating_add(1).to_be_bytes().to_vec());
+        let iter = self.db.iterator_cf_opt(
+            &stale_cf,
+            options,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        batch.put_cf(&meta, KEY_PRUNED_THROUGH, keep_from.to_be_bytes());
+        for item in iter {
             let (key, _) = item.map_err(io)?;
             let since = key
                 .get(..8)
