@@ -140,6 +140,8 @@ struct Ledger {
     sent_us: Vec<AtomicU64>,
     committed_us: Vec<AtomicU64>,
     accepted: Vec<AtomicBool>,
+    /// Admitted as `queued` (behind a missing nonce) rather than `pending`.
+    queued: Vec<AtomicBool>,
     index: HashMap<Hash, u32>,
     submitted: AtomicU64,
     accepted_count: AtomicU64,
@@ -212,8 +214,15 @@ pub struct Report {
     pub latency_ms: Latency,
     /// Transfers refused, by reason.
     pub rejected: BTreeMap<String, u64>,
-    /// Accepted but never committed.
+    /// Acknowledged as `pending` but never committed: the node broke its
+    /// word (must be 0).
     pub lost: u64,
+    /// Acknowledged as `queued` (waiting for a missing nonce) and never
+    /// committed: the nonce they waited for was refused (this bench does
+    /// not resubmit), so they wait until `[mempool] queued_ttl_ms` and then
+    /// expire, as `tx_get` reports — what the acknowledgement said could
+    /// happen.
+    pub queued_uncommitted: u64,
     /// Committed in more than one block.
     pub duplicated: u64,
     /// Blocks committed during the run.
@@ -710,6 +719,7 @@ async fn bench(
         sent_us: (0..count).map(|_| AtomicU64::new(0)).collect(),
         committed_us: (0..count).map(|_| AtomicU64::new(0)).collect(),
         accepted: (0..count).map(|_| AtomicBool::new(false)).collect(),
+        queued: (0..count).map(|_| AtomicBool::new(false)).collect(),
         index,
         submitted: AtomicU64::new(0),
         accepted_count: AtomicU64::new(0),
@@ -931,8 +941,11 @@ async fn send_batch(client: &Client, ledger: &Ledger, first: u32, batch: Vec<Vec
         Ok(entries) => {
             for (i, entry) in entries.into_iter().enumerate() {
                 match entry {
-                    BatchEntry::Admitted { .. } => {
+                    BatchEntry::Admitted { status, .. } => {
                         ledger.accepted[first as usize + i].store(true, Ordering::Relaxed);
+                        if status == TxState::Queued {
+                            ledger.queued[first as usize + i].store(true, Ordering::Relaxed);
+                        }
                         ledger.accepted_count.fetch_add(1, Ordering::Relaxed);
                     }
                     BatchEntry::Refused { error } => ledger.refuse(&error.reason, 1),
@@ -1154,7 +1167,7 @@ fn summarise(
 ) -> Report {
     let mut latencies = Vec::new();
     let (mut first_sent, mut last_commit) = (u64::MAX, 0u64);
-    let (mut accepted, mut committed, mut lost) = (0u64, 0u64, 0u64);
+    let (mut accepted, mut committed, mut lost, mut queued_uncommitted) = (0u64, 0u64, 0u64, 0u64);
     for i in 0..ledger.sent_us.len() {
         let sent = ledger.sent_us[i].load(Ordering::Relaxed);
         if sent == 0 {
@@ -1165,7 +1178,10 @@ fn summarise(
         if ledger.accepted[i].load(Ordering::Relaxed) {
             accepted += 1;
             if done == 0 {
-                lost += 1;
+                match ledger.queued[i].load(Ordering::Relaxed) {
+                    true => queued_uncommitted += 1,
+                    false => lost += 1,
+                }
             }
         }
         if done != 0 {
@@ -1206,6 +1222,7 @@ fn summarise(
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
         lost,
+        queued_uncommitted,
         duplicated: ledger.duplicated.load(Ordering::Relaxed),
         blocks,
         avg_txs_per_block: if blocks > 0 {
@@ -1249,7 +1266,14 @@ fn print_report(r: &Report) {
     for (reason, count) in &r.rejected {
         println!("    {reason:<22} {count}");
     }
-    println!("  lost             {:>12}", r.lost);
+    println!(
+        "  lost             {:>12}  (acknowledged pending, never committed)",
+        r.lost
+    );
+    println!(
+        "  queued, stranded {:>12}  (acknowledged queued behind a nonce that was refused)",
+        r.queued_uncommitted
+    );
     println!("  duplicated       {:>12}", r.duplicated);
     println!(
         "  blocks           {:>12}  ({:.0} transactions each on average)",

@@ -25,7 +25,11 @@ fn check_report(report: &Value, nodes: usize, max_submitted: u64) {
     );
     assert_eq!(n("accepted"), submitted, "{report}");
     assert_eq!(n("committed"), submitted, "{report}");
-    assert_eq!((n("lost"), n("duplicated")), (0, 0), "{report}");
+    assert_eq!(
+        (n("lost"), n("queued_uncommitted"), n("duplicated")),
+        (0, 0, 0),
+        "{report}"
+    );
     assert_eq!(report["rejected"], serde_json::json!({}), "{report}");
     assert_eq!(report["tips_agree"], Value::Bool(true), "{report}");
     assert!(report["committed_tps"].as_f64().unwrap() > 0.0, "{report}");
