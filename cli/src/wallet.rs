@@ -82,11 +82,30 @@ async fn proving_chain(
     }
 }
 
+/// Verifies a proof `answer` against the `--prove` genesis, then prints what
+/// it proves (or, with `--json`, the answer itself).
+async fn print_proven<T: Serialize>(
+    client: &Client,
+    prove: &ProveArgs,
+    args: &RpcArgs,
+    answer: &T,
+    root: &str,
+) -> anyhow::Result<()> {
+    let (chain, source) = proving_chain(client, prove).await?;
+    let proven = crate::verify::verify_answer(&chain, serde_json::to_value(answer)?)
+        .context("the node's proof does not check out")?;
+    if args.json {
+        return print_json(answer);
+    }
+    println!("{proven}");
+    println!("  proven against {root}, certified under {source}");
+    Ok(())
+}
+
 pub async fn balance(address: &str, prove: &ProveArgs, args: &RpcArgs) -> anyhow::Result<()> {
     let address = resolve_address(address)?;
     if prove.prove {
         let client = client(args)?;
-        let (chain, source) = proving_chain(&client, prove).await?;
         let answer = client.account_proof(&address, None).await?;
         // A certified proof of another account would verify too.
         anyhow::ensure!(
@@ -94,17 +113,8 @@ pub async fn balance(address: &str, prove: &ProveArgs, args: &RpcArgs) -> anyhow
             "the node answered with a proof for {}, not {address}",
             answer.address
         );
-        let proven = crate::verify::verify_answer(&chain, serde_json::to_value(&answer)?)
-            .context("the node's proof does not check out")?;
-        if args.json {
-            return print_json(&answer);
-        }
-        println!("{proven}");
-        println!(
-            "  proven against block {}'s state root, certified under {source}",
-            answer.height
-        );
-        return Ok(());
+        let root = format!("block {}'s state root", answer.height);
+        return print_proven(&client, prove, args, &answer, &root).await;
     }
     let info = client(args)?.account(&address).await?;
     if args.json {
@@ -123,24 +133,14 @@ pub async fn tx(hash: &str, prove: &ProveArgs, args: &RpcArgs) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("transaction id {hash:?}: {e}"))?;
     if prove.prove {
         let client = client(args)?;
-        let (chain, source) = proving_chain(&client, prove).await?;
         let answer = client.tx_proof(&hash).await?;
         anyhow::ensure!(
             answer.hash == hash,
             "the node answered with a proof for transaction {}, not {hash}",
             answer.hash
         );
-        let proven = crate::verify::verify_answer(&chain, serde_json::to_value(&answer)?)
-            .context("the node's proof does not check out")?;
-        if args.json {
-            return print_json(&answer);
-        }
-        println!("{proven}");
-        println!(
-            "  proven against block {}'s tx_root, certified under {source}",
-            answer.height
-        );
-        return Ok(());
+        let root = format!("block {}'s tx_root", answer.height);
+        return print_proven(&client, prove, args, &answer, &root).await;
     }
     let info = client(args)?.tx(&hash).await?;
     if args.json {
