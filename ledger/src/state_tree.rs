@@ -234,7 +234,7 @@ pub fn stale_entries(
 /// The key of the root node of `version`: the version and the empty path.
 /// (jmt builds it only internally; its borsh form is `u64` version, `u64`
 /// nibble count 0, empty byte vector.)
-pub fn root_key(version: Version) -> Result<NodeKey, StorageError> {
+fn root_key(version: Version) -> Result<NodeKey, StorageError> {
     let mut bytes = version.to_le_bytes().to_vec();
     bytes.extend_from_slice(&0u64.to_le_bytes());
     bytes.extend_from_slice(&0u32.to_le_bytes());
@@ -299,7 +299,7 @@ impl MemoryTree {
         }
     }
 
-    /// Number of nodes held (for tests of pruning).
+    /// Number of nodes held.
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
@@ -415,6 +415,53 @@ mod tests {
 
     fn address(i: u16) -> Address {
         Address(*blake3::hash(&i.to_le_bytes()).as_bytes())
+    }
+
+    /// Versions that each change the same 20 accounts.
+    fn churn(tree: &mut MemoryTree, versions: std::ops::Range<u64>, keep: u64) {
+        for version in versions {
+            let changes: Vec<(Address, Account)> = (0..20)
+                .map(|i| {
+                    (
+                        address(i),
+                        Account {
+                            balance: version,
+                            nonce: version,
+                        },
+                    )
+                })
+                .collect();
+            let update = update_tree(tree, version, &changes).unwrap();
+            // The root node jmt wrote is where `root_key` says.
+            let root = root_key(version).unwrap();
+            assert!(update.batch.node_batch.nodes().contains_key(&root));
+            tree.apply(&update, (version + 1).saturating_sub(keep))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn the_empty_tree_has_the_placeholder_root() {
+        let update = update_tree(&MemoryTree::default(), 0, &[]).unwrap();
+        assert_eq!(update.root, EMPTY_STATE_ROOT);
+    }
+
+    /// With a window of 2 versions the tree holds as many nodes after 60
+    /// versions as after 10; keeping every version, it keeps growing.
+    #[test]
+    fn pruning_bounds_the_tree() {
+        let mut pruned = MemoryTree::default();
+        churn(&mut pruned, 0..10, 2);
+        let early = pruned.node_count();
+        churn(&mut pruned, 10..60, 2);
+        assert_eq!(pruned.node_count(), early);
+        let mut kept = MemoryTree::default();
+        churn(&mut kept, 0..60, u64::MAX);
+        assert!(
+            kept.node_count() > 4 * early,
+            "{} vs {early}",
+            kept.node_count()
+        );
     }
 
     proptest! {
