@@ -10,7 +10,9 @@
 //!   of different chains never mix. It runs in validation mode: a message is
 //!   delivered to the node and forwarded to other peers only after the
 //!   application's [`MessageFilter`] accepted it — and the filter's typed
-//!   output is what is delivered, so each message is decoded once.
+//!   output is what is delivered, so each message is decoded once. The
+//!   filter runs on a few judging threads, not on the network task
+//!   ([`judge`]).
 //! - request-response ([`codec`]), each request and answer one bounded byte
 //!   string, answered by the application's [`RequestHandler`] off the
 //!   network task;
@@ -40,6 +42,7 @@ mod behaviour;
 mod codec;
 mod config;
 mod handle;
+mod judge;
 mod rate;
 mod swarm;
 
@@ -87,8 +90,10 @@ pub enum Verdict<T> {
 }
 
 /// Judges gossip as it arrives, before it is delivered or forwarded. (Not
-/// a consensus validator: a message filter.)
-pub trait MessageFilter: Send + 'static {
+/// a consensus validator: a message filter.) It runs on the network's
+/// judging threads, several messages at once, so it may take milliseconds
+/// (and block), but not long.
+pub trait MessageFilter: Send + Sync + 'static {
     /// What an accepted message is delivered as.
     type Message: Send + 'static;
     /// Judges `data` received on `topic`.
@@ -207,13 +212,14 @@ pub async fn start<F: MessageFilter>(
     let (commands, command_rx) = mpsc::channel(handle::COMMAND_QUEUE);
     let (inbound_tx, inbound) = mpsc::channel(config.inbound_queue);
     let (served_tx, served_rx) = mpsc::channel(behaviour::MAX_SERVING);
+    let (judged_tx, judged_rx) = mpsc::channel(judge::Judges::capacity());
     let (peers_tx, peers_rx) = watch::channel(Vec::new());
     let mut task = swarm::Task {
         swarm,
         config,
         genesis_hash,
         topics,
-        filter,
+        judges: judge::Judges::start(Arc::new(filter), judged_tx),
         handler,
         inbound: inbound_tx,
         served: served_tx,
@@ -227,7 +233,7 @@ pub async fn start<F: MessageFilter>(
         peers: peers_tx,
     };
     task.redial();
-    tokio::spawn(task.run(command_rx, served_rx));
+    tokio::spawn(task.run(command_rx, served_rx, judged_rx));
     let address = listening.with(Protocol::P2p(local));
     Ok((
         Handle {

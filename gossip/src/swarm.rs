@@ -1,5 +1,6 @@
-//! The network task: owns the swarm, runs the application's message filter
-//! on every gossip message before it is delivered or forwarded, hands
+//! The network task: owns the swarm, has the application's message filter
+//! judge every gossip message (on the judges' threads, [`crate::judge`])
+//! before it is delivered or forwarded, hands
 //! peers' requests to the application's handler off the task, keeps the
 //! connected-peer list, and bans.
 
@@ -23,11 +24,9 @@ use crate::behaviour::{
     identify_version, topic_of, Behaviour, BehaviourEvent, MAX_SERVING, NETWORK_VERSION,
 };
 use crate::handle::{Command, Reply};
+use crate::judge::{Case, Judged, Judges};
 use crate::rate::PeerBuckets;
-use crate::{
-    peer_id_of, Config, GossipError, Inbound, MessageFilter, PeerInfo, RequestHandler, Topic,
-    Verdict,
-};
+use crate::{peer_id_of, Config, GossipError, Inbound, PeerInfo, RequestHandler, Topic, Verdict};
 
 /// Requests of one peer being answered at once: a node may ask for blocks,
 /// compare tips and exchange catch-up messages at the same time.
@@ -39,14 +38,14 @@ const MAX_TRACKED_OFFENDERS: usize = 10_000;
 /// An answer computed off the task, on its way back.
 pub(crate) type Served = (InboundRequestId, ResponseChannel<Vec<u8>>, Option<Vec<u8>>);
 
-pub(crate) struct Task<F: MessageFilter> {
+pub(crate) struct Task<M: Send + 'static> {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) config: Config,
     pub(crate) genesis_hash: Hash,
     pub(crate) topics: HashMap<gossipsub::TopicHash, Topic>,
-    pub(crate) filter: F,
+    pub(crate) judges: Judges,
     pub(crate) handler: Arc<dyn RequestHandler>,
-    pub(crate) inbound: mpsc::Sender<Inbound<F::Message>>,
+    pub(crate) inbound: mpsc::Sender<Inbound<M>>,
     pub(crate) served: mpsc::Sender<Served>,
     /// Requests being answered, until their answer is written.
     pub(crate) serving: HashMap<InboundRequestId, PeerId>,
@@ -59,19 +58,21 @@ pub(crate) struct Task<F: MessageFilter> {
     pub(crate) peers: watch::Sender<Vec<PeerInfo>>,
 }
 
-impl<F: MessageFilter> Task<F> {
+impl<M: Send + 'static> Task<M> {
     pub(crate) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut served: mpsc::Receiver<Served>,
+        mut judged: mpsc::Receiver<Judged<M>>,
     ) {
         let mut redial = tokio::time::interval(self.config.redial_interval);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Stop) | None => return, // stopped, or every handle is gone
+                    Some(Command::Stop) | None => break, // stopped, or every handle is gone
                     Some(command) => self.on_command(command),
                 },
+                Some((case, verdict)) = judged.recv() => self.on_judged(case, verdict),
                 Some((id, channel, response)) = served.recv() => match response {
                     Some(response) => {
                         // Fails only if the peer went away meanwhile.
@@ -87,6 +88,9 @@ impl<F: MessageFilter> Task<F> {
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
         }
+        // Judges blocked on a full channel must see it closed before the
+        // pool (in `self`) waits for them.
+        drop(judged);
     }
 
     fn is_banned(&self, peer: &PeerId) -> bool {
@@ -363,6 +367,9 @@ impl<F: MessageFilter> Task<F> {
         });
     }
 
+    /// Hands a gossip message to the judges, within the peer's rate; what
+    /// exceeds the rate, or finds the judges' queue full, is dropped
+    /// without blame.
     fn on_message(
         &mut self,
         source: PeerId,
@@ -375,34 +382,59 @@ impl<F: MessageFilter> Task<F> {
             .entry(source)
             .or_default()
             .message(rate, Instant::now());
-        let (topic, verdict) = match self.topics.get(&message.topic) {
-            Some(topic) if within_rate => (*topic, self.filter.check(*topic, &message.data)),
-            Some(topic) => (*topic, Verdict::Ignore),
-            None => (Topic::Consensus, Verdict::Reject),
+        let Some(topic) = self.topics.get(&message.topic).copied() else {
+            return self.report(&id, &source, MessageAcceptance::Reject);
         };
+        if !within_rate {
+            return self.report(&id, &source, MessageAcceptance::Ignore);
+        }
+        let case = Case {
+            id,
+            source,
+            topic,
+            data: message.data,
+        };
+        if let Some(case) = self.judges.submit(case) {
+            debug!(?topic, "the gossip judges are busy; dropping a message");
+            self.report(&case.id, &case.source, MessageAcceptance::Ignore);
+        }
+    }
+
+    /// Reports a judged message to gossipsub (which forwards it only if it
+    /// was accepted) and delivers what was accepted.
+    fn on_judged(&mut self, case: Case, verdict: Verdict<M>) {
         let acceptance = match &verdict {
             Verdict::Accept(_) => MessageAcceptance::Accept,
             Verdict::Reject => MessageAcceptance::Reject,
             Verdict::Ignore => MessageAcceptance::Ignore,
         };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &source, acceptance);
+        self.report(&case.id, &case.source, acceptance);
         match verdict {
             Verdict::Accept(checked) => {
                 let inbound = Inbound {
-                    topic,
+                    topic: case.topic,
                     message: checked,
-                    from: source,
+                    from: case.source,
                 };
                 if self.inbound.try_send(inbound).is_err() {
                     warn!("the node is not keeping up with the network; dropping a message");
                 }
             }
-            Verdict::Reject => self.strike(source),
+            Verdict::Reject => self.strike(case.source),
             Verdict::Ignore => {}
         }
+    }
+
+    fn report(
+        &mut self,
+        id: &gossipsub::MessageId,
+        source: &PeerId,
+        acceptance: MessageAcceptance,
+    ) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, acceptance);
     }
 
     /// Counts an invalid message against `peer`; bans repeat offenders.

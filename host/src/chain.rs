@@ -29,6 +29,8 @@ use tally_ledger::{
 use tally_mempool::{Mempool, MempoolError, PoolState, Removal};
 use tracing::{info, warn};
 
+use crate::checked::CheckedTxs;
+
 /// Most equivocations kept for `chain_getEvidence`.
 pub const MAX_EVIDENCE: usize = 10_000;
 
@@ -275,6 +277,8 @@ pub struct Chain {
     /// The committed height, readable without the store (the network
     /// intake asks for every message).
     tip_height: AtomicU64,
+    /// Transactions whose signatures this node found valid, by any path.
+    checked: Arc<CheckedTxs>,
     events: Box<dyn ChainEvents>,
 }
 
@@ -313,8 +317,14 @@ impl Chain {
             executed: Mutex::new(HashMap::new()),
             evidence: Mutex::new(VecDeque::new()),
             status: Mutex::new(HostStatus::default()),
+            checked: Arc::new(CheckedTxs::default()),
             events,
         }
+    }
+
+    /// The node's memory of checked signatures, for the network intake.
+    pub fn checked(&self) -> &Arc<CheckedTxs> {
+        &self.checked
     }
 
     /// The chain this node follows.
@@ -396,7 +406,7 @@ impl Chain {
 
     /// Admits a transaction to the mempool: refused if it is committed
     /// already or breaks a rule (its signature checked unless the network
-    /// intake checked it).
+    /// intake checked it, or any path did before).
     pub fn admit(
         &self,
         tx: SignedTransaction,
@@ -404,18 +414,81 @@ impl Chain {
         now_ms: u64,
     ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
         let id = tx.id();
+        self.admit_with_id(tx, id, signature, now_ms)
+    }
+
+    /// Admits each of `txs` as [`Chain::admit`] would, with the same answer
+    /// for each, but checks the signatures of those not checked before in
+    /// batches ([`CheckedTxs::verify`]) on the calling thread.
+    pub fn admit_batch(
+        &self,
+        txs: Vec<SignedTransaction>,
+        now_ms: u64,
+    ) -> Vec<Result<(SignedTransaction, Hash, PoolState), AdmitError>> {
+        let genesis = &self.context.genesis;
+        let ids: Vec<Hash> = txs.iter().map(SignedTransaction::id).collect();
+        // Committed ones and those that break a field rule are answered
+        // without their signature; the rest are checked together.
+        let early: Vec<Option<AdmitError>> = txs
+            .iter()
+            .zip(&ids)
+            .map(|(tx, id)| match self.store.tx_location(id) {
+                Ok(Some(location)) => Some(AdmitError::AlreadyCommitted(location)),
+                Ok(None) => tx
+                    .check_fields(&genesis.chain_id, genesis.params.min_fee)
+                    .err()
+                    .map(AdmitError::Tx),
+                Err(e) => Some(AdmitError::Storage(e)),
+            })
+            .collect();
+        let todo: Vec<usize> = (0..txs.len()).filter(|&i| early[i].is_none()).collect();
+        let todo_txs: Vec<&SignedTransaction> = todo.iter().map(|&i| &txs[i]).collect();
+        let todo_ids: Vec<Hash> = todo.iter().map(|&i| ids[i]).collect();
+        let verdicts = self
+            .checked
+            .verify(&todo_txs, &todo_ids, &self.context.genesis_hash);
+        let mut valid = vec![false; txs.len()];
+        for (&i, ok) in todo.iter().zip(verdicts) {
+            valid[i] = ok;
+        }
+        txs.into_iter()
+            .zip(ids)
+            .zip(early)
+            .zip(valid)
+            .map(|(((tx, id), early), valid)| match (early, valid) {
+                (Some(error), _) => Err(error),
+                (None, false) => Err(AdmitError::Tx(TxError::InvalidSignature)),
+                (None, true) => self.insert_checked(tx, id, now_ms),
+            })
+            .collect()
+    }
+
+    fn admit_with_id(
+        &self,
+        tx: SignedTransaction,
+        id: Hash,
+        signature: Signature,
+        now_ms: u64,
+    ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
         if let Some(location) = self.store.tx_location(&id)? {
             return Err(AdmitError::AlreadyCommitted(location));
         }
         let genesis = &self.context.genesis;
-        match signature {
-            Signature::Check => tx.verify_stateless(
-                &genesis.chain_id,
-                &self.context.genesis_hash,
-                genesis.params.min_fee,
-            )?,
-            Signature::Checked => tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?,
+        tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?;
+        if signature == Signature::Check && !self.checked.contains(&id) {
+            tx.verify_signature(&self.context.genesis_hash)?;
+            self.checked.remember([&id]);
         }
+        self.insert_checked(tx, id, now_ms)
+    }
+
+    /// Puts a transaction that passed the stateless checks into the pool.
+    fn insert_checked(
+        &self,
+        tx: SignedTransaction,
+        id: Hash,
+        now_ms: u64,
+    ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
         let admission = {
             let mut pool = lock(&self.pool);
             // Read the account under the pool lock so a commit cannot slip
@@ -623,15 +696,20 @@ impl Chain {
         Ok(Some(built.block))
     }
 
-    /// The ids of `block`'s transactions that are in the mempool: their
-    /// signatures were checked when they were admitted, so validating the
-    /// block need not check them again (a block's transactions normally
-    /// reach every node by gossip before the proposal does).
+    /// The ids of `block`'s transactions whose signatures this node checked
+    /// already (on admission, from gossip, or in another block): validating
+    /// the block need not check them again (a block's transactions normally
+    /// reach every node by gossip before the proposal does). Pool members
+    /// count too: a transaction stays in the pool longer than its id may be
+    /// remembered.
     fn verified_in_pool(&self, block: &Block) -> HashSet<Hash> {
         let ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
+        let known = self.checked.known(&ids);
         let pool = lock(&self.pool);
         ids.into_iter()
-            .filter(|id| pool.get(id).is_some())
+            .zip(known)
+            .filter(|(id, known)| *known || pool.get(id).is_some())
+            .map(|(id, _)| id)
             .collect()
     }
 
@@ -664,6 +742,8 @@ impl Chain {
         let sig_check = SigCheck::SkipVerified(&verified);
         match execute_block(&*self.store, &self.context, &parent, block, sig_check) {
             Ok(executed) => {
+                // Every signature of a valid block was checked (or known).
+                self.checked.remember(&executed.tx_ids);
                 self.keep_execution(executed);
                 Ok(true)
             }

@@ -5,13 +5,15 @@
 //! checks again. The node calls this from its gossip filter (before a
 //! message is forwarded to other peers); the simulator from its network.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use tally_ledger::{
     decode_strict, decode_tx_batch, ChainContext, ConsensusMessage, Hash, SignedTransaction,
     Verified,
 };
+
+use crate::checked::CheckedTxs;
 
 /// The judgement of a received message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,48 +62,22 @@ impl ConsensusIntake {
     }
 }
 
-/// Transaction ids remembered as checked (about 100 bytes each).
-pub const REMEMBERED_TXS: usize = 100_000;
-
-/// A bounded set of ids, the oldest forgotten first.
-#[derive(Default)]
-struct SeenTxs {
-    ids: HashSet<Hash>,
-    order: VecDeque<Hash>,
-}
-
-impl SeenTxs {
-    fn insert(&mut self, id: Hash) {
-        if self.ids.insert(id) {
-            self.order.push_back(id);
-            if self.order.len() > REMEMBERED_TXS {
-                if let Some(old) = self.order.pop_front() {
-                    self.ids.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-/// Checks gossip messages of transactions. It remembers the ids of the
-/// last [`REMEMBERED_TXS`] transactions it checked: a message whose
-/// transactions were all seen before is ignored (a late copy of a batch,
-/// after gossip's duplicate window, must not be checked and forwarded
-/// again), and in a message with new ones only those are checked. An id
-/// hashes the whole signed encoding, so a remembered id stands for exactly
-/// the bytes that were checked.
+/// Checks gossip messages of transactions against the node's memory of
+/// checked signatures ([`CheckedTxs`], shared with RPC admission and block
+/// validation): a message whose transactions were all checked before is
+/// ignored (a late copy of a batch, after gossip's duplicate window, must
+/// not be checked and forwarded again, nor the gossip copy of a
+/// transaction first seen in a block), and in a message with new ones only
+/// those are checked, in batches.
 pub struct TransactionIntake {
     chain: ChainContext,
-    seen: Mutex<SeenTxs>,
+    checked: Arc<CheckedTxs>,
 }
 
 impl TransactionIntake {
-    /// Intake for `chain`.
-    pub fn new(chain: ChainContext) -> Self {
-        TransactionIntake {
-            chain,
-            seen: Mutex::new(SeenTxs::default()),
-        }
+    /// Intake for `chain`, remembering in `checked`.
+    pub fn new(chain: ChainContext, checked: Arc<CheckedTxs>) -> Self {
+        TransactionIntake { chain, checked }
     }
 
     /// A message of transactions is accepted only if every one of them is
@@ -128,30 +104,12 @@ impl TransactionIntake {
         if !fields_ok {
             return Verdict::Reject;
         }
-        let fresh: Vec<bool> = {
-            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            ids.iter().map(|id| !seen.ids.contains(id)).collect()
-        };
-        if !fresh.contains(&true) {
+        if self.checked.known(&ids).iter().all(|known| *known) {
             return Verdict::Ignore;
         }
-        let mut verified = Vec::new();
-        let mut valid = true;
-        for ((tx, id), fresh) in txs.iter().zip(&ids).zip(&fresh) {
-            if !fresh {
-                continue;
-            }
-            if tx.verify_signature(&self.chain.genesis_hash).is_err() {
-                valid = false;
-                break;
-            }
-            verified.push(*id);
-        }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        for id in verified {
-            seen.insert(id);
-        }
-        match valid {
+        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        let verdicts = self.checked.verify(&refs, &ids, &self.chain.genesis_hash);
+        match verdicts.iter().all(|ok| *ok) {
             true => Verdict::Accept(txs),
             false => Verdict::Reject,
         }
@@ -194,7 +152,8 @@ mod tests {
     #[test]
     fn transactions_must_be_valid_for_this_chain() {
         let chain = chain();
-        let intake = TransactionIntake::new(chain.clone());
+        let checked = Arc::new(CheckedTxs::default());
+        let intake = TransactionIntake::new(chain.clone(), checked.clone());
         let check = |txs: &[Vec<u8>]| intake.check(&tally_ledger::encode_tx_batch(txs));
         let good = transfer(&chain, "tally-devnet", 1);
         let other_chain = transfer(&chain, "other", 1);
@@ -239,6 +198,11 @@ mod tests {
             "a bad one is not remembered"
         );
         assert_eq!(check(&[]), Verdict::Reject, "empty");
+        // Checked on another path first (a client, a block): its gossip
+        // copy is a late copy too.
+        let fifth = transfer(&chain, "tally-devnet", 5);
+        checked.remember([&SignedTransaction::decode(&fifth).unwrap().id()]);
+        assert_eq!(check(&[fifth]), Verdict::Ignore);
         // A bare transaction is not a gossip message.
         assert_eq!(intake.check(&good), Verdict::Reject);
         assert_eq!(intake.check(&[1, 2, 3]), Verdict::Reject);

@@ -59,6 +59,7 @@
 
 mod catchup;
 pub mod chain;
+pub mod checked;
 pub mod edge;
 mod host;
 #[cfg(feature = "sabotage")]
@@ -70,6 +71,7 @@ pub use chain::{
     AdmitError, CertifiedBlock, Chain, ChainEvents, CommitFailure, HostStatus, NoEvents, Position,
     Rejection, Signature, TxStatus,
 };
+pub use checked::CheckedTxs;
 pub use host::{Host, HostConfig, Recovered};
 
 /// Whether this build carries the `sabotage` feature (the simulator's

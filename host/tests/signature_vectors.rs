@@ -161,7 +161,7 @@ fn bad_transactions(chain: &ChainContext) -> Vec<(&'static str, SignedTransactio
 #[test]
 fn bad_signatures_are_refused_by_the_mempool_and_gossip() {
     let chain = chain();
-    let gossip = TransactionIntake::new(chain.clone());
+    let gossip = TransactionIntake::new(chain.clone(), Default::default());
     let good = transfer(&chain).sign(&devnet_key("alice"), &chain.genesis_hash);
     let message = |txs: &[&SignedTransaction]| {
         let encoded: Vec<Vec<u8>> = txs.iter().map(|tx| tx.encode()).collect();
@@ -178,7 +178,7 @@ fn bad_signatures_are_refused_by_the_mempool_and_gossip() {
         // mempool only through this check (the node does not repeat it).
         // (A fresh validator each time, so the good one is checked too.)
         for txs in [vec![&bad], vec![&good, &bad]] {
-            let gossip = TransactionIntake::new(chain.clone());
+            let gossip = TransactionIntake::new(chain.clone(), Default::default());
             assert_eq!(
                 gossip.check(&message(&txs)),
                 Verdict::Reject,

@@ -62,8 +62,8 @@ pub use state::{
     BuiltBlock, ExecutedBlock, SigCheck, StateOverlay,
 };
 pub use tx::{
-    decode_tx_batch, encode_tx_batch, SignedTransaction, Transaction, TxError, MAX_GOSSIP_TXS,
-    MAX_TX_BYTES,
+    decode_tx_batch, encode_tx_batch, verify_signatures, SignedTransaction, Transaction, TxError,
+    MAX_GOSSIP_TXS, MAX_TX_BYTES, SIGNATURE_BATCH,
 };
 pub use types::{
     amount_string, parse_hex, to_hex, Address, AddressError, ChainId, ChainIdError, Hash, HexError,

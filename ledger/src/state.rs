@@ -8,7 +8,7 @@ use crate::block::{tx_root, Block, Header, BLOCK_VERSION};
 use crate::chain::{BlockMeta, StorageError};
 use crate::genesis::ChainContext;
 use crate::state_tree::{update_tree, TreeUpdate};
-use crate::tx::{SignedTransaction, Transaction, TxError};
+use crate::tx::{verify_signatures, SignedTransaction, Transaction, TxError};
 use crate::types::{Address, Hash};
 use jmt::storage::TreeReader;
 
@@ -158,11 +158,15 @@ fn first_bad_signature(
     genesis_hash: &Hash,
 ) -> Option<usize> {
     let todo: Vec<usize> = (0..txs.len()).filter(|&i| check[i]).collect();
+    // Batched; the first bad one of a share is its first `false`.
     let verify = |indexes: &[usize]| {
+        let share: Vec<&SignedTransaction> = indexes.iter().map(|&i| &txs[i]).collect();
+        let verdicts = verify_signatures(&share, genesis_hash);
         indexes
             .iter()
-            .copied()
-            .find(|&i| txs[i].verify_signature(genesis_hash).is_err())
+            .zip(verdicts)
+            .find(|(_, ok)| !ok)
+            .map(|(&i, _)| i)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if todo.len() < PARALLEL_VERIFY_MIN || threads < 2 {

@@ -163,12 +163,50 @@ impl Node {
         }
         let tx = SignedTransaction::decode(bytes)?;
         let admitted = self.chain.admit(tx, Signature::Check, now_ms())?;
+        self.relay_tx(bytes);
+        Ok(admitted)
+    }
+
+    /// Submits each of `txs` as [`Node::submit`] would, with the same
+    /// answer for each; the signatures not checked before are checked in
+    /// batches on the calling thread (call it off the async workers).
+    pub fn submit_batch(
+        &self,
+        txs: &[Vec<u8>],
+    ) -> Vec<Result<(SignedTransaction, Hash, PoolState), SubmitError>> {
+        if self.validator.is_none() && (self.relay.get().is_none() || self.peer_count() == 0) {
+            return txs.iter().map(|_| Err(SubmitError::NotProducing)).collect();
+        }
+        let decoded: Vec<Result<SignedTransaction, TxError>> = txs
+            .iter()
+            .map(|bytes| SignedTransaction::decode(bytes))
+            .collect();
+        let valid: Vec<SignedTransaction> = decoded.iter().filter_map(|d| d.clone().ok()).collect();
+        let mut admitted = self.chain.admit_batch(valid, now_ms()).into_iter();
+        let mut answers = Vec::with_capacity(txs.len());
+        for (bytes, decoded) in txs.iter().zip(decoded) {
+            let answer = match decoded {
+                Err(e) => Err(SubmitError::Decode(e)),
+                Ok(_) => match admitted.next() {
+                    Some(Ok(admission)) => {
+                        self.relay_tx(bytes);
+                        Ok(admission)
+                    }
+                    Some(Err(e)) => Err(SubmitError::Admit(e)),
+                    None => Err(SubmitError::NotProducing), // cannot happen: one answer each
+                },
+            };
+            answers.push(answer);
+        }
+        answers
+    }
+
+    fn relay_tx(&self, bytes: &[u8]) {
         if let Some(relay) = self.relay.get() {
             if relay.try_send(bytes.to_vec()).is_err() {
                 warn!("the network is not keeping up; a transaction was admitted but not gossiped");
             }
         }
-        Ok(admitted)
     }
 
     /// Where a transaction is (see [`Chain::tx_status`]).

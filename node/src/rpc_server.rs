@@ -233,15 +233,25 @@ impl TallyApiServer for Api {
                 None::<()>,
             ));
         }
-        // Checking up to a thousand signatures takes tens of milliseconds:
-        // off the async workers, so consensus and other requests go on.
+        // Checking up to a thousand signatures takes milliseconds even in
+        // batches: off the async workers, so consensus and other requests
+        // go on.
         let node = self.node.clone();
         let entries = tokio::task::spawn_blocking(move || {
-            txs.iter()
-                .map(|hex| {
-                    let bytes = tally_ledger::parse_hex(hex).map_err(malformed_hex)?;
-                    let (_, hash, state) = node.submit(&bytes).map_err(submit_rejection)?;
-                    Ok((hash, state))
+            let parsed: Vec<Result<Vec<u8>, TxRejection>> = txs
+                .iter()
+                .map(|hex| tally_ledger::parse_hex(hex).map_err(malformed_hex))
+                .collect();
+            let bytes: Vec<Vec<u8>> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+            let mut submitted = node.submit_batch(&bytes).into_iter();
+            parsed
+                .into_iter()
+                .map(|parsed| {
+                    parsed.and_then(|_| match submitted.next() {
+                        Some(Ok((_, hash, state))) => Ok((hash, state)),
+                        Some(Err(e)) => Err(submit_rejection(e)),
+                        None => Err(submit_rejection(SubmitError::NotProducing)),
+                    })
                 })
                 .map(|result: Result<_, TxRejection>| match result {
                     Ok((hash, PoolState::Pending)) => BatchEntry::Admitted {

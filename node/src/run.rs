@@ -101,12 +101,14 @@ pub fn load_valid_block(path: &Path, max_bytes: usize) -> anyhow::Result<Option<
 pub enum Gossiped {
     /// A proposal or vote.
     Consensus(Verified<ConsensusMessage>),
-    /// Transactions, their signatures checked.
-    Transactions(Vec<SignedTransaction>),
+    /// Transactions, checked and offered to the mempool by the filter:
+    /// how many it admitted.
+    Transactions(usize),
 }
 
-/// The network intake: host's checks, run on the network task before a
-/// message is forwarded.
+/// The network intake: host's checks, run on the network's judging
+/// threads before a message is forwarded. Transactions that pass are
+/// admitted to the mempool right there, on the same thread.
 pub struct NodeFilter {
     consensus: ConsensusIntake,
     transactions: TransactionIntake,
@@ -119,7 +121,7 @@ impl NodeFilter {
         let context = chain.context().clone();
         NodeFilter {
             consensus: ConsensusIntake::new(context.clone(), max_message_bytes),
-            transactions: TransactionIntake::new(context),
+            transactions: TransactionIntake::new(context, chain.checked().clone()),
             chain,
         }
     }
@@ -142,7 +144,23 @@ impl MessageFilter for NodeFilter {
                 self.consensus.check(data, self.chain.tip_height()),
                 Gossiped::Consensus,
             ),
-            Topic::Transactions => verdict(self.transactions.check(data), Gossiped::Transactions),
+            Topic::Transactions => verdict(self.transactions.check(data), |txs| {
+                let now = now_ms();
+                let admitted = txs
+                    .into_iter()
+                    // Stale nonces and duplicates are normal under gossip.
+                    .filter(
+                        |tx| match self.chain.admit(tx.clone(), Signature::Checked, now) {
+                            Ok(_) => true,
+                            Err(e) => {
+                                debug!(error = %e, "gossiped transaction not admitted");
+                                false
+                            }
+                        },
+                    )
+                    .count();
+                Gossiped::Transactions(admitted)
+            }),
         }
     }
 }
@@ -374,12 +392,7 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(dispatch(
-        chain.clone(),
-        inbound,
-        host_tx.clone(),
-        stop_rx.clone(),
-    ));
+    tasks.spawn(dispatch(inbound, host_tx.clone(), stop_rx.clone()));
     tasks.spawn(relay(
         chain.clone(),
         network.clone(),
@@ -410,10 +423,9 @@ pub async fn run(
     served
 }
 
-/// Hands on what peers sent: consensus messages to the host thread,
-/// transactions to the mempool.
+/// Hands on what peers sent: consensus messages to the host thread
+/// (transactions are in the mempool already).
 async fn dispatch(
-    chain: Arc<Chain>,
     mut inbound: mpsc::Receiver<Inbound<Gossiped>>,
     host: HostSender,
     mut stop: watch::Receiver<bool>,
@@ -432,15 +444,8 @@ async fn dispatch(
                     warn!("consensus is not keeping up; dropping a message from a peer");
                 }
             }
-            Gossiped::Transactions(txs) => {
-                let now = now_ms();
-                for tx in txs {
-                    // Stale nonces and duplicates are normal under gossip.
-                    if let Err(e) = chain.admit(tx, Signature::Checked, now) {
-                        debug!(error = %e, "gossiped transaction not admitted");
-                    }
-                }
-            }
+            // Admitted by the filter already.
+            Gossiped::Transactions(_) => {}
         }
     }
 }

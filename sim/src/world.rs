@@ -242,6 +242,7 @@ impl SimNode {
         let store = Arc::new(node_store(chain, dead.clone(), disk_failing.clone()));
         let commits = Arc::new(Commits::default());
         let node_chain = new_chain(chain, &store, &commits);
+        let tx_intake = TransactionIntake::new(chain.clone(), node_chain.checked().clone());
         SimNode {
             address: key.address(),
             key,
@@ -254,7 +255,7 @@ impl SimNode {
             chain: node_chain,
             commits,
             consensus_intake: ConsensusIntake::new(chain.clone(), MAX_MESSAGE_BYTES),
-            tx_intake: TransactionIntake::new(chain.clone()),
+            tx_intake,
             gossip_seen: SeenCache::default(),
             up: false,
             paused_until: 0,
@@ -566,7 +567,7 @@ impl Sim {
         node.dead.store(false, Ordering::Relaxed);
         node.chain = new_chain(&self.chain, &node.store, &node.commits);
         node.consensus_intake = ConsensusIntake::new(self.chain.clone(), MAX_MESSAGE_BYTES);
-        node.tx_intake = TransactionIntake::new(self.chain.clone());
+        node.tx_intake = TransactionIntake::new(self.chain.clone(), node.chain.checked().clone());
         node.gossip_seen = SeenCache::default();
         node.seen.clear();
         node.strikes.clear();
