@@ -427,18 +427,15 @@ impl Chain {
     ) -> Vec<Result<(SignedTransaction, Hash, PoolState), AdmitError>> {
         let genesis = &self.context.genesis;
         let ids: Vec<Hash> = txs.iter().map(SignedTransaction::id).collect();
-        // Committed ones and those that break a field rule are answered
-        // without their signature; the rest are checked together.
+        // Those that break a field rule are answered without their
+        // signature; the rest are checked together. (A committed one has
+        // valid fields and signature, and is found by the pool's nonce.)
         let early: Vec<Option<AdmitError>> = txs
             .iter()
-            .zip(&ids)
-            .map(|(tx, id)| match self.store.tx_location(id) {
-                Ok(Some(location)) => Some(AdmitError::AlreadyCommitted(location)),
-                Ok(None) => tx
-                    .check_fields(&genesis.chain_id, genesis.params.min_fee)
+            .map(|tx| {
+                tx.check_fields(&genesis.chain_id, genesis.params.min_fee)
                     .err()
-                    .map(AdmitError::Tx),
-                Err(e) => Some(AdmitError::Storage(e)),
+                    .map(AdmitError::Tx)
             })
             .collect();
         let todo: Vec<usize> = (0..txs.len()).filter(|&i| early[i].is_none()).collect();
@@ -470,9 +467,6 @@ impl Chain {
         signature: Signature,
         now_ms: u64,
     ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
-        if let Some(location) = self.store.tx_location(&id)? {
-            return Err(AdmitError::AlreadyCommitted(location));
-        }
         let genesis = &self.context.genesis;
         tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?;
         if signature == Signature::Check && !self.checked.contains(&id) {
@@ -483,6 +477,9 @@ impl Chain {
     }
 
     /// Puts a transaction that passed the stateless checks into the pool.
+    /// A committed transaction is refused as such: the pool refuses it
+    /// first (its nonce is used, or its commit is under way), and only then
+    /// is the store asked, so a new transaction costs no lookup.
     fn insert_checked(
         &self,
         tx: SignedTransaction,
@@ -492,9 +489,21 @@ impl Chain {
         let admission = {
             let mut pool = lock(&self.pool);
             // Read the account under the pool lock so a commit cannot slip
-            // between the read and the admission.
-            let account = self.store.account(&tx.tx.from)?;
-            let admission = pool.insert(tx.clone(), id, account, now_ms)?;
+            // between the read and the admission; only when the pool has
+            // no view of the sender of its own.
+            let account = match pool.needs_account(&tx.tx.from) {
+                true => self.store.account(&tx.tx.from)?,
+                false => Account::default(), // not used
+            };
+            let admission = match pool.insert(tx.clone(), id, account, now_ms) {
+                Ok(admission) => admission,
+                Err(refused) => {
+                    if let Some(location) = self.store.tx_location(&id)? {
+                        return Err(AdmitError::AlreadyCommitted(location));
+                    }
+                    return Err(refused.into());
+                }
+            };
             if let Some(replaced) = admission.replaced {
                 let outcome = Outcome::Rejected(Rejection::Replaced { by: id });
                 lock(&self.outcomes).record(replaced, outcome);
@@ -898,6 +907,50 @@ mod tests {
         assert_eq!(node.tip_height(), 1);
         assert!(node.failure().is_none());
         assert_eq!(node.mempool_len(), 0);
+    }
+
+    /// Batch admission answers each transaction as admitting it alone
+    /// would: a committed one as committed (found after the pool refused
+    /// its nonce), a bad signature or field as such, the rest admitted.
+    #[test]
+    fn batch_admission_answers_as_single_admission() {
+        let (node, _, chain) = node();
+        let proposer = devnet_key("validator-0").address();
+        let first = transfer(&chain, 0, 1);
+        submit(&node, first.clone()).unwrap();
+        let block = node.build_proposal(proposer, 1, NOW_MS).unwrap().unwrap();
+        node.commit_block(decide(&chain, block)).unwrap();
+        let mut forged = transfer(&chain, 2, 1);
+        forged.tx.amount += 1;
+        let batch = vec![
+            first.clone(),
+            transfer(&chain, 1, 1),
+            forged.clone(),
+            transfer(&chain, 3, 0), // below the minimum fee
+            transfer(&chain, 2, 1),
+        ];
+        let answers = node.admit_batch(batch, NOW_MS);
+        assert!(matches!(answers[0], Err(AdmitError::AlreadyCommitted(_))));
+        assert!(matches!(answers[1], Ok((_, _, PoolState::Pending))));
+        assert!(matches!(
+            answers[2],
+            Err(AdmitError::Tx(TxError::InvalidSignature))
+        ));
+        assert!(matches!(
+            answers[3],
+            Err(AdmitError::Tx(TxError::FeeTooLow { .. }))
+        ));
+        assert!(matches!(answers[4], Ok((_, _, PoolState::Pending))));
+        // And one at a time, the same.
+        assert!(matches!(
+            submit(&node, first),
+            Err(AdmitError::AlreadyCommitted(_))
+        ));
+        assert!(matches!(
+            submit(&node, forged),
+            Err(AdmitError::Tx(TxError::InvalidSignature))
+        ));
+        assert!(node.checked().contains(&transfer(&chain, 1, 1).id()));
     }
 
     #[test]

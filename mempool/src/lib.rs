@@ -208,8 +208,16 @@ impl Mempool {
         self.bytes
     }
 
+    /// Whether [`Mempool::insert`] needs the committed state of `from`: only
+    /// when the pool holds nothing from it (otherwise the pool's own view
+    /// of the sender, which starts from that state, is used).
+    pub fn needs_account(&self, from: &Address) -> bool {
+        !self.senders.contains_key(from)
+    }
+
     /// Admits a verified transaction. `account` is the sender's committed
-    /// state; it is used when the pool holds nothing from this sender.
+    /// state; it is used when the pool holds nothing from this sender
+    /// ([`Mempool::needs_account`]).
     pub fn insert(
         &mut self,
         tx: SignedTransaction,

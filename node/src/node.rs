@@ -93,7 +93,7 @@ pub struct Node {
     changes: watch::Sender<u64>,
     closing: watch::Sender<bool>,
     /// Where transactions submitted here go to be gossiped.
-    relay: OnceLock<mpsc::Sender<Vec<u8>>>,
+    relay: OnceLock<mpsc::Sender<Vec<Vec<u8>>>>,
     /// The network, once started.
     network: OnceLock<tally_gossip::Handle>,
 }
@@ -119,7 +119,7 @@ impl Node {
 
     /// Connects the node to the network: transactions submitted here are
     /// sent to `relay` for gossip, and `network` answers `node_peers`.
-    pub fn attach_network(&self, network: tally_gossip::Handle, relay: mpsc::Sender<Vec<u8>>) {
+    pub fn attach_network(&self, network: tally_gossip::Handle, relay: mpsc::Sender<Vec<Vec<u8>>>) {
         let _ = self.network.set(network);
         let _ = self.relay.set(relay);
     }
@@ -163,7 +163,7 @@ impl Node {
         }
         let tx = SignedTransaction::decode(bytes)?;
         let admitted = self.chain.admit(tx, Signature::Check, now_ms())?;
-        self.relay_tx(bytes);
+        self.relay(vec![bytes.to_vec()]);
         Ok(admitted)
     }
 
@@ -184,12 +184,14 @@ impl Node {
         let valid: Vec<SignedTransaction> = decoded.iter().filter_map(|d| d.clone().ok()).collect();
         let mut admitted = self.chain.admit_batch(valid, now_ms()).into_iter();
         let mut answers = Vec::with_capacity(txs.len());
+        // Gossiped together: one message carries the batch's transactions.
+        let mut relayed = Vec::new();
         for (bytes, decoded) in txs.iter().zip(decoded) {
             let answer = match decoded {
                 Err(e) => Err(SubmitError::Decode(e)),
                 Ok(_) => match admitted.next() {
                     Some(Ok(admission)) => {
-                        self.relay_tx(bytes);
+                        relayed.push(bytes.clone());
                         Ok(admission)
                     }
                     Some(Err(e)) => Err(SubmitError::Admit(e)),
@@ -198,13 +200,17 @@ impl Node {
             };
             answers.push(answer);
         }
+        if !relayed.is_empty() {
+            self.relay(relayed);
+        }
         answers
     }
 
-    fn relay_tx(&self, bytes: &[u8]) {
+    /// Passes admitted transactions to the network, as one batch.
+    fn relay(&self, txs: Vec<Vec<u8>>) {
         if let Some(relay) = self.relay.get() {
-            if relay.try_send(bytes.to_vec()).is_err() {
-                warn!("the network is not keeping up; a transaction was admitted but not gossiped");
+            if relay.try_send(txs).is_err() {
+                warn!("the network is not keeping up; transactions were admitted but not gossiped");
             }
         }
     }

@@ -52,6 +52,10 @@ const RELAY_RETRY_FOR: Duration = Duration::from_secs(60);
 /// Most transactions waiting to be gossiped again.
 const RELAY_RETRY_MAX: usize = 10_000;
 
+/// Batches of admitted transactions waiting to be gossiped (a batch is one
+/// `tx_submit` or `tx_submitBatch` call, so at most `MAX_SUBMIT_BATCH`).
+const RELAY_QUEUE: usize = 1_024;
+
 /// Reads the signing record, if there is one. A damaged record is an error:
 /// starting without it could sign a message that conflicts with one already
 /// sent.
@@ -358,7 +362,7 @@ pub async fn run(
             home.config().display()
         )
     })?;
-    let (relay_tx, relay_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
     node.attach_network(network.clone(), relay_tx);
 
     if tally_host::SABOTAGE_BUILT_IN {
@@ -451,30 +455,32 @@ async fn dispatch(
 }
 
 /// Gossips the transactions submitted to this node, as many to a message
-/// as are waiting (up to `MAX_GOSSIP_TXS` and `max_message_bytes`): under
-/// load one message carries hundreds, and a lone transaction still leaves
-/// at once. Transactions that cannot be published (no peer subscribed yet,
+/// as are waiting (up to `MAX_GOSSIP_TXS` and `max_message_bytes`): a
+/// submitted batch travels together, under load one message carries
+/// hundreds, and a lone transaction still leaves at once. Transactions that cannot be published (no peer subscribed yet,
 /// e.g. just after connecting) are tried again every second while they are
 /// still in the mempool, for up to `RELAY_RETRY_FOR`: a full node's client
 /// was told they were accepted.
 async fn relay(
     chain: Arc<Chain>,
     network: tally_gossip::Handle,
-    mut txs: mpsc::Receiver<Vec<u8>>,
+    mut txs: mpsc::Receiver<Vec<Vec<u8>>>,
     max_message_bytes: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut retry: std::collections::VecDeque<(Vec<u8>, tokio::time::Instant)> =
         std::collections::VecDeque::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut batches = Vec::new();
     let mut received = Vec::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            count = txs.recv_many(&mut received, tally_ledger::MAX_GOSSIP_TXS) => {
+            count = txs.recv_many(&mut batches, tally_ledger::MAX_GOSSIP_TXS) => {
                 if count == 0 {
                     return;
                 }
+                received.extend(batches.drain(..).flatten());
                 let until = tokio::time::Instant::now() + RELAY_RETRY_FOR;
                 let unsent = publish_batches(&network, &received, max_message_bytes).await;
                 let room = RELAY_RETRY_MAX.saturating_sub(retry.len());

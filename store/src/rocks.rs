@@ -129,7 +129,13 @@ impl RocksStore {
         let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes);
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_block_cache(&cache);
+        // Most reads of the hot path ask for keys that are not there (is
+        // this new transaction committed?): bloom filters answer those
+        // without searching the memtable or reading table blocks.
+        table.set_bloom_filter(10.0, false);
         options.set_block_based_table_factory(&table);
+        options.set_memtable_prefix_bloom_ratio(0.05);
+        options.set_memtable_whole_key_filtering(true);
         let descriptors = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, options.clone()));
