@@ -847,8 +847,26 @@ fn rand_run_id() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// Refusals a client is expected to retry: the node said "not now"
+/// (`mempool_full`, with a `retry_after_ms` hint) or the transfer waits for
+/// an earlier nonce of its sender that was refused so (`nonce_gap`).
+const TRANSIENT: [&str; 2] = ["mempool_full", "nonce_gap"];
+
+/// How long to wait before resending a `nonce_gap` refusal (its earlier
+/// nonce is resent after the node's hint).
+const NONCE_GAP_RETRY: Duration = Duration::from_millis(200);
+
+/// Transfers to send, each with its global index.
+type Batch = Vec<(u32, Vec<u8>)>;
+
+/// Refused transfers waiting to be sent again, per node: when, and which.
+type Retries = Vec<Mutex<VecDeque<(Instant, Batch)>>>;
+
 /// Sends every node's queue: open loop at the target rate, or closed loop
-/// within the window.
+/// within the window. Like a real client, transfers refused as transient
+/// ([`TRANSIENT`]) are sent again after the node's `retry_after_ms` hint,
+/// ahead of new ones and within the same rate; their latency counts from
+/// their first send.
 async fn submit_all(
     args: &BenchArgs,
     targets: &Arc<Vec<Target>>,
@@ -858,20 +876,17 @@ async fn submit_all(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + args.duration;
     let nodes = queues.len();
-    // Batches in order, per node: (global index of the first, transfers).
-    let mut batches: Vec<VecDeque<(u32, Vec<Vec<u8>>)>> = Vec::new();
+    // Batches in order, per node.
+    let mut batches: Vec<VecDeque<Batch>> = Vec::new();
     for (queue, offset) in queues.into_iter().zip(offsets) {
         let mut node_batches = VecDeque::new();
-        let mut first = *offset;
-        let mut queue = queue.into_iter().peekable();
+        let mut queue = (*offset..).zip(queue).peekable();
         while queue.peek().is_some() {
-            let batch: Vec<Vec<u8>> = queue.by_ref().take(args.batch).collect();
-            let len = batch.len() as u32;
-            node_batches.push_back((first, batch));
-            first += len;
+            node_batches.push_back(queue.by_ref().take(args.batch).collect());
         }
         batches.push(node_batches);
     }
+    let retries: Arc<Retries> = Arc::new((0..nodes).map(|_| Mutex::default()).collect());
     // A few requests in flight per node keep each node's RPC busy without
     // reordering a sender's transfers by more than the nonce gap allows.
     let in_flight: Vec<Arc<Semaphore>> = (0..nodes).map(|_| Arc::new(Semaphore::new(4))).collect();
@@ -879,6 +894,10 @@ async fn submit_all(
     let start = Instant::now();
     let mut sent = 0u64;
     let mut node = 0usize;
+    let due = |node: usize, now: Instant| {
+        let retries = retries[node].lock().unwrap_or_else(|p| p.into_inner());
+        retries.front().is_some_and(|(at, _)| *at <= now)
+    };
     while Instant::now() < deadline {
         // What may be sent now.
         let allowed = match (args.max, args.rate) {
@@ -888,16 +907,22 @@ async fn submit_all(
                 (rate as u128 * start.elapsed().as_micros() / 1_000_000) as u64
             }
         };
-        if sent >= allowed || batches.iter().all(VecDeque::is_empty) {
-            if batches.iter().all(VecDeque::is_empty) {
+        let now = Instant::now();
+        let work = |node: usize| !batches[node].is_empty() || due(node, now);
+        let waiting_retries = retries
+            .iter()
+            .any(|r| !r.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
+        if sent >= allowed || !(0..nodes).any(work) {
+            if !(0..nodes).any(work) && !waiting_retries && tasks.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+            while tasks.try_join_next().is_some() {}
             continue;
         }
         // The next node with work, round robin.
         let mut tries = 0;
-        while batches[node].is_empty() && tries < nodes {
+        while !work(node) && tries < nodes {
             node = (node + 1) % nodes;
             tries += 1;
         }
@@ -905,20 +930,34 @@ async fn submit_all(
             permit = in_flight[node].clone().acquire_owned() => permit?,
             _ = tokio::time::sleep_until(deadline.into()) => break,
         };
-        let Some((first, mut batch)) = batches[node].pop_front() else {
+        // Retries first: they hold the senders' earlier nonces.
+        let retry = due(node, Instant::now())
+            .then(|| {
+                let mut retries = retries[node].lock().unwrap_or_else(|p| p.into_inner());
+                retries.pop_front().map(|(_, batch)| batch)
+            })
+            .flatten();
+        let Some(mut batch) = retry.or_else(|| batches[node].pop_front()) else {
             continue;
         };
         // Never more than allowed: the rest goes back to the front.
         let room = (allowed - sent) as usize;
         if batch.len() > room {
             let rest = batch.split_off(room);
-            batches[node].push_front((first + room as u32, rest));
+            batches[node].push_front(rest);
         }
         sent += batch.len() as u64;
         let client = targets[node].client.clone();
         let ledger = ledger.clone();
+        let retries = retries.clone();
         tasks.spawn(async move {
-            send_batch(&client, &ledger, first, batch).await;
+            let again = send_batch(&client, &ledger, batch).await;
+            if let Some((after, batch)) = again {
+                if Instant::now() + after < deadline {
+                    let mut retries = retries[node].lock().unwrap_or_else(|p| p.into_inner());
+                    retries.push_back((Instant::now() + after, batch));
+                }
+            }
             drop(permit);
         });
         node = (node + 1) % nodes;
@@ -929,26 +968,45 @@ async fn submit_all(
     Ok(())
 }
 
-async fn send_batch(client: &Client, ledger: &Ledger, first: u32, batch: Vec<Vec<u8>>) {
+/// Sends one batch and records the answers; returns the transfers refused
+/// as transient, and when to send them again.
+async fn send_batch(client: &Client, ledger: &Ledger, batch: Batch) -> Option<(Duration, Batch)> {
     let now = ledger.now_us();
-    for i in 0..batch.len() {
-        ledger.sent_us[first as usize + i].store(now, Ordering::Relaxed);
+    for (i, _) in &batch {
+        // Latency counts from the first send.
+        let _ = ledger.sent_us[*i as usize].compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
     ledger
         .submitted
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    match client.submit_batch(&batch).await {
+    let bytes: Vec<Vec<u8>> = batch.iter().map(|(_, tx)| tx.clone()).collect();
+    let mut again = Vec::new();
+    let mut after = NONCE_GAP_RETRY;
+    match client.submit_batch(&bytes).await {
         Ok(entries) => {
-            for (i, entry) in entries.into_iter().enumerate() {
+            for ((i, tx), entry) in batch.into_iter().zip(entries) {
                 match entry {
                     BatchEntry::Admitted { status, .. } => {
-                        ledger.accepted[first as usize + i].store(true, Ordering::Relaxed);
+                        ledger.accepted[i as usize].store(true, Ordering::Relaxed);
                         if status == TxState::Queued {
-                            ledger.queued[first as usize + i].store(true, Ordering::Relaxed);
+                            ledger.queued[i as usize].store(true, Ordering::Relaxed);
                         }
                         ledger.accepted_count.fetch_add(1, Ordering::Relaxed);
                     }
-                    BatchEntry::Refused { error } => ledger.refuse(&error.reason, 1),
+                    BatchEntry::Refused { error } => {
+                        ledger.refuse(&error.reason, 1);
+                        if TRANSIENT.contains(&error.reason.as_str()) {
+                            if let Some(ms) = error.retry_after_ms {
+                                after = after.max(Duration::from_millis(ms));
+                            }
+                            again.push((i, tx));
+                        }
+                    }
                 }
             }
         }
@@ -960,6 +1018,7 @@ async fn send_batch(client: &Client, ledger: &Ledger, first: u32, batch: Vec<Vec
             ledger.refuse(&reason, batch.len() as u64);
         }
     }
+    (!again.is_empty()).then_some((after, again))
 }
 
 /// Follows the chain on one node and marks each bench transfer committed

@@ -279,8 +279,19 @@ pub struct Chain {
     tip_height: AtomicU64,
     /// Transactions whose signatures this node found valid, by any path.
     checked: Arc<CheckedTxs>,
+    /// Header time of the last commit, and the gap to the one before (the
+    /// block interval a refused client is told to wait).
+    last_commit_ms: AtomicU64,
+    block_interval_ms: AtomicU64,
     events: Box<dyn ChainEvents>,
 }
+
+/// What a refused client is told to wait before the first commit is seen.
+const DEFAULT_RETRY_AFTER_MS: u64 = 1_000;
+/// The shortest `retry_after_ms` hint.
+pub const MIN_RETRY_AFTER_MS: u64 = 100;
+/// The longest `retry_after_ms` hint.
+pub const MAX_RETRY_AFTER_MS: u64 = 5_000;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock leaves state that is still consistent for
@@ -318,8 +329,26 @@ impl Chain {
             evidence: Mutex::new(VecDeque::new()),
             status: Mutex::new(HostStatus::default()),
             checked: Arc::new(CheckedTxs::default()),
+            last_commit_ms: AtomicU64::new(0),
+            block_interval_ms: AtomicU64::new(DEFAULT_RETRY_AFTER_MS),
             events,
         }
+    }
+
+    /// Whether clients' transactions are taken at all now
+    /// ([`Mempool::client_batch_room`]): checked first, before decoding or
+    /// signatures, so the excess of an overload costs almost nothing.
+    pub fn client_room(&self) -> Result<(), AdmitError> {
+        Ok(lock(&self.pool).client_batch_room()?)
+    }
+
+    /// How long a client refused for a full pool should wait before trying
+    /// again: the last block interval (room is made a block at a time),
+    /// within [`MIN_RETRY_AFTER_MS`] and [`MAX_RETRY_AFTER_MS`].
+    pub fn retry_after_ms(&self) -> u64 {
+        self.block_interval_ms
+            .load(Ordering::Relaxed)
+            .clamp(MIN_RETRY_AFTER_MS, MAX_RETRY_AFTER_MS)
     }
 
     /// The node's memory of checked signatures, for the network intake.
@@ -413,29 +442,43 @@ impl Chain {
         signature: Signature,
         now_ms: u64,
     ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
+        if signature == Signature::Check {
+            self.client_room()?;
+        }
         let id = tx.id();
         self.admit_with_id(tx, id, signature, now_ms)
     }
 
-    /// Admits each of `txs` as [`Chain::admit`] would, with the same answer
-    /// for each, but checks the signatures of those not checked before in
-    /// batches ([`CheckedTxs::verify`]) on the calling thread.
+    /// Admits each of `txs` from a client as [`Chain::admit`] would, with
+    /// the same answer for each, but checks the signatures of those not
+    /// checked before in batches ([`CheckedTxs::verify`]) on the calling
+    /// thread. A pool without room for clients refuses the whole batch at
+    /// once.
     pub fn admit_batch(
         &self,
         txs: Vec<SignedTransaction>,
         now_ms: u64,
     ) -> Vec<Result<(SignedTransaction, Hash, PoolState), AdmitError>> {
+        if let Err(MempoolError::Full(reason)) = lock(&self.pool).client_batch_room() {
+            return txs
+                .iter()
+                .map(|_| Err(AdmitError::Pool(MempoolError::Full(reason.clone()))))
+                .collect();
+        }
         let genesis = &self.context.genesis;
         let ids: Vec<Hash> = txs.iter().map(SignedTransaction::id).collect();
-        // Those that break a field rule are answered without their
-        // signature; the rest are checked together. (A committed one has
-        // valid fields and signature, and is found by the pool's nonce.)
+        // Those that break a field rule, or that the pool would refuse for
+        // their nonce, are answered without their signature; the rest are
+        // checked together. (A committed one has valid fields and
+        // signature, and is found by the pool's nonce.)
         let early: Vec<Option<AdmitError>> = txs
             .iter()
-            .map(|tx| {
+            .zip(&ids)
+            .map(|(tx, id)| {
                 tx.check_fields(&genesis.chain_id, genesis.params.min_fee)
+                    .map_err(AdmitError::Tx)
+                    .and_then(|()| self.pool_precheck(tx, id))
                     .err()
-                    .map(AdmitError::Tx)
             })
             .collect();
         let todo: Vec<usize> = (0..txs.len()).filter(|&i| early[i].is_none()).collect();
@@ -470,10 +513,36 @@ impl Chain {
         let genesis = &self.context.genesis;
         tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?;
         if signature == Signature::Check && !self.checked.contains(&id) {
+            self.pool_precheck(&tx, &id)?;
             tx.verify_signature(&self.context.genesis_hash)?;
             self.checked.remember([&id]);
         }
         self.insert_checked(tx, id, now_ms)
+    }
+
+    /// The pool's cheap checks of a client's transaction (its nonce,
+    /// [`Mempool::precheck`], and the room for clients,
+    /// [`Mempool::client_room`]), run before its signature is checked; a
+    /// committed transaction is answered as such.
+    fn pool_precheck(&self, tx: &SignedTransaction, id: &Hash) -> Result<(), AdmitError> {
+        let refused = {
+            let pool = lock(&self.pool);
+            let account = match pool.needs_account(&tx.tx.from) {
+                true => self.store.account(&tx.tx.from)?,
+                false => Account::default(), // not used
+            };
+            match pool
+                .precheck(tx, id, &account)
+                .and_then(|()| pool.client_room(tx, &account))
+            {
+                Ok(()) => return Ok(()),
+                Err(refused) => refused,
+            }
+        };
+        if let Some(location) = self.store.tx_location(id)? {
+            return Err(AdmitError::AlreadyCommitted(location));
+        }
+        Err(refused.into())
     }
 
     /// Puts a transaction that passed the stateless checks into the pool.
@@ -785,6 +854,13 @@ impl Chain {
         }
         *lock(&self.failure) = None;
         self.tip_height.store(header.height, Ordering::Release);
+        let previous = self
+            .last_commit_ms
+            .swap(header.timestamp_ms, Ordering::Relaxed);
+        if previous != 0 && header.timestamp_ms > previous {
+            self.block_interval_ms
+                .store(header.timestamp_ms - previous, Ordering::Relaxed);
+        }
         {
             let mut pool = lock(&self.pool);
             let removed = pool.on_block_committed(&executed.tx_ids, &executed.accounts);
@@ -946,9 +1022,19 @@ mod tests {
             submit(&node, first),
             Err(AdmitError::AlreadyCommitted(_))
         ));
+        let mut forged_next = transfer(&chain, 3, 1);
+        forged_next.tx.amount += 1;
+        assert!(matches!(
+            submit(&node, forged_next),
+            Err(AdmitError::Tx(TxError::InvalidSignature))
+        ));
+        // The nonce checks come before the signature: a forged copy of a
+        // used nonce costs no signature check.
         assert!(matches!(
             submit(&node, forged),
-            Err(AdmitError::Tx(TxError::InvalidSignature))
+            Err(AdmitError::Pool(
+                MempoolError::ReplacementUnderpriced { .. }
+            ))
         ));
         assert!(node.checked().contains(&transfer(&chain, 1, 1).id()));
     }

@@ -39,16 +39,22 @@ pub struct Config {
     pub max_nonce_gap: u64,
     /// How long a queued (gapped) transaction waits before it expires.
     pub queued_ttl_ms: u64,
+    /// Percent of `max_txs` and of `max_bytes` that transactions from this
+    /// node's own clients may fill: past it, clients are refused
+    /// ([`Mempool::client_room`]) and the rest is room for transactions
+    /// peers relay, which other nodes already acknowledged to their clients.
+    pub client_fill_percent: u8,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_txs: 100_000,
+            max_txs: 50_000,
             max_bytes: 32 * 1024 * 1024,
             max_txs_per_sender: 1_024,
             max_nonce_gap: 64,
             queued_ttl_ms: 120_000,
+            client_fill_percent: 50,
         }
     }
 }
@@ -208,6 +214,62 @@ impl Mempool {
         self.bytes
     }
 
+    /// Whether the pool takes clients' transactions at all: not once it
+    /// holds `max_txs` or `max_bytes` (checked before anything is decoded,
+    /// so the excess of an overload costs almost nothing).
+    pub fn client_batch_room(&self) -> Result<(), MempoolError> {
+        if self.index.len() >= self.config.max_txs {
+            return Err(MempoolError::Full(format!(
+                "{} transactions held, the limit",
+                self.config.max_txs
+            )));
+        }
+        if self.bytes >= self.config.max_bytes {
+            return Err(MempoolError::Full(format!(
+                "{} bytes held, the limit {}",
+                self.bytes, self.config.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a client's transaction may be admitted. Below
+    /// `client_fill_percent` of `max_txs` and `max_bytes`, any; above it,
+    /// only one that fills the gap in front of the sender's queued
+    /// transactions (so that waiting transactions cannot hold room that
+    /// the transaction they wait for is then refused), and the rest is
+    /// room for what peers relay (which other nodes acknowledged to their
+    /// clients). Under overload this keeps the backlog, and the wait of
+    /// what is admitted, short. `account` as for [`Mempool::insert`].
+    pub fn client_room(
+        &self,
+        tx: &SignedTransaction,
+        account: &Account,
+    ) -> Result<(), MempoolError> {
+        self.client_batch_room()?;
+        let percent = usize::from(self.config.client_fill_percent.min(100));
+        let max_txs =
+            self.config.max_txs / 100 * percent + self.config.max_txs % 100 * percent / 100;
+        let max_bytes = self.config.max_bytes / 100 * percent;
+        if self.index.len() < max_txs && self.bytes < max_bytes {
+            return Ok(());
+        }
+        let sender = self.senders.get(&tx.tx.from);
+        let gap = sender.map_or(account.nonce, Sender::first_gap);
+        let waiting = sender
+            .and_then(|s| s.txs.keys().next_back())
+            .is_some_and(|&last| last > gap);
+        if waiting && tx.tx.nonce == gap {
+            return Ok(());
+        }
+        Err(MempoolError::Full(format!(
+            "{} transactions held, over {percent}% of max_txs {} (the rest is kept for \
+             peers' transactions)",
+            self.index.len(),
+            self.config.max_txs
+        )))
+    }
+
     /// Whether [`Mempool::insert`] needs the committed state of `from`: only
     /// when the pool holds nothing from it (otherwise the pool's own view
     /// of the sender, which starts from that state, is used).
@@ -215,26 +277,22 @@ impl Mempool {
         !self.senders.contains_key(from)
     }
 
-    /// Admits a verified transaction. `account` is the sender's committed
-    /// state; it is used when the pool holds nothing from this sender
-    /// ([`Mempool::needs_account`]).
-    pub fn insert(
-        &mut self,
-        tx: SignedTransaction,
-        id: Hash,
-        account: Account,
-        now_ms: u64,
-    ) -> Result<Admission, MempoolError> {
-        if self.index.contains_key(&id) {
+    /// The checks of [`Mempool::insert`] that depend on the nonce alone
+    /// (duplicate, nonce used, too far ahead, replacement): cheap, so an
+    /// admission runs them before it spends a signature check on a
+    /// transaction the pool would refuse anyway. `account` as for `insert`.
+    pub fn precheck(
+        &self,
+        tx: &SignedTransaction,
+        id: &Hash,
+        account: &Account,
+    ) -> Result<(), MempoolError> {
+        if self.index.contains_key(id) {
             return Err(MempoolError::Duplicate);
         }
-        let size = tx.encode().len();
-        let cost = tx.tx.total_cost()?;
         let (from, nonce) = (tx.tx.from, tx.tx.nonce);
         let sender = self.senders.get(&from);
-        let (next_nonce, balance) = sender.map_or((account.nonce, account.balance), |s| {
-            (s.next_nonce, s.balance)
-        });
+        let next_nonce = sender.map_or(account.nonce, |s| s.next_nonce);
         if nonce < next_nonce {
             return Err(TxError::NonceTooLow {
                 expected: next_nonce,
@@ -261,6 +319,28 @@ impl Mempool {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Admits a verified transaction. `account` is the sender's committed
+    /// state; it is used when the pool holds nothing from this sender
+    /// ([`Mempool::needs_account`]).
+    pub fn insert(
+        &mut self,
+        tx: SignedTransaction,
+        id: Hash,
+        account: Account,
+        now_ms: u64,
+    ) -> Result<Admission, MempoolError> {
+        self.precheck(&tx, &id, &account)?;
+        let size = tx.encode().len();
+        let cost = tx.tx.total_cost()?;
+        let (from, nonce) = (tx.tx.from, tx.tx.nonce);
+        let sender = self.senders.get(&from);
+        let (next_nonce, balance) = sender.map_or((account.nonce, account.balance), |s| {
+            (s.next_nonce, s.balance)
+        });
+        let existing = sender.and_then(|s| s.txs.get(&nonce));
         let (old_cost, old_size, old_count) = existing.map_or((0, 0, 0), |e| (e.cost, e.size, 1));
         let needed = sender
             .map_or(0, Sender::total_cost)

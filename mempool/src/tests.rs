@@ -296,3 +296,38 @@ fn the_nonce_gap_is_measured_from_the_end_of_the_pending_run() {
         })
     ));
 }
+
+#[test]
+fn clients_may_fill_only_their_share() {
+    let config = Config {
+        max_txs: 10,
+        client_fill_percent: 50,
+        ..Config::default()
+    };
+    let mut pool = Mempool::new(config);
+    for nonce in 0..5 {
+        let (t, _) = tx("alice", nonce, 10, 1);
+        assert!(pool.client_room(&t, &rich()).is_ok(), "{nonce} held");
+        add(&mut pool, "alice", nonce, 1, rich()).unwrap();
+    }
+    // Half full: clients are refused...
+    let (next, _) = tx("alice", 5, 10, 1);
+    assert!(matches!(
+        pool.client_room(&next, &rich()),
+        Err(MempoolError::Full(_))
+    ));
+    let (bob, _) = tx("bob", 0, 10, 1);
+    assert!(pool.client_room(&bob, &rich()).is_err());
+    // ... except the one that fills the gap in front of queued ones (a
+    // peer relayed alice's nonce 6).
+    add(&mut pool, "alice", 6, 1, rich()).unwrap();
+    assert!(pool.client_room(&next, &rich()).is_ok());
+    let (later, _) = tx("alice", 7, 10, 1);
+    assert!(pool.client_room(&later, &rich()).is_err());
+    // Peers' transactions still fit, up to max_txs; then nothing.
+    for nonce in 7..11 {
+        add(&mut pool, "alice", nonce, 1, rich()).unwrap();
+    }
+    assert!(pool.client_batch_room().is_err());
+    assert!(pool.client_room(&next, &rich()).is_err());
+}

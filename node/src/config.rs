@@ -79,6 +79,8 @@ pub struct MempoolConfig {
     pub max_nonce_gap: u64,
     /// How long a queued transaction waits for its gap to fill.
     pub queued_ttl_ms: u64,
+    /// Percent of `max_txs`/`max_bytes` this node's clients may fill.
+    pub client_fill_percent: u8,
     /// How many rejected or expired transaction ids `tx_get` remembers.
     pub max_remembered_outcomes: usize,
 }
@@ -92,6 +94,7 @@ impl Default for MempoolConfig {
             max_txs_per_sender: pool.max_txs_per_sender,
             max_nonce_gap: pool.max_nonce_gap,
             queued_ttl_ms: pool.queued_ttl_ms,
+            client_fill_percent: pool.client_fill_percent,
             max_remembered_outcomes: 100_000,
         }
     }
@@ -106,6 +109,7 @@ impl MempoolConfig {
             max_txs_per_sender: self.max_txs_per_sender,
             max_nonce_gap: self.max_nonce_gap,
             queued_ttl_ms: self.queued_ttl_ms,
+            client_fill_percent: self.client_fill_percent,
         }
     }
 }
@@ -175,6 +179,8 @@ impl ConsensusConfig {
 pub struct StorageConfig {
     /// RocksDB block cache.
     pub block_cache_bytes: usize,
+    /// Memory of RocksDB's write buffers (memtables), all together.
+    pub write_buffer_bytes: usize,
     /// Most files RocksDB keeps open.
     pub max_open_files: i32,
     /// Recent versions of the account tree kept (at least 1): state proofs
@@ -188,6 +194,7 @@ impl Default for StorageConfig {
         let rocks = tally_store::RocksConfig::default();
         StorageConfig {
             block_cache_bytes: rocks.block_cache_bytes,
+            write_buffer_bytes: rocks.write_buffer_bytes,
             max_open_files: rocks.max_open_files,
             state_history: rocks.state_history,
         }
@@ -362,6 +369,11 @@ impl NodeConfig {
              consensus.propose_timeout_ms ({}), or idle rounds would time out",
             self.producer.empty_block_interval_ms,
             self.consensus.propose_timeout_ms
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.mempool.client_fill_percent),
+            "config: mempool.client_fill_percent ({}) must be from 1 to 100",
+            self.mempool.client_fill_percent
         );
         self.network.listen_address()?;
         self.network.peer_addresses()?;

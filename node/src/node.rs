@@ -177,6 +177,13 @@ impl Node {
         if self.validator.is_none() && (self.relay.get().is_none() || self.peer_count() == 0) {
             return txs.iter().map(|_| Err(SubmitError::NotProducing)).collect();
         }
+        // An overloaded node refuses the batch before decoding anything.
+        if let Err(AdmitError::Pool(full)) = self.chain.client_room() {
+            return txs
+                .iter()
+                .map(|_| Err(SubmitError::Admit(AdmitError::Pool(full.clone()))))
+                .collect();
+        }
         let decoded: Vec<Result<SignedTransaction, TxError>> = txs
             .iter()
             .map(|bytes| SignedTransaction::decode(bytes))

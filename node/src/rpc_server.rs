@@ -49,13 +49,21 @@ fn unavailable(e: StorageError) -> ErrorObjectOwned {
     )
 }
 
-fn submit_error(e: SubmitError) -> ErrorObjectOwned {
-    let rejection = submit_rejection(e);
-    error(rejection.code, &rejection.reason, rejection.message)
+fn submit_error(e: SubmitError, retry_after_ms: u64) -> ErrorObjectOwned {
+    let rejection = submit_rejection(e, retry_after_ms);
+    match rejection.retry_after_ms {
+        Some(retry) => ErrorObjectOwned::owned(
+            rejection.code,
+            rejection.message,
+            Some(json!({ "reason": rejection.reason, "retry_after_ms": retry })),
+        ),
+        None => error(rejection.code, &rejection.reason, rejection.message),
+    }
 }
 
-/// The code, reason and sentence of a refused submission.
-fn submit_rejection(e: SubmitError) -> TxRejection {
+/// The code, reason and sentence of a refused submission; a full mempool
+/// also says when to try again.
+fn submit_rejection(e: SubmitError, retry_after_ms: u64) -> TxRejection {
     let message = e.to_string();
     let (code, reason) = match &e {
         SubmitError::Decode(e) | SubmitError::Admit(AdmitError::Tx(e)) => {
@@ -69,6 +77,7 @@ fn submit_rejection(e: SubmitError) -> TxRejection {
                 code: codes::UNAVAILABLE,
                 reason: "storage".into(),
                 message: format!("the node cannot read its chain: {e}"),
+                retry_after_ms: None,
             }
         }
         SubmitError::NotProducing => (codes::UNAVAILABLE, "no_peers"),
@@ -88,6 +97,7 @@ fn submit_rejection(e: SubmitError) -> TxRejection {
         code,
         reason: reason.to_owned(),
         message,
+        retry_after_ms: (code == codes::MEMPOOL_FULL).then_some(retry_after_ms),
     }
 }
 
@@ -100,12 +110,14 @@ fn rejection(rejection: Rejection) -> TxRejection {
                 code,
                 reason: reason.to_owned(),
                 message: e.to_string(),
+                retry_after_ms: None,
             }
         }
         Rejection::Replaced { by } => TxRejection {
             code: codes::REPLACEMENT_UNDERPRICED,
             reason: "replaced".into(),
             message: format!("replaced by {by}, which pays a higher fee"),
+            retry_after_ms: None,
         },
     }
 }
@@ -115,6 +127,7 @@ fn malformed_hex(e: impl std::fmt::Display) -> TxRejection {
         code: codes::MALFORMED_HEX,
         reason: "malformed_hex".into(),
         message: format!("tx must be 0x-prefixed hex of the signed transaction: {e}"),
+        retry_after_ms: None,
     }
 }
 
@@ -206,7 +219,11 @@ impl TallyApiServer for Api {
             let r = malformed_hex(e);
             error(r.code, &r.reason, r.message)
         })?;
-        let (tx, hash, state) = self.node.submit(&bytes).map_err(submit_error)?;
+        let retry_after_ms = self.node.chain().retry_after_ms();
+        let (tx, hash, state) = self
+            .node
+            .submit(&bytes)
+            .map_err(|e| submit_error(e, retry_after_ms))?;
         let status = match wait.unwrap_or_default() {
             WaitMode::None => TxStatus::InPool { state, tx },
             WaitMode::Committed => self.node.wait_final(&hash).await.map_err(unavailable)?,
@@ -237,6 +254,7 @@ impl TallyApiServer for Api {
         // batches: off the async workers, so consensus and other requests
         // go on.
         let node = self.node.clone();
+        let retry_after_ms = node.chain().retry_after_ms();
         let entries = tokio::task::spawn_blocking(move || {
             let parsed: Vec<Result<Vec<u8>, TxRejection>> = txs
                 .iter()
@@ -249,8 +267,8 @@ impl TallyApiServer for Api {
                 .map(|parsed| {
                     parsed.and_then(|_| match submitted.next() {
                         Some(Ok((_, hash, state))) => Ok((hash, state)),
-                        Some(Err(e)) => Err(submit_rejection(e)),
-                        None => Err(submit_rejection(SubmitError::NotProducing)),
+                        Some(Err(e)) => Err(submit_rejection(e, retry_after_ms)),
+                        None => Err(submit_rejection(SubmitError::NotProducing, 0)),
                     })
                 })
                 .map(|result: Result<_, TxRejection>| match result {

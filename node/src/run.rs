@@ -226,6 +226,7 @@ fn open_store(
 ) -> anyhow::Result<RocksStore> {
     let rocks = RocksConfig {
         block_cache_bytes: config.storage.block_cache_bytes,
+        write_buffer_bytes: config.storage.write_buffer_bytes,
         max_open_files: config.storage.max_open_files,
         state_history: config.storage.state_history,
     };

@@ -88,6 +88,10 @@ pub struct TxRejection {
     pub reason: String,
     /// A sentence.
     pub message: String,
+    /// With `mempool_full`: how long to wait before trying again, in
+    /// milliseconds (about one block interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// The answer of `tx_get`.

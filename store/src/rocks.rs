@@ -64,6 +64,10 @@ const MAX_VALUE_BYTES: usize = 256 * 1024 * 1024;
 pub struct RocksConfig {
     /// Size of the shared block cache.
     pub block_cache_bytes: usize,
+    /// Memory of all memtables together (RocksDB's `db_write_buffer_size`):
+    /// without it each of the column families could hold up to 128 MiB of
+    /// writes in memory.
+    pub write_buffer_bytes: usize,
     /// Most files RocksDB keeps open.
     pub max_open_files: i32,
     /// Versions of the account tree kept (at least 1).
@@ -74,6 +78,7 @@ impl Default for RocksConfig {
     fn default() -> Self {
         RocksConfig {
             block_cache_bytes: 64 * 1024 * 1024,
+            write_buffer_bytes: 64 * 1024 * 1024,
             max_open_files: 512,
             state_history: crate::DEFAULT_STATE_HISTORY,
         }
@@ -136,6 +141,7 @@ impl RocksStore {
         options.set_block_based_table_factory(&table);
         options.set_memtable_prefix_bloom_ratio(0.05);
         options.set_memtable_whole_key_filtering(true);
+        options.set_db_write_buffer_size(config.write_buffer_bytes);
         let descriptors = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, options.clone()));
