@@ -442,9 +442,6 @@ impl Chain {
         signature: Signature,
         now_ms: u64,
     ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
-        if signature == Signature::Check {
-            self.client_room()?;
-        }
         let id = tx.id();
         self.admit_with_id(tx, id, signature, now_ms)
     }

@@ -92,6 +92,9 @@ async fn start() -> (tempfile::TempDir, Ctx) {
         let table = mempool.as_table_mut().unwrap();
         table.insert("max_txs".into(), toml::Value::Integer(4));
         table.insert("max_txs_per_sender".into(), toml::Value::Integer(2));
+        // The whole pool for clients: the share kept for peers is the
+        // mempool's own test.
+        table.insert("client_fill_percent".into(), toml::Value::Integer(100));
         let rpc = config
             .entry("rpc")
             .or_insert(toml::Value::Table(Default::default()))
@@ -278,11 +281,17 @@ async fn every_transaction_error_code_from_a_real_request() {
     assert!(ctx.submit(&ctx.tx(&bob, to, 1, 1, bob_nonce + 1)).await["result"].is_object());
     assert!(ctx.submit(&ctx.tx(&bob, to, 1, 1, bob_nonce + 2)).await["result"].is_object());
     let carol_nonce = ctx.next_nonce(&carol).await;
+    let full = ctx.submit(&ctx.tx(&carol, to, 1, 1, carol_nonce + 1)).await;
     assert_error(
-        &ctx.submit(&ctx.tx(&carol, to, 1, 1, carol_nonce + 1)).await,
+        &full,
         codes::MEMPOOL_FULL,
         Some("mempool_full"),
         "pool full",
+    );
+    let retry = full["error"]["data"]["retry_after_ms"].as_u64();
+    assert!(
+        retry.is_some_and(|ms| (100..=5_000).contains(&ms)),
+        "a full pool says when to retry: {full}"
     );
 
     // The replaced transaction reports why it left.
