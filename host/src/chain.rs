@@ -462,42 +462,55 @@ impl Chain {
                 .map(|_| Err(AdmitError::Pool(MempoolError::Full(reason.clone()))))
                 .collect();
         }
-        let genesis = &self.context.genesis;
         let ids: Vec<Hash> = txs.iter().map(SignedTransaction::id).collect();
-        // Those that break a field rule, or that the pool would refuse for
-        // their nonce, are answered without their signature; the rest are
-        // checked together. (A committed one has valid fields and
-        // signature, and is found by the pool's nonce.)
-        let early: Vec<Option<AdmitError>> = txs
-            .iter()
-            .zip(&ids)
-            .map(|(tx, id)| {
-                tx.check_fields(&genesis.chain_id, genesis.params.min_fee)
-                    .map_err(AdmitError::Tx)
-                    .and_then(|()| self.pool_precheck(tx, id))
-                    .err()
+        // Which signatures to check together: those of transactions that
+        // pass the field rules and that the pool, as it is before the
+        // batch, would take. (Only a guess of what to check: the answers
+        // below come from admitting each in order, as `admit` would.)
+        let genesis = &self.context.genesis;
+        let todo: Vec<usize> = (0..txs.len())
+            .filter(|&i| {
+                txs[i]
+                    .check_fields(&genesis.chain_id, genesis.params.min_fee)
+                    .is_ok()
+                    && self.pool_precheck(&txs[i], &ids[i]).is_ok()
             })
             .collect();
-        let todo: Vec<usize> = (0..txs.len()).filter(|&i| early[i].is_none()).collect();
         let todo_txs: Vec<&SignedTransaction> = todo.iter().map(|&i| &txs[i]).collect();
         let todo_ids: Vec<Hash> = todo.iter().map(|&i| ids[i]).collect();
         let verdicts = self
             .checked
             .verify(&todo_txs, &todo_ids, &self.context.genesis_hash);
-        let mut valid = vec![false; txs.len()];
+        let mut invalid = vec![false; txs.len()];
         for (&i, ok) in todo.iter().zip(verdicts) {
-            valid[i] = ok;
+            invalid[i] = !ok;
         }
+        // Now each in order, exactly as `admit`: fields, the pool's checks
+        // against the pool as the earlier ones left it, the signature (found
+        // valid or invalid above, or checked now if the guess skipped it),
+        // insertion.
         txs.into_iter()
             .zip(ids)
-            .zip(early)
-            .zip(valid)
-            .map(|(((tx, id), early), valid)| match (early, valid) {
-                (Some(error), _) => Err(error),
-                (None, false) => Err(AdmitError::Tx(TxError::InvalidSignature)),
-                (None, true) => self.insert_checked(tx, id, now_ms),
+            .zip(invalid)
+            .map(|((tx, id), invalid)| match invalid {
+                true => self.refuse_invalid(&tx, &id),
+                false => self.admit_with_id(tx, id, Signature::Check, now_ms),
             })
             .collect()
+    }
+
+    /// The answer `admit` gives a client's transaction whose signature is
+    /// known to be invalid: the checks that come before the signature may
+    /// refuse it first.
+    fn refuse_invalid(
+        &self,
+        tx: &SignedTransaction,
+        id: &Hash,
+    ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
+        let genesis = &self.context.genesis;
+        tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?;
+        self.pool_precheck(tx, id)?;
+        Err(AdmitError::Tx(TxError::InvalidSignature))
     }
 
     fn admit_with_id(
@@ -509,10 +522,14 @@ impl Chain {
     ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
         let genesis = &self.context.genesis;
         tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?;
-        if signature == Signature::Check && !self.checked.contains(&id) {
+        if signature == Signature::Check {
+            // A client's: the pool's cheap checks first, then the
+            // signature unless some path found it valid already.
             self.pool_precheck(&tx, &id)?;
-            tx.verify_signature(&self.context.genesis_hash)?;
-            self.checked.remember([&id]);
+            if !self.checked.contains(&id) {
+                tx.verify_signature(&self.context.genesis_hash)?;
+                self.checked.remember([&id]);
+            }
         }
         self.insert_checked(tx, id, now_ms)
     }
@@ -893,6 +910,10 @@ mod tests {
     /// A node over a store whose commits fail while the flag is set (a
     /// full disk).
     fn node() -> (Chain, Arc<AtomicBool>, ChainContext) {
+        node_with(tally_mempool::Config::default())
+    }
+
+    fn node_with(config: tally_mempool::Config) -> (Chain, Arc<AtomicBool>, ChainContext) {
         let chain = ChainContext::new(devnet_genesis(1, "tally-dev").unwrap());
         let failing = Arc::new(AtomicBool::new(false));
         let flag = failing.clone();
@@ -900,7 +921,7 @@ mod tests {
             flag.load(Ordering::SeqCst)
                 .then(|| "No space left on device".to_owned())
         }));
-        let pool = Mempool::new(tally_mempool::Config::default());
+        let pool = Mempool::new(config);
         let node = Chain::new(chain.clone(), store, pool, 10, Box::new(NoEvents));
         (node, failing, chain)
     }
@@ -1034,6 +1055,60 @@ mod tests {
             ))
         ));
         assert!(node.checked().contains(&transfer(&chain, 1, 1).id()));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+        /// The differential test of the client path: a batch admitted
+        /// together (signatures checked in batches) gets, transaction by
+        /// transaction, exactly the answers that admitting each alone on an
+        /// identical node gets — whatever the count and wherever the bad
+        /// ones are (bad signature, bad field, S past the group order), and
+        /// whether the pool fills up on the way (past the clients' share,
+        /// then full) or not.
+        #[test]
+        fn batch_admission_is_single_admission(
+            count in 1usize..200,
+            bad in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), 0u8..3),
+                0..6,
+            ),
+            small_pool in proptest::prelude::any::<bool>(),
+        ) {
+            let config = match small_pool {
+                true => tally_mempool::Config {
+                    max_txs: 80,
+                    client_fill_percent: 50,
+                    ..Default::default()
+                },
+                false => Default::default(),
+            };
+            let (batch_node, _, chain) = node_with(config.clone());
+            let (single_node, _, _) = node_with(config);
+            let mut txs: Vec<SignedTransaction> =
+                (0..count as u64).map(|n| transfer(&chain, n, 1)).collect();
+            for (at, how) in &bad {
+                let tx = &mut txs[at.index(count)];
+                match how {
+                    0 => tx.tx.amount += 1,
+                    1 => tx.tx.fee = 0,
+                    _ => tx.signature.0[63] |= 0xf0,
+                }
+            }
+            let show = |r: Result<(SignedTransaction, Hash, PoolState), AdmitError>| {
+                format!("{:?}", r.map(|(_, id, state)| (id, state)))
+            };
+            let together: Vec<String> = batch_node
+                .admit_batch(txs.clone(), NOW_MS)
+                .into_iter()
+                .map(show)
+                .collect();
+            let alone: Vec<String> = txs
+                .into_iter()
+                .map(|tx| show(single_node.admit(tx, Signature::Check, NOW_MS)))
+                .collect();
+            proptest::prop_assert_eq!(together, alone);
+        }
     }
 
     #[test]
