@@ -852,9 +852,10 @@ fn rand_run_id() -> u64 {
 /// an earlier nonce of its sender that was refused so (`nonce_gap`).
 const TRANSIENT: [&str; 2] = ["mempool_full", "nonce_gap"];
 
-/// How long to wait before resending a `nonce_gap` refusal (its earlier
-/// nonce is resent after the node's hint).
-const NONCE_GAP_RETRY: Duration = Duration::from_millis(200);
+/// How long to wait before resending a `nonce_gap` refusal when the node
+/// gave no hint in the same answer (its earlier nonce is resent after the
+/// node's hint, about a block interval).
+const NONCE_GAP_RETRY: Duration = Duration::from_millis(1_000);
 
 /// Transfers to send, each with its global index.
 type Batch = Vec<(u32, Vec<u8>)>;
@@ -1001,6 +1002,8 @@ async fn send_batch(client: &Client, ledger: &Ledger, batch: Batch) -> Option<(D
                     BatchEntry::Refused { error } => {
                         ledger.refuse(&error.reason, 1);
                         if TRANSIENT.contains(&error.reason.as_str()) {
+                            // A nonce_gap waits as long as the refused
+                            // nonce it follows.
                             if let Some(ms) = error.retry_after_ms {
                                 after = after.max(Duration::from_millis(ms));
                             }
@@ -1018,6 +1021,8 @@ async fn send_batch(client: &Client, ledger: &Ledger, batch: Batch) -> Option<(D
             ledger.refuse(&reason, batch.len() as u64);
         }
     }
+    // In send order (each sender's nonces in order), after the hint.
+    again.sort_by_key(|(i, _)| *i);
     (!again.is_empty()).then_some((after, again))
 }
 

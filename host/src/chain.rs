@@ -449,8 +449,13 @@ impl Chain {
     /// Admits each of `txs` from a client as [`Chain::admit`] would, with
     /// the same answer for each, but checks the signatures of those not
     /// checked before in batches ([`CheckedTxs::verify`]) on the calling
-    /// thread. A pool without room for clients refuses the whole batch at
-    /// once.
+    /// thread. Two differences, both about room: a full pool refuses the
+    /// whole batch at once, and the clients' share
+    /// ([`Mempool::client_room`]) is judged once for the batch, as it
+    /// arrives — a batch that arrives below the share is admitted as if
+    /// the share were not reached (up to `max_txs`), so a sender's run is
+    /// not cut in the middle of its batch (each cut would strand the rest
+    /// of the run behind a refused nonce).
     pub fn admit_batch(
         &self,
         txs: Vec<SignedTransaction>,
@@ -462,55 +467,53 @@ impl Chain {
                 .map(|_| Err(AdmitError::Pool(MempoolError::Full(reason.clone()))))
                 .collect();
         }
+        let share = !lock(&self.pool).below_client_share();
         let ids: Vec<Hash> = txs.iter().map(SignedTransaction::id).collect();
-        // Which signatures to check together: those of transactions that
-        // pass the field rules and that the pool, as it is before the
-        // batch, would take. (Only a guess of what to check: the answers
-        // below come from admitting each in order, as `admit` would.)
+        // The field rules, and the pool's checks against the pool as the
+        // batch found it; the signatures of those that pass are checked
+        // together.
         let genesis = &self.context.genesis;
-        let todo: Vec<usize> = (0..txs.len())
-            .filter(|&i| {
-                txs[i]
-                    .check_fields(&genesis.chain_id, genesis.params.min_fee)
-                    .is_ok()
-                    && self.pool_precheck(&txs[i], &ids[i]).is_ok()
+        let early: Vec<Result<(), AdmitError>> = txs
+            .iter()
+            .zip(&ids)
+            .map(|(tx, id)| {
+                tx.check_fields(&genesis.chain_id, genesis.params.min_fee)
+                    .map_err(AdmitError::Tx)
+                    .and_then(|()| self.pool_precheck(tx, id, share))
             })
             .collect();
+        let todo: Vec<usize> = (0..txs.len()).filter(|&i| early[i].is_ok()).collect();
         let todo_txs: Vec<&SignedTransaction> = todo.iter().map(|&i| &txs[i]).collect();
         let todo_ids: Vec<Hash> = todo.iter().map(|&i| ids[i]).collect();
         let verdicts = self
             .checked
             .verify(&todo_txs, &todo_ids, &self.context.genesis_hash);
-        let mut invalid = vec![false; txs.len()];
+        let mut valid = vec![false; txs.len()];
         for (&i, ok) in todo.iter().zip(verdicts) {
-            invalid[i] = !ok;
+            valid[i] = ok;
         }
-        // Now each in order, exactly as `admit`: fields, the pool's checks
-        // against the pool as the earlier ones left it, the signature (found
-        // valid or invalid above, or checked now if the guess skipped it),
-        // insertion.
+        // Then each in order. One that passed goes to the pool, whose
+        // insertion applies every pool rule against the pool as the earlier
+        // ones left it. One the pool refused as the batch found it is
+        // judged again now, in order, as `admit` would (an earlier one of
+        // its sender may have closed its nonce gap).
         txs.into_iter()
             .zip(ids)
-            .zip(invalid)
-            .map(|((tx, id), invalid)| match invalid {
-                true => self.refuse_invalid(&tx, &id),
-                false => self.admit_with_id(tx, id, Signature::Check, now_ms),
+            .zip(early)
+            .zip(valid)
+            .map(|(((tx, id), early), valid)| match (early, valid) {
+                // The share was judged as the batch arrived; the rest of
+                // the pool's checks, in order, as `admit` makes them.
+                (Ok(()), true) => self
+                    .pool_precheck(&tx, &id, false)
+                    .and_then(|()| self.insert_checked(tx, id, now_ms)),
+                (Ok(()), false) => self
+                    .pool_precheck(&tx, &id, false)
+                    .and(Err(AdmitError::Tx(TxError::InvalidSignature))),
+                (Err(AdmitError::Tx(e)), _) => Err(AdmitError::Tx(e)),
+                (Err(_), _) => self.admit_client(tx, id, share, now_ms),
             })
             .collect()
-    }
-
-    /// The answer `admit` gives a client's transaction whose signature is
-    /// known to be invalid: the checks that come before the signature may
-    /// refuse it first.
-    fn refuse_invalid(
-        &self,
-        tx: &SignedTransaction,
-        id: &Hash,
-    ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
-        let genesis = &self.context.genesis;
-        tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?;
-        self.pool_precheck(tx, id)?;
-        Err(AdmitError::Tx(TxError::InvalidSignature))
     }
 
     fn admit_with_id(
@@ -520,35 +523,57 @@ impl Chain {
         signature: Signature,
         now_ms: u64,
     ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
+        match signature {
+            Signature::Check => self.admit_client(tx, id, true, now_ms),
+            Signature::Checked => {
+                let genesis = &self.context.genesis;
+                tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?;
+                self.insert_checked(tx, id, now_ms)
+            }
+        }
+    }
+
+    /// A client's transaction: fields, the pool's cheap checks (the
+    /// clients' share too when `share`), then the signature unless some
+    /// path found it valid already, then insertion.
+    fn admit_client(
+        &self,
+        tx: SignedTransaction,
+        id: Hash,
+        share: bool,
+        now_ms: u64,
+    ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
         let genesis = &self.context.genesis;
         tx.check_fields(&genesis.chain_id, genesis.params.min_fee)?;
-        if signature == Signature::Check {
-            // A client's: the pool's cheap checks first, then the
-            // signature unless some path found it valid already.
-            self.pool_precheck(&tx, &id)?;
-            if !self.checked.contains(&id) {
-                tx.verify_signature(&self.context.genesis_hash)?;
-                self.checked.remember([&id]);
-            }
+        self.pool_precheck(&tx, &id, share)?;
+        if !self.checked.contains(&id) {
+            tx.verify_signature(&self.context.genesis_hash)?;
+            self.checked.remember([&id]);
         }
         self.insert_checked(tx, id, now_ms)
     }
 
     /// The pool's cheap checks of a client's transaction (its nonce,
-    /// [`Mempool::precheck`], and the room for clients,
+    /// [`Mempool::precheck`], and, when `share`, the room for clients,
     /// [`Mempool::client_room`]), run before its signature is checked; a
     /// committed transaction is answered as such.
-    fn pool_precheck(&self, tx: &SignedTransaction, id: &Hash) -> Result<(), AdmitError> {
+    fn pool_precheck(
+        &self,
+        tx: &SignedTransaction,
+        id: &Hash,
+        share: bool,
+    ) -> Result<(), AdmitError> {
         let refused = {
             let pool = lock(&self.pool);
             let account = match pool.needs_account(&tx.tx.from) {
                 true => self.store.account(&tx.tx.from)?,
                 false => Account::default(), // not used
             };
-            match pool
-                .precheck(tx, id, &account)
-                .and_then(|()| pool.client_room(tx, &account))
-            {
+            let room = || match share {
+                true => pool.client_room(tx, &account),
+                false => pool.client_batch_room(),
+            };
+            match pool.precheck(tx, id, &account).and_then(|()| room()) {
                 Ok(()) => return Ok(()),
                 Err(refused) => refused,
             }
@@ -1064,8 +1089,7 @@ mod tests {
         /// transaction, exactly the answers that admitting each alone on an
         /// identical node gets — whatever the count and wherever the bad
         /// ones are (bad signature, bad field, S past the group order), and
-        /// whether the pool fills up on the way (past the clients' share,
-        /// then full) or not.
+        /// whether the pool fills up on the way or not.
         #[test]
         fn batch_admission_is_single_admission(
             count in 1usize..200,
@@ -1076,9 +1100,12 @@ mod tests {
             small_pool in proptest::prelude::any::<bool>(),
         ) {
             let config = match small_pool {
+                // The clients' share is judged once per batch (documented
+                // on admit_batch), so the pool that fills up here is the
+                // whole pool.
                 true => tally_mempool::Config {
                     max_txs: 80,
-                    client_fill_percent: 50,
+                    client_fill_percent: 100,
                     ..Default::default()
                 },
                 false => Default::default(),

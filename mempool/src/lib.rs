@@ -233,6 +233,16 @@ impl Mempool {
         Ok(())
     }
 
+    /// Whether the pool holds less than `client_fill_percent` of `max_txs`
+    /// and of `max_bytes`.
+    pub fn below_client_share(&self) -> bool {
+        let percent = usize::from(self.config.client_fill_percent.min(100));
+        let max_txs =
+            self.config.max_txs / 100 * percent + self.config.max_txs % 100 * percent / 100;
+        let max_bytes = self.config.max_bytes / 100 * percent;
+        self.index.len() < max_txs && self.bytes < max_bytes
+    }
+
     /// Whether a client's transaction may be admitted. Below
     /// `client_fill_percent` of `max_txs` and `max_bytes`, any; above it,
     /// only one that fills the gap in front of the sender's queued
@@ -247,13 +257,10 @@ impl Mempool {
         account: &Account,
     ) -> Result<(), MempoolError> {
         self.client_batch_room()?;
-        let percent = usize::from(self.config.client_fill_percent.min(100));
-        let max_txs =
-            self.config.max_txs / 100 * percent + self.config.max_txs % 100 * percent / 100;
-        let max_bytes = self.config.max_bytes / 100 * percent;
-        if self.index.len() < max_txs && self.bytes < max_bytes {
+        if self.below_client_share() {
             return Ok(());
         }
+        let percent = self.config.client_fill_percent.min(100);
         let sender = self.senders.get(&tx.tx.from);
         let gap = sender.map_or(account.nonce, Sender::first_gap);
         let waiting = sender
