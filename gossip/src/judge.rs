@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use libp2p::gossipsub::MessageId;
 use libp2p::PeerId;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::{MessageFilter, Topic, Verdict};
 
@@ -72,8 +72,9 @@ pub(crate) struct Judges {
 
 impl Judges {
     /// One judge per core (at least one, at most [`MAX_JUDGES`]), sending
-    /// verdicts to `judged`, whose capacity must be at least
-    /// [`Judges::capacity`] so that a judge never waits on the task.
+    /// verdicts to `judged` (of capacity [`Judges::capacity`]; a judge
+    /// whose verdict finds it full waits for the task to take one, and
+    /// stops when the task drops the receiver).
     pub(crate) fn start<F: MessageFilter>(
         filter: Arc<F>,
         judged: mpsc::Sender<Judged<F::Message>>,
@@ -98,8 +99,8 @@ impl Judges {
         Judges { shared, threads }
     }
 
-    /// Verdicts that can be outstanding at once: every queued message and
-    /// one being judged per thread.
+    /// The room for verdicts on their way back: as many as can be queued
+    /// and judged at once.
     pub(crate) const fn capacity() -> usize {
         MAX_QUEUED_CONSENSUS + MAX_QUEUED_TRANSACTIONS + MAX_JUDGES
     }
@@ -151,7 +152,16 @@ fn judge<F: MessageFilter>(shared: &Shared, filter: &F, judged: &mpsc::Sender<Ju
                 queues = shared.ready.wait(queues).unwrap_or_else(|p| p.into_inner());
             }
         };
-        let verdict = filter.check(case.topic, &case.data);
+        // A filter that panics on some input is a bug in this node, not the
+        // peer's: the message is dropped without blame and the judge goes
+        // on (a dead judge would leave its queue unjudged for good).
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            filter.check(case.topic, &case.data)
+        }));
+        let verdict = checked.unwrap_or_else(|_| {
+            error!(topic = ?case.topic, "the message filter panicked; dropping the message");
+            Verdict::Ignore
+        });
         if judged.blocking_send((case, verdict)).is_err() {
             return; // the task is gone
         }

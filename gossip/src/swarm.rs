@@ -383,7 +383,8 @@ impl<M: Send + 'static> Task<M> {
             .or_default()
             .message(rate, Instant::now());
         let Some(topic) = self.topics.get(&message.topic).copied() else {
-            return self.report(&id, &source, MessageAcceptance::Reject);
+            self.report(&id, &source, MessageAcceptance::Reject);
+            return self.strike(source);
         };
         if !within_rate {
             return self.report(&id, &source, MessageAcceptance::Ignore);

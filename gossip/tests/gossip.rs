@@ -48,7 +48,7 @@ impl MessageFilter for Intake {
         match self.0.check(data, 0) {
             edge::Verdict::Accept(_) => Verdict::Accept(data.to_vec()),
             edge::Verdict::Reject => Verdict::Reject,
-            edge::Verdict::Ignore => Verdict::Ignore,
+            edge::Verdict::Ignore | edge::Verdict::Known(_) => Verdict::Ignore,
         }
     }
 }

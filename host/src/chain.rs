@@ -450,12 +450,11 @@ impl Chain {
     /// the same answer for each, but checks the signatures of those not
     /// checked before in batches ([`CheckedTxs::verify`]) on the calling
     /// thread. Two differences, both about room: a full pool refuses the
-    /// whole batch at once, and the clients' share
-    /// ([`Mempool::client_room`]) is judged once for the batch, as it
-    /// arrives — a batch that arrives below the share is admitted as if
-    /// the share were not reached (up to `max_txs`), so a sender's run is
-    /// not cut in the middle of its batch (each cut would strand the rest
-    /// of the run behind a refused nonce).
+    /// whole batch at once, and in a batch that arrives below the clients'
+    /// share ([`Mempool::client_room`]) the share is judged only for each
+    /// sender's first admitted transaction — the rest of its run in the
+    /// batch follows (up to `max_txs`), so a run is not cut in the middle
+    /// (each cut would strand the rest of it behind a refused nonce).
     pub fn admit_batch(
         &self,
         txs: Vec<SignedTransaction>,
@@ -496,17 +495,27 @@ impl Chain {
         // insertion applies every pool rule against the pool as the earlier
         // ones left it. One the pool refused as the batch found it is
         // judged again now, in order, as `admit` would (an earlier one of
-        // its sender may have closed its nonce gap).
+        // its sender may have closed its nonce gap). The share is judged
+        // again for each sender's first transaction of the batch (batches
+        // run side by side must not overrun it together); the rest of a
+        // sender's run follows its first.
+        let mut started: HashSet<Address> = HashSet::new();
         txs.into_iter()
             .zip(ids)
             .zip(early)
             .zip(valid)
             .map(|(((tx, id), early), valid)| match (early, valid) {
-                // The share was judged as the batch arrived; the rest of
-                // the pool's checks, in order, as `admit` makes them.
-                (Ok(()), true) => self
-                    .pool_precheck(&tx, &id, false)
-                    .and_then(|()| self.insert_checked(tx, id, now_ms)),
+                (Ok(()), true) => {
+                    let first = !started.contains(&tx.tx.from);
+                    let from = tx.tx.from;
+                    let admitted = self
+                        .pool_precheck(&tx, &id, share || first)
+                        .and_then(|()| self.insert_checked(tx, id, now_ms));
+                    if admitted.is_ok() {
+                        started.insert(from);
+                    }
+                    admitted
+                }
                 (Ok(()), false) => self
                     .pool_precheck(&tx, &id, false)
                     .and(Err(AdmitError::Tx(TxError::InvalidSignature))),

@@ -24,6 +24,10 @@ pub enum Verdict<T> {
     Reject,
     /// Not useful (old, far ahead, a late copy): drop it without blame.
     Ignore,
+    /// Valid, and every part of it was checked before on some path (a late
+    /// copy, or transactions first seen from a client or in a block): hand
+    /// it on without checking it again, but do not forward it.
+    Known(T),
 }
 
 /// How far past the committed tip a consensus message may be and still be
@@ -65,10 +69,12 @@ impl ConsensusIntake {
 /// Checks gossip messages of transactions against the node's memory of
 /// checked signatures ([`CheckedTxs`], shared with RPC admission and block
 /// validation): a message whose transactions were all checked before is
-/// ignored (a late copy of a batch, after gossip's duplicate window, must
-/// not be checked and forwarded again, nor the gossip copy of a
-/// transaction first seen in a block), and in a message with new ones only
-/// those are checked, in batches.
+/// [`Verdict::Known`] — offered to the mempool without a check (the node
+/// may have checked them without keeping them: a proposal that did not
+/// commit, a client's that did not fit) but not forwarded, since a late
+/// copy of a batch after gossip's duplicate window must not be forwarded
+/// again — and in a message with new ones only those are checked, in
+/// batches.
 pub struct TransactionIntake {
     chain: ChainContext,
     checked: Arc<CheckedTxs>,
@@ -105,7 +111,7 @@ impl TransactionIntake {
             return Verdict::Reject;
         }
         if self.checked.known(&ids).iter().all(|known| *known) {
-            return Verdict::Ignore;
+            return Verdict::Known(txs);
         }
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
         let verdicts = self.checked.verify(&refs, &ids, &self.chain.genesis_hash);
@@ -171,8 +177,11 @@ mod tests {
             "twice"
         );
         assert!(accepted(check(std::slice::from_ref(&good))));
-        // Seen before: a late copy is neither checked nor forwarded again.
-        assert_eq!(check(std::slice::from_ref(&good)), Verdict::Ignore);
+        // Seen before: a late copy is handed on unchecked, not forwarded.
+        assert!(matches!(
+            check(std::slice::from_ref(&good)),
+            Verdict::Known(_)
+        ));
         // A seen one beside new ones: the new ones decide.
         assert_eq!(check(&[good.clone(), no_fee]), Verdict::Reject);
         assert!(accepted(check(&[good.clone(), other_good])));
@@ -191,7 +200,7 @@ mod tests {
         .sign(&alice, &Hash::digest(b"another genesis"))
         .encode();
         assert_eq!(check(&[third.clone(), forged.clone()]), Verdict::Reject);
-        assert_eq!(check(&[third]), Verdict::Ignore);
+        assert!(matches!(check(&[third]), Verdict::Known(_)));
         assert_eq!(
             check(&[forged]),
             Verdict::Reject,
@@ -202,7 +211,7 @@ mod tests {
         // copy is a late copy too.
         let fifth = transfer(&chain, "tally-devnet", 5);
         checked.remember([&SignedTransaction::decode(&fifth).unwrap().id()]);
-        assert_eq!(check(&[fifth]), Verdict::Ignore);
+        assert!(matches!(check(&[fifth]), Verdict::Known(_)));
         // A bare transaction is not a gossip message.
         assert_eq!(intake.check(&good), Verdict::Reject);
         assert_eq!(intake.check(&[1, 2, 3]), Verdict::Reject);

@@ -133,7 +133,7 @@ impl NodeFilter {
 
 fn verdict<T, U>(verdict: edge::Verdict<T>, wrap: impl FnOnce(T) -> U) -> Verdict<U> {
     match verdict {
-        edge::Verdict::Accept(t) => Verdict::Accept(wrap(t)),
+        edge::Verdict::Accept(t) | edge::Verdict::Known(t) => Verdict::Accept(wrap(t)),
         edge::Verdict::Reject => Verdict::Reject,
         edge::Verdict::Ignore => Verdict::Ignore,
     }
@@ -148,23 +148,35 @@ impl MessageFilter for NodeFilter {
                 self.consensus.check(data, self.chain.tip_height()),
                 Gossiped::Consensus,
             ),
-            Topic::Transactions => verdict(self.transactions.check(data), |txs| {
-                let now = now_ms();
-                let admitted = txs
-                    .into_iter()
-                    // Stale nonces and duplicates are normal under gossip.
-                    .filter(
-                        |tx| match self.chain.admit(tx.clone(), Signature::Checked, now) {
-                            Ok(_) => true,
-                            Err(e) => {
-                                debug!(error = %e, "gossiped transaction not admitted");
-                                false
-                            }
-                        },
-                    )
-                    .count();
-                Gossiped::Transactions(admitted)
-            }),
+            Topic::Transactions => {
+                let admit = |txs: Vec<SignedTransaction>| {
+                    let now = now_ms();
+                    txs.into_iter()
+                        // Stale nonces and duplicates are normal under gossip.
+                        .filter(
+                            |tx| match self.chain.admit(tx.clone(), Signature::Checked, now) {
+                                Ok(_) => true,
+                                Err(e) => {
+                                    debug!(error = %e, "gossiped transaction not admitted");
+                                    false
+                                }
+                            },
+                        )
+                        .count()
+                };
+                match self.transactions.check(data) {
+                    edge::Verdict::Accept(txs) => {
+                        Verdict::Accept(Gossiped::Transactions(admit(txs)))
+                    }
+                    // Checked before: offered to the pool, not forwarded.
+                    edge::Verdict::Known(txs) => {
+                        admit(txs);
+                        Verdict::Ignore
+                    }
+                    edge::Verdict::Reject => Verdict::Reject,
+                    edge::Verdict::Ignore => Verdict::Ignore,
+                }
+            }
         }
     }
 }

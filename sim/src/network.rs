@@ -206,7 +206,7 @@ impl Sim {
     fn receive_consensus(&mut self, i: usize, from: usize, bytes: &[u8]) {
         let tip = self.nodes[i].chain.tip_height();
         let message = match self.nodes[i].consensus_intake.check(bytes, tip) {
-            Verdict::Accept(message) => message,
+            Verdict::Accept(message) | Verdict::Known(message) => message,
             Verdict::Reject => return self.strike(i, from),
             Verdict::Ignore => return,
         };
@@ -228,7 +228,7 @@ impl Sim {
 
     fn receive_transactions(&mut self, i: usize, from: usize, bytes: &[u8]) {
         let txs = match self.nodes[i].tx_intake.check(bytes) {
-            Verdict::Accept(txs) => txs,
+            Verdict::Accept(txs) | Verdict::Known(txs) => txs,
             Verdict::Reject => return self.strike(i, from),
             Verdict::Ignore => return,
         };
