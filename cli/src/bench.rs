@@ -467,7 +467,21 @@ async fn start_devnet(
         targets.len(),
         args.dir.display()
     );
-    wait_ready(&targets).await?;
+    if let Err(e) = wait_ready(&targets).await {
+        // Say why: a node that stopped, and the end of its log.
+        crate::devnet::report_exits(children);
+        let logs: Vec<String> = names
+            .iter()
+            .map(|(name, _)| {
+                let log = args.dir.join(name).join("node.log");
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("{}:\n  {}", log.display(), tail.join("\n  "))
+            })
+            .collect();
+        bail!("{e}\nthe nodes' last log lines:\n{}", logs.join("\n"));
+    }
     Ok(targets)
 }
 

@@ -391,7 +391,7 @@ pub(crate) async fn spawn(exe: &Path, home: &Path) -> anyhow::Result<Child> {
 }
 
 /// Tells about nodes that stopped on their own (once each).
-fn report_exits(children: &mut [(String, Option<Child>)]) {
+pub(crate) fn report_exits(children: &mut [(String, Option<Child>)]) {
     for (name, slot) in children.iter_mut() {
         let Some(child) = slot else { continue };
         if let Ok(Some(status)) = child.try_wait() {
