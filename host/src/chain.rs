@@ -765,7 +765,7 @@ impl Chain {
     }
 
     fn execute(&self, parent: &BlockMeta, block: &Block) -> Result<ExecutedBlock, CommitFailure> {
-        let verified = self.verified_in_pool(block);
+        let verified = self.already_checked(block);
         execute_block(
             &*self.store,
             &self.context,
@@ -828,7 +828,7 @@ impl Chain {
     /// reach every node by gossip before the proposal does). Pool members
     /// count too: a transaction stays in the pool longer than its id may be
     /// remembered.
-    fn verified_in_pool(&self, block: &Block) -> HashSet<Hash> {
+    fn already_checked(&self, block: &Block) -> HashSet<Hash> {
         let ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
         let known = self.checked.known(&ids);
         let pool = lock(&self.pool);
@@ -864,7 +864,7 @@ impl Chain {
         if block.header.parent_hash == parent.hash && lock(&self.executed).contains_key(&hash) {
             return Ok(true);
         }
-        let verified = self.verified_in_pool(block);
+        let verified = self.already_checked(block);
         let sig_check = SigCheck::SkipVerified(&verified);
         match execute_block(&*self.store, &self.context, &parent, block, sig_check) {
             Ok(executed) => {
