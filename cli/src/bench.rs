@@ -431,8 +431,9 @@ async fn start_devnet(
     let names: Vec<(String, bool)> = (0..args.validators)
         .map(|i| (validator_name(i), true))
         .collect();
-    let rpc_ports = free_ports(names.len())?;
-    let p2p_ports = free_ports(names.len())?;
+    let base = crate::devnet::free_base_port(names.len() as u16)?;
+    let rpc_ports: Vec<u16> = (0..names.len() as u16).map(|i| base + i).collect();
+    let p2p_ports: Vec<u16> = (0..names.len() as u16).map(|i| base + 100 + i).collect();
     crate::devnet::write_homes(
         &args.dir,
         &genesis,
@@ -503,18 +504,6 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
         "{\"made_by\": \"tally bench\", \"note\": \"emptied by the next tally bench run\"}\n",
     )?;
     Ok(())
-}
-
-/// Ports the OS reports free on 127.0.0.1 right now.
-fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .context("cannot find free ports on 127.0.0.1")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
 }
 
 async fn attach(urls: &[String]) -> anyhow::Result<Vec<Target>> {

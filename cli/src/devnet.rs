@@ -215,6 +215,46 @@ impl Layout {
     }
 }
 
+/// A base port such that a devnet of `nodes` nodes finds its RPC ports
+/// (`base + i`) and peer ports (`base + 100 + i`) all free right now.
+///
+/// Drawn at random below the kernel's ephemeral range: a port inside it
+/// can be taken, between this check and the node's bind, by any socket
+/// bound to port 0 or by any outgoing connection (another test's, say),
+/// and the node would then stop with "address in use".
+pub fn free_base_port(nodes: u16) -> anyhow::Result<u16> {
+    let (low, high) = unreserved_port_range();
+    let span = u64::from(high.saturating_sub(low + 100 + nodes).max(1));
+    let mut seed = [0u8; 8];
+    getrandom::getrandom(&mut seed).context("no randomness to pick ports with")?;
+    let seed = u64::from_le_bytes(seed);
+    for attempt in 0..200u64 {
+        // Distinct offsets for each attempt (7,919 is prime).
+        let base = low + (seed.wrapping_add(attempt * 7_919) % span) as u16;
+        let ports = (0..nodes).flat_map(|i| [base + i, base + 100 + i]);
+        let bound: Result<Vec<std::net::TcpListener>, _> = ports
+            .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
+            .collect();
+        if bound.is_ok() {
+            return Ok(base);
+        }
+    }
+    bail!("no free range of {nodes} port pairs found on 127.0.0.1 below {high}")
+}
+
+/// Ports from 10000 up to the start of the kernel's ephemeral range (Linux:
+/// `/proc/sys/net/ipv4/ip_local_port_range`), or 20000–50000 where that
+/// cannot be read or leaves too little room.
+fn unreserved_port_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok());
+    match ephemeral_low {
+        Some(low) if low >= 12_000 => (10_000, low),
+        _ => (20_000, 50_000),
+    }
+}
+
 /// Writes one home per node of `names` (validators first) under `dir`, for
 /// `genesis`: node `i` serves RPC on `rpc_ports[i]` and listens for peers on
 /// `p2p_ports[i]`, all on 127.0.0.1. Validators take their devnet keys and

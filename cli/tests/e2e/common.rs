@@ -244,7 +244,7 @@ pub fn init_dev_home_with_key(home: &Path, key: &str) {
 /// `tally devnet init` of four validators and one full node under `root`,
 /// on free ports: the nodes it lists (`name`, `home`, `rpc_url`, ...).
 pub fn devnet_init(root: &Path) -> Vec<serde_json::Value> {
-    let base = free_base_port(5);
+    let base = tally_cli::devnet::free_base_port(5).expect("a free port range");
     let (ok, out, err) = tally(&[
         "devnet",
         "init",
@@ -260,49 +260,6 @@ pub fn devnet_init(root: &Path) -> Vec<serde_json::Value> {
     ]);
     assert!(ok, "devnet init failed: {err}");
     serde_json::from_str(&out).expect("devnet init --json lists the nodes")
-}
-
-/// A base port such that a devnet's RPC ports (base + i) and peer ports
-/// (base + 100 + i) are all free right now. Drawn below the kernel's
-/// ephemeral range where it can be read: a port there can be taken, between
-/// this check and the node's bind, by any socket bound to port 0 or any
-/// outgoing connection (of the other tests' nodes, say).
-pub fn free_base_port(nodes: u16) -> u16 {
-    let (low, high) = unreserved_range();
-    let span = u64::from(high.saturating_sub(low).saturating_sub(200)).max(1);
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        let offset = seed
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(attempt * 7_919)
-            % span;
-        let base = low + offset as u16;
-        let ports = (0..nodes).flat_map(|i| [base + i, base + 100 + i]);
-        let bound: Result<Vec<std::net::TcpListener>, _> = ports
-            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
-            .collect();
-        if bound.is_ok() {
-            return base;
-        }
-    }
-    panic!("no free port range found");
-}
-
-/// Ports from 10000 up to the start of the kernel's ephemeral range (Linux:
-/// `/proc/sys/net/ipv4/ip_local_port_range`), or 20000–50000 where that
-/// cannot be read or leaves too little room.
-fn unreserved_range() -> (u16, u16) {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok());
-    match ephemeral_low {
-        Some(low) if low >= 12_000 => (10_000, low),
-        _ => (20_000, 50_000),
-    }
 }
 
 /// Longest a node may take to reach a height it is told about.
