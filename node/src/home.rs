@@ -39,14 +39,16 @@ impl Home {
     pub fn data(&self) -> PathBuf {
         self.root.join("data")
     }
-    /// The consensus signing record (docs/CONSENSUS.md): never delete it
-    /// while the validator key is in use.
+    /// The consensus signing record (docs/CONSENSUS.md), kept in the slot
+    /// files `sign_state.0` and `sign_state.1` (see [`crate::records`]):
+    /// never delete them while the validator key is in use.
     pub fn sign_state(&self) -> PathBuf {
-        self.root.join("data").join("sign_state.bin")
+        self.root.join("data").join("sign_state")
     }
-    /// The consensus valid-block record (docs/CONSENSUS.md).
+    /// The consensus valid-block record (docs/CONSENSUS.md), in the slot
+    /// files `valid_block.0` and `valid_block.1`.
     pub fn valid_block(&self) -> PathBuf {
-        self.root.join("data").join("valid_block.bin")
+        self.root.join("data").join("valid_block")
     }
     /// Default validator key location.
     pub fn validator_key(&self) -> PathBuf {
@@ -157,8 +159,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.sync_all()?;
     fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))?;
     // Sync the directory too, so that the rename itself survives a power
-    // loss: a signing record rolled back to an older one could allow a
-    // double signature.
+    // loss. (The consensus records, written at every step, use the cheaper
+    // slot files of `crate::records` instead.)
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

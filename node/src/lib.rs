@@ -25,6 +25,7 @@
 pub mod config;
 pub mod home;
 pub mod node;
+pub mod records;
 pub mod rpc_server;
 pub mod run;
 pub mod shell;

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::NodeConfig;
 use crate::home::Home;
 use crate::node::{now_ms, Node, NodeEvents, NodeLimits};
+use crate::records::RecordSlots;
 use crate::shell::{HostEvent, HostSender, NodeWorld, HOST_ANSWER_WAIT};
 
 /// Room for a block's header and a polka of 256 validators' votes in the
@@ -56,49 +57,83 @@ const RELAY_RETRY_MAX: usize = 10_000;
 /// `tx_submit` or `tx_submitBatch` call, so at most `MAX_SUBMIT_BATCH`).
 const RELAY_QUEUE: usize = 1_024;
 
-/// Reads the signing record, if there is one. A damaged record is an error:
-/// starting without it could sign a message that conflicts with one already
-/// sent.
-pub fn load_sign_state(path: &Path) -> anyhow::Result<Option<SignState>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    anyhow::ensure!(
-        bytes.len() as u64 <= MAX_SIGN_STATE_BYTES,
-        "{} is larger than a signing record can be",
-        path.display()
-    );
-    let record = SignState::decode(&bytes, MAX_SIGN_STATE_BYTES as usize).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is damaged ({e}). It records what this validator signed last and protects it \
-             from signing conflicting votes; restore it from a backup rather than deleting it",
-            path.display()
-        )
-    })?;
-    Ok(Some(record))
+/// Opens the signing record's slot files and reads the newest record, if
+/// there is one (taking over a record in the single-file layout of earlier
+/// builds, `BASE.bin`). A damaged record is an error: starting without it
+/// could sign a message that conflicts with one already sent.
+pub fn load_sign_state(base: &Path) -> anyhow::Result<(RecordSlots, Option<SignState>)> {
+    let max = MAX_SIGN_STATE_BYTES as usize;
+    let decode = |bytes: &[u8], from: &Path| {
+        SignState::decode(bytes, max).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is damaged ({e}). It records what this validator signed last and protects \
+                 it from signing conflicting votes; restore it from a backup rather than \
+                 deleting it",
+                from.display()
+            )
+        })
+    };
+    open_record(base, max, decode)
 }
 
-/// Reads the valid-block record, if there is one; `max_bytes` bounds it
-/// (the largest block plus its polka).
-pub fn load_valid_block(path: &Path, max_bytes: usize) -> anyhow::Result<Option<ValidBlockRecord>> {
-    if !path.exists() {
-        return Ok(None);
+/// Opens the valid-block record's slot files and reads the newest record,
+/// if there is one (and takes over an earlier build's `BASE.bin`);
+/// `max_bytes` bounds it (the largest block plus its polka).
+pub fn load_valid_block(
+    base: &Path,
+    max_bytes: usize,
+) -> anyhow::Result<(RecordSlots, Option<ValidBlockRecord>)> {
+    let decode = |bytes: &[u8], from: &Path| {
+        decode_strict::<ValidBlockRecord>(bytes, max_bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is damaged ({e}); restore it from a backup",
+                from.display()
+            )
+        })
+    };
+    open_record(base, max_bytes, decode)
+}
+
+/// The record kept at `base` (slot files `BASE.0`, `BASE.1`, see
+/// [`crate::records`]), decoded.
+///
+/// An earlier build kept it in one file, `BASE.bin`, written by rename:
+/// when the slots hold nothing, that record is read, written into the
+/// slots (durably) and the old file removed; when they hold a record, it
+/// is newer than the old file (which is then only left from a stop
+/// between those two steps) and the old file is removed.
+fn open_record<T>(
+    base: &Path,
+    max_bytes: usize,
+    decode: impl Fn(&[u8], &Path) -> anyhow::Result<T>,
+) -> anyhow::Result<(RecordSlots, Option<T>)> {
+    let legacy = base.with_extension("bin");
+    let (mut slots, payload) = RecordSlots::open(base, max_bytes)?;
+    let record = match payload {
+        Some(bytes) => Some(decode(&bytes, &slots.paths()[0])?),
+        None if legacy.exists() => {
+            let len = std::fs::metadata(&legacy)?.len();
+            anyhow::ensure!(
+                len <= max_bytes as u64,
+                "{} is larger than its record can be",
+                legacy.display()
+            );
+            let bytes = std::fs::read(&legacy)
+                .with_context(|| format!("cannot read {}", legacy.display()))?;
+            let record = decode(&bytes, &legacy)?;
+            slots
+                .write(&bytes)
+                .with_context(|| format!("cannot write {}", slots.paths()[0].display()))?;
+            info!(from = %legacy.display(), to = %slots.paths()[0].display(), "moved a record to the two-slot layout");
+            Some(record)
+        }
+        None => None,
+    };
+    if legacy.exists() {
+        std::fs::remove_file(&legacy)
+            .with_context(|| format!("cannot remove {}", legacy.display()))?;
     }
-    let len = std::fs::metadata(path)?.len();
-    anyhow::ensure!(
-        len as usize <= max_bytes,
-        "{} is larger than any block can be",
-        path.display()
-    );
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let record = decode_strict::<ValidBlockRecord>(&bytes, max_bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is damaged ({e}); restore it from a backup",
-            path.display()
-        )
-    })?;
-    Ok(Some(record))
+    Ok((slots, record))
 }
 
 /// What gossip delivers once the intake accepted it.
@@ -304,9 +339,12 @@ pub async fn run(
     let max_message_bytes =
         context.genesis.params.max_block_bytes as usize + PROPOSAL_OVERHEAD_BYTES;
     let validators = context.validators.validators().len();
+    let (sign_slots, sign_state) = load_sign_state(&home.sign_state())?;
+    let (valid_slots, valid_block) =
+        load_valid_block(&home.valid_block(), max_message_bytes + MAX_POLKA_BYTES)?;
     let recovered = Recovered {
-        sign_state: load_sign_state(&home.sign_state())?,
-        valid_block: load_valid_block(&home.valid_block(), max_message_bytes + MAX_POLKA_BYTES)?,
+        sign_state,
+        valid_block,
     };
 
     let (host_tx, host_rx) = HostSender::new();
@@ -394,8 +432,8 @@ pub async fn run(
         network.clone(),
         tokio::runtime::Handle::current(),
         host_tx.clone(),
-        home.sign_state(),
-        home.valid_block(),
+        sign_slots,
+        valid_slots,
     );
     let host = Host::new(
         host_config(&config, max_response_bytes),
@@ -581,4 +619,51 @@ pub async fn bind(
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for RPC (is another node using it? pick another with --rpc-addr)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_consensus::SignStep;
+    use tally_ledger::Hash;
+
+    #[test]
+    fn a_signing_record_of_the_single_file_layout_is_taken_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("sign_state");
+        let record = SignState {
+            height: 9,
+            round: 2,
+            step: SignStep::Precommit,
+            block_hash: Some(Hash([7; 32])),
+            valid_round: None,
+            locked: Some((2, Hash([7; 32]))),
+            valid: Some((2, Hash([7; 32]))),
+            prevote: Some(Some(Hash([7; 32]))),
+            earlier: None,
+        };
+        std::fs::write(base.with_extension("bin"), borsh::to_vec(&record).unwrap()).unwrap();
+        let (mut slots, loaded) = load_sign_state(&base).unwrap();
+        assert_eq!(loaded.as_ref(), Some(&record));
+        assert!(
+            !base.with_extension("bin").exists(),
+            "the old file is removed"
+        );
+        // Later writes win over what was taken over.
+        let newer = SignState {
+            height: 10,
+            ..record.clone()
+        };
+        slots.write(&borsh::to_vec(&newer).unwrap()).unwrap();
+        assert_eq!(load_sign_state(&base).unwrap().1, Some(newer));
+        // A damaged old file with no slots written stops the node.
+        let other = dir.path().join("other");
+        std::fs::write(other.with_extension("bin"), b"\x01\x02").unwrap();
+        let err = load_sign_state(&other).unwrap_err().to_string();
+        assert!(err.contains("damaged") && err.contains("backup"), "{err}");
+        assert!(
+            other.with_extension("bin").exists(),
+            "a damaged record is kept"
+        );
+    }
 }

@@ -12,7 +12,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -28,6 +27,7 @@ use tally_ledger::{ConsensusMessage, Verified};
 use tracing::{debug, error};
 
 use crate::node::now_ms;
+use crate::records::RecordSlots;
 
 /// Events waiting for the host thread.
 pub const HOST_QUEUE: usize = 8_192;
@@ -134,19 +134,19 @@ pub struct NodeWorld {
     network: tally_gossip::Handle,
     runtime: tokio::runtime::Handle,
     events: HostSender,
-    sign_state_path: PathBuf,
-    valid_block_path: PathBuf,
+    sign_state: RecordSlots,
+    valid_block: RecordSlots,
 }
 
 impl NodeWorld {
-    /// The world over `network`, answering through `events`, with the two
-    /// records at these paths.
+    /// The world over `network`, answering through `events`, keeping the
+    /// two records in these slot files.
     pub fn new(
         network: tally_gossip::Handle,
         runtime: tokio::runtime::Handle,
         events: HostSender,
-        sign_state_path: PathBuf,
-        valid_block_path: PathBuf,
+        sign_state: RecordSlots,
+        valid_block: RecordSlots,
     ) -> NodeWorld {
         NodeWorld {
             timers: BinaryHeap::new(),
@@ -154,8 +154,8 @@ impl NodeWorld {
             network,
             runtime,
             events,
-            sign_state_path,
-            valid_block_path,
+            sign_state,
+            valid_block,
         }
     }
 
@@ -170,9 +170,11 @@ impl NodeWorld {
         }
     }
 
-    fn write(path: &std::path::Path, bytes: std::io::Result<Vec<u8>>) -> Result<(), RecordError> {
+    fn write(slots: &mut RecordSlots, bytes: std::io::Result<Vec<u8>>) -> Result<(), RecordError> {
         let bytes = bytes.map_err(|e| RecordError(e.to_string()))?;
-        crate::home::write_atomically(path, &bytes).map_err(|e| RecordError(format!("{e:#}")))
+        slots
+            .write(&bytes)
+            .map_err(|e| RecordError(format!("cannot write {}: {e}", slots.paths()[0].display())))
     }
 }
 
@@ -234,11 +236,11 @@ impl Outbox for NodeWorld {
 
 impl Records for NodeWorld {
     fn save_sign_state(&mut self, record: &SignState) -> Result<(), RecordError> {
-        Self::write(&self.sign_state_path, borsh::to_vec(record))
+        Self::write(&mut self.sign_state, borsh::to_vec(record))
     }
 
     fn save_valid_block(&mut self, record: &ValidBlockRecord) -> Result<(), RecordError> {
-        Self::write(&self.valid_block_path, borsh::to_vec(record))
+        Self::write(&mut self.valid_block, borsh::to_vec(record))
     }
 }
 
