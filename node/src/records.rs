@@ -48,6 +48,17 @@ pub struct RecordSlots {
     max_payload: usize,
 }
 
+/// What a pair of slot files holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Contents {
+    /// Nothing yet: both files are empty.
+    Empty,
+    /// The newest whole record's payload.
+    Record(Vec<u8>),
+    /// Bytes, but no whole record (why, naming the files).
+    Broken(String),
+}
+
 /// What a slot holds.
 enum Slot {
     /// Never written (an empty file).
@@ -60,17 +71,36 @@ enum Slot {
 
 impl RecordSlots {
     /// Opens (creating where missing) the slot files of `base`, whose
-    /// payloads are at most `max_payload` bytes, and returns the newest
-    /// whole record's payload.
+    /// payloads are at most `max_payload` bytes, and says what they hold.
     ///
-    /// Fails when some slot holds bytes but none holds a whole record:
-    /// starting without the record could let a validator sign a message
-    /// that conflicts with one it already sent.
-    pub fn open(base: &Path, max_payload: usize) -> anyhow::Result<(RecordSlots, Option<Vec<u8>>)> {
+    /// A newest slot that is not whole (torn by a crash in the middle of
+    /// its write) is passed over for the one before it, with a warning.
+    /// Slots that hold bytes but no whole record are [`Contents::Broken`]:
+    /// the caller must not start without the record, since that could let
+    /// a validator sign a message that conflicts with one it already sent.
+    pub fn open(base: &Path, max_payload: usize) -> anyhow::Result<(RecordSlots, Contents)> {
+        anyhow::ensure!(
+            max_payload <= u32::MAX as usize,
+            "a record is at most {} bytes",
+            u32::MAX
+        );
         let paths = [slot_path(base, 0), slot_path(base, 1)];
-        let mut created = false;
-        let mut open = |path: &Path| -> anyhow::Result<File> {
-            created |= !path.exists();
+        let existed = [paths[0].exists(), paths[1].exists()];
+        if existed[0] != existed[1] {
+            let (there, missing) = if existed[0] { (0, 1) } else { (1, 0) };
+            let there_len = std::fs::metadata(&paths[there])?.len();
+            if there_len > 0 {
+                bail!(
+                    "{} is there but {} is missing: the two files are one record, and the \
+                     missing one may hold the newer half; restore both from a backup (or, if \
+                     {} was moved alone on purpose, create the other as an empty file)",
+                    paths[there].display(),
+                    paths[missing].display(),
+                    paths[there].display()
+                );
+            }
+        }
+        let open = |path: &Path| -> anyhow::Result<File> {
             OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -80,10 +110,9 @@ impl RecordSlots {
                 .with_context(|| format!("cannot open {}", path.display()))
         };
         let files = [open(&paths[0])?, open(&paths[1])?];
-        if created {
-            // A new file's name must survive a power loss like its bytes.
-            sync_parent(&paths[0])?;
-        }
+        // The files' names must survive a power loss like their bytes (and
+        // an earlier start may have stopped before syncing them).
+        sync_parent(&paths[0])?;
         let slots = [
             read_slot(&files[0], max_payload)
                 .with_context(|| format!("cannot read {}", paths[0].display()))?,
@@ -91,7 +120,7 @@ impl RecordSlots {
                 .with_context(|| format!("cannot read {}", paths[1].display()))?,
         ];
         let newest = match slots {
-            [Slot::Empty, Slot::Empty] => None,
+            [Slot::Empty, Slot::Empty] => Ok(None),
             [Slot::Whole { seq, payload }, Slot::Whole {
                 seq: other,
                 payload: theirs,
@@ -104,31 +133,38 @@ impl RecordSlots {
                         paths[1].display()
                     );
                 }
-                Some(if seq >= other {
+                Ok(Some(if seq >= other {
                     (0, seq, payload)
                 } else {
                     (1, other, theirs)
-                })
+                }))
             }
-            [Slot::Whole { seq, payload }, _] => Some((0, seq, payload)),
-            [_, Slot::Whole { seq, payload }] => Some((1, seq, payload)),
+            [Slot::Whole { seq, payload }, other] => {
+                passed_over(&paths[1], &other, seq);
+                Ok(Some((0, seq, payload)))
+            }
+            [other, Slot::Whole { seq, payload }] => {
+                passed_over(&paths[0], &other, seq);
+                Ok(Some((1, seq, payload)))
+            }
             [a, b] => {
                 let why = |slot: &Slot| match slot {
                     Slot::Broken(why) => why.clone(),
                     _ => "empty".to_owned(),
                 };
-                bail!(
-                    "neither {} ({}) nor {} ({}) holds a whole record; restore them from a backup",
+                Err(format!(
+                    "neither {} ({}) nor {} ({}) holds a whole record",
                     paths[0].display(),
                     why(&a),
                     paths[1].display(),
                     why(&b)
-                );
+                ))
             }
         };
-        let (next, seq, payload) = match newest {
-            Some((slot, seq, payload)) => (1 - slot, seq, Some(payload)),
-            None => (0, 0, None),
+        let (next, seq, contents) = match newest {
+            Ok(Some((slot, seq, payload))) => (1 - slot, seq, Contents::Record(payload)),
+            Ok(None) => (0, 0, Contents::Empty),
+            Err(why) => (0, 0, Contents::Broken(why)),
         };
         Ok((
             RecordSlots {
@@ -138,7 +174,7 @@ impl RecordSlots {
                 seq,
                 max_payload,
             },
-            payload,
+            contents,
         ))
     }
 
@@ -158,16 +194,25 @@ impl RecordSlots {
         let seq = self.seq + 1;
         let bytes = encode_slot(seq, payload);
         let file = &self.files[self.next];
-        file.write_all_at(&bytes, 0)?;
-        file.sync_data()?;
+        let written = file.write_all_at(&bytes, 0).and_then(|()| file.sync_data());
+        written.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot write {}: {e}", self.paths[self.next].display()),
+            )
+        })?;
         self.seq = seq;
         self.next = 1 - self.next;
         Ok(())
     }
 
-    /// The two slot files.
-    pub fn paths(&self) -> &[PathBuf; 2] {
-        &self.paths
+    /// The file the newest record is in (or the first, before any).
+    pub fn newest_path(&self) -> &Path {
+        if self.seq == 0 {
+            &self.paths[0]
+        } else {
+            &self.paths[1 - self.next]
+        }
     }
 }
 
@@ -229,6 +274,21 @@ fn read_slot(file: &File, max_payload: usize) -> io::Result<Slot> {
     Ok(Slot::Whole { seq, payload: rest })
 }
 
+/// Says that a slot that is not whole was passed over for the record
+/// before it: the expected trace of a crash in the middle of a write, or
+/// damage to the newest record (which rolls it back by one).
+fn passed_over(path: &Path, slot: &Slot, newest_whole: u64) {
+    if let Slot::Broken(why) = slot {
+        tracing::warn!(
+            file = %path.display(),
+            why,
+            record = newest_whole,
+            "a record file is not whole (a write cut short by a crash); reading the record \
+             before it"
+        );
+    }
+}
+
 fn sync_parent(path: &Path) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -243,28 +303,32 @@ fn sync_parent(path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn open(base: &Path) -> (RecordSlots, Option<Vec<u8>>) {
+    fn open(base: &Path) -> (RecordSlots, Contents) {
         RecordSlots::open(base, 100).expect("opens")
+    }
+
+    fn record(bytes: &[u8]) -> Contents {
+        Contents::Record(bytes.to_vec())
     }
 
     #[test]
     fn the_newest_record_is_read_back_and_each_write_takes_the_older_slot() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("rec");
-        let (mut slots, none) = open(&base);
-        assert_eq!(none, None);
+        let (mut slots, contents) = open(&base);
+        assert_eq!(contents, Contents::Empty);
         for i in 0..5u8 {
             slots.write(&vec![i; 10 + i as usize]).unwrap();
-            let (_, read) = open(&base);
-            assert_eq!(read, Some(vec![i; 10 + i as usize]));
+            assert_eq!(open(&base).1, Contents::Record(vec![i; 10 + i as usize]));
         }
         // Written in turn: the last (4) in slot 0, the one before in slot 1.
+        assert_eq!(slots.newest_path(), slot_path(&base, 0));
         let slot1 = std::fs::read(slot_path(&base, 1)).unwrap();
         assert_eq!(&slot1[8..16], &4u64.to_le_bytes());
         // A shorter record after a longer one leaves the tail unread.
         let (mut slots, _) = open(&base);
         slots.write(b"x").unwrap();
-        assert_eq!(open(&base).1, Some(b"x".to_vec()));
+        assert_eq!(open(&base).1, record(b"x"));
     }
 
     #[test]
@@ -280,35 +344,54 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let (mut slots, read) = open(&base);
-        assert_eq!(read, Some(b"first".to_vec()));
+        let (mut slots, contents) = open(&base);
+        assert_eq!(contents, record(b"first"));
         // The next write replaces the torn slot, not the whole one.
         slots.write(b"third").unwrap();
-        assert_eq!(open(&base).1, Some(b"third".to_vec()));
+        assert_eq!(open(&base).1, record(b"third"));
         let slot0 = std::fs::read(slot_path(&base, 0)).unwrap();
         assert_eq!(&slot0[HEADER_BYTES..HEADER_BYTES + 5], b"first");
     }
 
     #[test]
-    fn no_whole_record_in_files_that_hold_bytes_is_an_error() {
+    fn files_with_bytes_but_no_whole_record_are_broken() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("rec");
         let (mut slots, _) = open(&base);
         slots.write(b"only").unwrap();
-        std::fs::write(
-            slot_path(&base, 0),
-            b"garbage that is long enough to parse?",
-        )
-        .unwrap();
-        let err = RecordSlots::open(&base, 100).unwrap_err().to_string();
-        assert!(err.contains("neither") && err.contains("backup"), "{err}");
-        // A payload longer than allowed is refused before any write.
-        let (mut slots, _) = RecordSlots::open(&dir.path().join("other"), 4).unwrap();
-        assert!(slots.write(b"too long").is_err());
-        assert_eq!(
-            RecordSlots::open(&dir.path().join("other"), 4).unwrap().1,
-            None
+        // Long enough for a header and a checksum, but not a record file.
+        let not_a_record = [b'z'; HEADER_BYTES + CHECKSUM_BYTES + 8];
+        std::fs::write(slot_path(&base, 0), not_a_record).unwrap();
+        let (_, contents) = open(&base);
+        let Contents::Broken(why) = contents else {
+            panic!("{contents:?}")
+        };
+        assert!(
+            why.contains("neither") && why.contains("not a record file"),
+            "{why}"
         );
+        // A payload longer than allowed is refused before any write.
+        let other = dir.path().join("other");
+        let (mut slots, _) = RecordSlots::open(&other, 4).unwrap();
+        assert!(slots.write(b"too long").is_err());
+        assert_eq!(RecordSlots::open(&other, 4).unwrap().1, Contents::Empty);
+    }
+
+    #[test]
+    fn one_file_of_a_pair_missing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("rec");
+        let (mut slots, _) = open(&base);
+        slots.write(b"one").unwrap();
+        std::fs::remove_file(slot_path(&base, 1)).unwrap();
+        let err = RecordSlots::open(&base, 100).unwrap_err().to_string();
+        assert!(
+            err.contains("is missing") && err.contains("backup"),
+            "{err}"
+        );
+        // An empty file alone is no record, so its pair may be created.
+        std::fs::write(slot_path(&base, 0), b"").unwrap();
+        assert_eq!(open(&base).1, Contents::Empty);
     }
 
     #[test]
@@ -320,6 +403,6 @@ mod tests {
         let err = RecordSlots::open(&base, 100).unwrap_err().to_string();
         assert!(err.contains("same sequence number 7"), "{err}");
         std::fs::write(slot_path(&base, 1), encode_slot(8, b"b")).unwrap();
-        assert_eq!(open(&base).1, Some(b"b".to_vec()));
+        assert_eq!(open(&base).1, record(b"b"));
     }
 }

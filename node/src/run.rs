@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::NodeConfig;
 use crate::home::Home;
 use crate::node::{now_ms, Node, NodeEvents, NodeLimits};
-use crate::records::RecordSlots;
+use crate::records::{slot_path, Contents, RecordSlots};
 use crate::shell::{HostEvent, HostSender, NodeWorld, HOST_ANSWER_WAIT};
 
 /// Room for a block's header and a polka of 256 validators' votes in the
@@ -97,43 +97,78 @@ pub fn load_valid_block(
 /// The record kept at `base` (slot files `BASE.0`, `BASE.1`, see
 /// [`crate::records`]), decoded.
 ///
-/// An earlier build kept it in one file, `BASE.bin`, written by rename:
-/// when the slots hold nothing, that record is read, written into the
-/// slots (durably) and the old file removed; when they hold a record, it
-/// is newer than the old file (which is then only left from a stop
-/// between those two steps) and the old file is removed.
+/// An earlier build kept it in one file, `BASE.bin`, written by rename.
+/// When the slots hold no whole record, that file's record is written into
+/// them (durably) and the file removed (and the removal synced). When the
+/// slots hold a record and the old file is still there with the same
+/// record, the start before stopped between those two steps: the file is
+/// removed. When they differ, an earlier build ran after this one and
+/// wrote a newer record the slots do not know: the node refuses to start.
 fn open_record<T>(
     base: &Path,
     max_bytes: usize,
     decode: impl Fn(&[u8], &Path) -> anyhow::Result<T>,
 ) -> anyhow::Result<(RecordSlots, Option<T>)> {
     let legacy = base.with_extension("bin");
-    let (mut slots, payload) = RecordSlots::open(base, max_bytes)?;
-    let record = match payload {
-        Some(bytes) => Some(decode(&bytes, &slots.paths()[0])?),
-        None if legacy.exists() => {
-            let len = std::fs::metadata(&legacy)?.len();
+    let legacy_bytes = if legacy.exists() {
+        let len = std::fs::metadata(&legacy)?.len();
+        anyhow::ensure!(
+            len <= max_bytes as u64,
+            "{} is larger than its record can be",
+            legacy.display()
+        );
+        Some(std::fs::read(&legacy).with_context(|| format!("cannot read {}", legacy.display()))?)
+    } else {
+        None
+    };
+    let (mut slots, contents) = RecordSlots::open(base, max_bytes)?;
+    let record = match (contents, legacy_bytes) {
+        (Contents::Record(bytes), None) => Some(decode(&bytes, slots.newest_path())?),
+        (Contents::Record(bytes), Some(old)) => {
             anyhow::ensure!(
-                len <= max_bytes as u64,
-                "{} is larger than its record can be",
+                bytes == old,
+                "{} (written by an earlier build of tally) and {} hold different records: an \
+                 earlier build ran after this one and recorded what it signed in the old file \
+                 only. If the earlier build ran last, remove {} and {} so that the old file is \
+                 taken over; otherwise remove {}",
+                legacy.display(),
+                slots.newest_path().display(),
+                slot_path(base, 0).display(),
+                slot_path(base, 1).display(),
                 legacy.display()
             );
-            let bytes = std::fs::read(&legacy)
-                .with_context(|| format!("cannot read {}", legacy.display()))?;
-            let record = decode(&bytes, &legacy)?;
-            slots
-                .write(&bytes)
-                .with_context(|| format!("cannot write {}", slots.paths()[0].display()))?;
-            info!(from = %legacy.display(), to = %slots.paths()[0].display(), "moved a record to the two-slot layout");
+            Some(decode(&bytes, slots.newest_path())?)
+        }
+        (Contents::Empty | Contents::Broken(_), Some(old)) => {
+            // A broken pair next to the old file: this takeover was cut
+            // short before; the old file is still the record.
+            let record = decode(&old, &legacy)?;
+            slots.write(&old)?;
+            info!(from = %legacy.display(), to = %slots.newest_path().display(), "moved a record to the two-slot layout");
             Some(record)
         }
-        None => None,
+        (Contents::Empty, None) => None,
+        (Contents::Broken(why), None) => anyhow::bail!(
+            "{why}: the record of what this validator signed last is damaged; restore {} and {} \
+             from a backup rather than deleting them",
+            slot_path(base, 0).display(),
+            slot_path(base, 1).display()
+        ),
     };
     if legacy.exists() {
         std::fs::remove_file(&legacy)
+            .and_then(|()| sync_dir(&legacy))
             .with_context(|| format!("cannot remove {}", legacy.display()))?;
     }
     Ok((slots, record))
+}
+
+/// Syncs the directory holding `path`.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => std::fs::File::open(".")?.sync_all(),
+    }
 }
 
 /// What gossip delivers once the intake accepted it.
@@ -627,12 +662,9 @@ mod tests {
     use tally_consensus::SignStep;
     use tally_ledger::Hash;
 
-    #[test]
-    fn a_signing_record_of_the_single_file_layout_is_taken_over_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("sign_state");
-        let record = SignState {
-            height: 9,
+    fn record(height: u64) -> SignState {
+        SignState {
+            height,
             round: 2,
             step: SignStep::Precommit,
             block_hash: Some(Hash([7; 32])),
@@ -641,21 +673,50 @@ mod tests {
             valid: Some((2, Hash([7; 32]))),
             prevote: Some(Some(Hash([7; 32]))),
             earlier: None,
-        };
-        std::fs::write(base.with_extension("bin"), borsh::to_vec(&record).unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_signing_record_of_the_single_file_layout_is_taken_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("sign_state");
+        let legacy = base.with_extension("bin");
+        std::fs::write(&legacy, borsh::to_vec(&record(9)).unwrap()).unwrap();
         let (mut slots, loaded) = load_sign_state(&base).unwrap();
-        assert_eq!(loaded.as_ref(), Some(&record));
-        assert!(
-            !base.with_extension("bin").exists(),
-            "the old file is removed"
-        );
+        assert_eq!(loaded, Some(record(9)));
+        assert!(!legacy.exists(), "the old file is removed");
         // Later writes win over what was taken over.
-        let newer = SignState {
-            height: 10,
-            ..record.clone()
-        };
-        slots.write(&borsh::to_vec(&newer).unwrap()).unwrap();
-        assert_eq!(load_sign_state(&base).unwrap().1, Some(newer));
+        slots.write(&borsh::to_vec(&record(10)).unwrap()).unwrap();
+        assert_eq!(load_sign_state(&base).unwrap().1, Some(record(10)));
+        // The old file left by a stop between takeover and removal (same
+        // record) is removed; one an earlier build wrote since (another
+        // record) stops the node.
+        std::fs::write(&legacy, borsh::to_vec(&record(10)).unwrap()).unwrap();
+        assert_eq!(load_sign_state(&base).unwrap().1, Some(record(10)));
+        assert!(!legacy.exists());
+        std::fs::write(&legacy, borsh::to_vec(&record(11)).unwrap()).unwrap();
+        let err = load_sign_state(&base).unwrap_err().to_string();
+        assert!(err.contains("earlier build ran after this one"), "{err}");
+        assert!(legacy.exists(), "nothing is removed then");
+    }
+
+    #[test]
+    fn a_takeover_cut_short_is_done_again_and_damage_stops_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        // A torn first slot write next to the intact old file.
+        let base = dir.path().join("sign_state");
+        let legacy = base.with_extension("bin");
+        std::fs::write(&legacy, borsh::to_vec(&record(3)).unwrap()).unwrap();
+        std::fs::write(crate::records::slot_path(&base, 0), [b'x'; 80]).unwrap();
+        std::fs::write(crate::records::slot_path(&base, 1), b"").unwrap();
+        assert_eq!(load_sign_state(&base).unwrap().1, Some(record(3)));
+        assert!(!legacy.exists());
+        assert_eq!(load_sign_state(&base).unwrap().1, Some(record(3)));
+        // Broken slots and no old file: refused, files kept.
+        std::fs::write(crate::records::slot_path(&base, 0), [b'x'; 80]).unwrap();
+        std::fs::write(crate::records::slot_path(&base, 1), [b'y'; 80]).unwrap();
+        let err = load_sign_state(&base).unwrap_err().to_string();
+        assert!(err.contains("damaged") && err.contains("backup"), "{err}");
         // A damaged old file with no slots written stops the node.
         let other = dir.path().join("other");
         std::fs::write(other.with_extension("bin"), b"\x01\x02").unwrap();

@@ -172,9 +172,7 @@ impl NodeWorld {
 
     fn write(slots: &mut RecordSlots, bytes: std::io::Result<Vec<u8>>) -> Result<(), RecordError> {
         let bytes = bytes.map_err(|e| RecordError(e.to_string()))?;
-        slots
-            .write(&bytes)
-            .map_err(|e| RecordError(format!("cannot write {}: {e}", slots.paths()[0].display())))
+        slots.write(&bytes).map_err(|e| RecordError(e.to_string()))
     }
 }
 

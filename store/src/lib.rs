@@ -55,8 +55,8 @@ pub enum OpenError {
     #[error(
         "data directory {path} is damaged ({detail}); it was not opened, so that no committed \
          block is silently dropped. Restore it from a backup, or move it aside, create an empty \
-         {path} holding only the old sign_state.bin and valid_block.bin, and restart: the node \
-         syncs the chain from its peers (docs/OPERATIONS.md, Durability and recovery)"
+         {path} holding only the old sign_state.0, sign_state.1, valid_block.0 and \
+         valid_block.1, and restart: the node syncs the chain from its peers (docs/OPERATIONS.md, Durability and recovery)"
     )]
     Damaged {
         /// The directory.
