@@ -571,14 +571,14 @@ async fn fund(targets: &[Target], senders: &[Keypair], per_sender: u64) -> anyho
         let txs: Vec<Vec<u8>> = chunk
             .iter()
             .map(|key| {
-                let tx = Transaction {
-                    chain_id: status.chain_id.clone(),
-                    from: alice.address(),
-                    to: key.address(),
-                    amount: per_sender,
+                let tx = Transaction::transfer(
+                    status.chain_id.clone(),
+                    alice.address(),
+                    key.address(),
+                    per_sender,
                     fee,
                     nonce,
-                }
+                )
                 .sign(&alice, &status.genesis_hash);
                 nonce += 1;
                 tx.encode()
@@ -637,14 +637,14 @@ fn presign(
                             let to = senders[(s + 1) % senders.len()].address();
                             (0..per_sender)
                                 .map(|nonce| {
-                                    Transaction {
-                                        chain_id: chain_id.clone(),
-                                        from: key.address(),
+                                    Transaction::transfer(
+                                        chain_id.clone(),
+                                        key.address(),
                                         to,
-                                        amount: 1,
+                                        1,
                                         fee,
                                         nonce,
-                                    }
+                                    )
                                     .sign(key, genesis_hash)
                                     .encode()
                                 })

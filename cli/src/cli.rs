@@ -213,6 +213,12 @@ enum GenesisCommand {
         /// Most bytes of transactions in a block.
         #[arg(long, default_value_t = Params::default().max_block_bytes)]
         max_block_bytes: u32,
+        /// Fewest validators a validator-set change may leave.
+        #[arg(long, default_value_t = Params::default().min_validators)]
+        min_validators: u32,
+        /// Blocks a validator-set vote counts for before it expires.
+        #[arg(long, default_value_t = Params::default().validator_vote_expiry)]
+        validator_vote_expiry: u64,
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -392,6 +398,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             min_fee,
             max_block_txs,
             max_block_bytes,
+            min_validators,
+            validator_vote_expiry,
             out,
         }) => {
             let genesis = match devnet {
@@ -401,6 +409,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         min_fee,
                         max_block_txs,
                         max_block_bytes,
+                        min_validators,
+                        validator_vote_expiry,
                     };
                     build_genesis(&chain_id, genesis_time_ms, params, &validators, &balances)?
                 }

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use serde::Serialize;
 use tally_client::{BlockId, BlockTxs, Client, WaitMode};
-use tally_ledger::{ChainContext, Hash, Transaction};
+use tally_ledger::{Action, ChainContext, Hash, Transaction, ValidatorChange};
 
 use crate::cli::{ProveArgs, RpcArgs, TransferArgs};
 use tally_node::home::{resolve_address, resolve_key};
@@ -27,14 +27,14 @@ pub async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
         Some(n) => n,
         None => client.account(&key.address()).await?.next_nonce,
     };
-    let tx = Transaction {
-        chain_id: status.chain_id,
-        from: key.address(),
+    let tx = Transaction::transfer(
+        status.chain_id,
+        key.address(),
         to,
-        amount: args.amount,
-        fee: args.fee.unwrap_or(status.min_fee),
+        args.amount,
+        args.fee.unwrap_or(status.min_fee),
         nonce,
-    }
+    )
     .sign(&key, &status.genesis_hash);
     let wait = if args.wait {
         WaitMode::Committed
@@ -47,8 +47,11 @@ pub async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     }
     println!("transaction {}", result.hash);
     println!(
-        "  from {} nonce {} to {} amount {} fee {}",
-        tx.tx.from, tx.tx.nonce, tx.tx.to, tx.tx.amount, tx.tx.fee
+        "  from {} nonce {} {} fee {}",
+        tx.tx.from,
+        tx.tx.nonce,
+        describe(&tx.tx.action),
+        tx.tx.fee
     );
     match (result.height, result.index) {
         (Some(height), Some(index)) => println!("  committed in block {height} at index {index}"),
@@ -162,7 +165,7 @@ pub async fn tx(hash: &str, prove: &ProveArgs, args: &RpcArgs) -> anyhow::Result
     }
     if let Some(t) = info.tx {
         println!("  from {} nonce {}", t.tx.from, t.tx.nonce);
-        println!("  to {} amount {} fee {}", t.tx.to, t.tx.amount, t.tx.fee);
+        println!("  {} fee {}", describe(&t.tx.action), t.tx.fee);
     }
     Ok(())
 }
@@ -201,8 +204,12 @@ pub async fn block(id: &str, full: bool, args: &RpcArgs) -> anyhow::Result<()> {
         BlockTxs::Ids(ids) => ids.iter().for_each(|id| println!("  tx {id}")),
         BlockTxs::Full(txs) => txs.iter().for_each(|t| {
             println!(
-                "  tx {}: {} -> {} amount {} fee {} nonce {}",
-                t.hash, t.tx.tx.from, t.tx.tx.to, t.tx.tx.amount, t.tx.tx.fee, t.tx.tx.nonce
+                "  tx {}: {} {} fee {} nonce {}",
+                t.hash,
+                t.tx.tx.from,
+                describe(&t.tx.tx.action),
+                t.tx.tx.fee,
+                t.tx.tx.nonce
             )
         }),
     }
@@ -253,4 +260,32 @@ pub async fn status(args: &RpcArgs) -> anyhow::Result<()> {
     }
     println!("version   {}", status.node_version);
     Ok(())
+}
+
+/// One line for what a transaction does.
+pub(crate) fn describe(action: &Action) -> String {
+    match action {
+        Action::Transfer { to, amount } => format!("to {to} amount {amount}"),
+        Action::Validator { change, evidence } => {
+            let what = match change {
+                ValidatorChange::Add {
+                    name,
+                    address,
+                    power,
+                    ..
+                } => format!("add validator {name} {address} power {power}"),
+                ValidatorChange::Remove { address } => format!("remove validator {address}"),
+                ValidatorChange::SetPower { address, power } => {
+                    format!("set power of {address} to {power}")
+                }
+                ValidatorChange::Rotate {
+                    address, new_key, ..
+                } => format!("rotate validator {address} to {new_key}"),
+            };
+            match evidence {
+                Some(id) => format!("votes to {what}, citing evidence {id}"),
+                None => format!("votes to {what}"),
+            }
+        }
+    }
 }

@@ -217,14 +217,14 @@ impl Client {
     ) -> Result<(SignedTransaction, SubmitResult), ClientError> {
         let status = self.status().await?;
         let account = self.account(&key.address()).await?;
-        let tx = Transaction {
-            chain_id: status.chain_id,
-            from: key.address(),
+        let tx = Transaction::transfer(
+            status.chain_id,
+            key.address(),
             to,
             amount,
             fee,
-            nonce: account.next_nonce,
-        }
+            account.next_nonce,
+        )
         .sign(key, &status.genesis_hash);
         let result = self.submit(&tx, wait).await?;
         Ok((tx, result))

@@ -215,14 +215,16 @@ impl Consensus {
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
-            Input::StartHeight(height) => self.start_height(height, &mut out),
+            Input::StartHeight { height, validators } => {
+                self.start_height(height, validators, &mut out)
+            }
             Input::Message(message) => self.on_message(message, &mut out),
             Input::Timeout(timeout) => self.on_timeout(timeout, &mut out),
             Input::ProposalBlock {
                 height,
                 round,
                 block,
-            } => self.on_proposal_block(height, round, block, &mut out),
+            } => self.on_proposal_block(height, round, *block, &mut out),
             Input::BlockValidated {
                 height,
                 block_hash,

@@ -5,7 +5,7 @@
 //! record", argues why resuming in the recorded round at the recorded step
 //! is both safe and live.
 
-use tally_ledger::{ConsensusMessage, SignedVote, Verified, VoteKind};
+use tally_ledger::{ConsensusMessage, SignedVote, ValidatorSet, Verified, VoteKind};
 
 use crate::guard::SignStep;
 use crate::machine::Consensus;
@@ -15,12 +15,18 @@ use crate::votes::VoteBook;
 impl Consensus {
     /// Lines 2-10: a new height, at round 0 — or, for a validator
     /// restarted inside this height, where its records left off.
-    pub(crate) fn start_height(&mut self, height: u64, out: &mut Vec<Action>) {
+    pub(crate) fn start_height(
+        &mut self,
+        height: u64,
+        validators: ValidatorSet,
+        out: &mut Vec<Action>,
+    ) {
         if self.started && height <= self.height {
             return;
         }
         self.started = true;
         self.height = height;
+        self.validators = validators;
         self.proposals.clear();
         self.first_proposal.clear();
         self.blocks.clear();

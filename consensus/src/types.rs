@@ -1,7 +1,9 @@
 //! The state machine's vocabulary: its configuration, what the host tells
 //! it ([`Input`]) and what it asks the host to do ([`Action`]).
 
-use tally_ledger::{Block, Commit, ConsensusMessage, DuplicateVoteEvidence, Hash, Verified};
+use tally_ledger::{
+    Block, Commit, ConsensusMessage, DuplicateVoteEvidence, Hash, ValidatorSet, Verified,
+};
 
 use crate::guard::{SignState, ValidBlockRecord};
 
@@ -89,8 +91,15 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Start this height (the previous one is committed), at round 0 or at
-    /// the round of the sign-state record if it is for this height.
-    StartHeight(u64),
+    /// the round of the sign-state record if it is for this height, with
+    /// the validator set that signs it (the chain's, from its validator
+    /// state: it changes by vote).
+    StartHeight {
+        /// The height.
+        height: u64,
+        /// Its validator set.
+        validators: ValidatorSet,
+    },
     /// A proposal or vote whose signature the edge that received it has
     /// checked (it cannot be made otherwise).
     Message(Verified<ConsensusMessage>),
@@ -103,7 +112,7 @@ pub enum Input {
         /// Round it was built for.
         round: u32,
         /// The block.
-        block: Block,
+        block: Box<Block>,
     },
     /// The result of [`Action::ValidateBlock`] (`valid(v)`).
     BlockValidated {

@@ -31,8 +31,16 @@ impl Net {
     /// Validator `me` with no past, at the start of height 1.
     fn started(&self, me: usize) -> Consensus {
         let mut node = self.node(Some(me), None);
-        node.handle(Input::StartHeight(1));
+        node.handle(self.start(1));
         node
+    }
+
+    /// The input that starts `height` with the devnet validators.
+    fn start(&self, height: u64) -> Input {
+        Input::StartHeight {
+            height,
+            validators: self.chain.validators.clone(),
+        }
     }
 
     fn node(&self, me: Option<usize>, record: Option<SignState>) -> Consensus {
@@ -65,10 +73,14 @@ impl Net {
             state_root: Hash::ZERO,
             validators_hash: Hash::ZERO,
             next_validators_hash: Hash::ZERO,
+            last_commit_hash: tally_ledger::last_commit_hash(&None),
+            evidence_hash: tally_ledger::evidence_hash(&[]),
         };
         Block {
             header,
             txs: vec![],
+            last_commit: None,
+            evidence: vec![],
         }
     }
 
@@ -194,11 +206,7 @@ fn prevoted(net: &Net, a: &Block) -> (Consensus, Vec<Action>) {
     let mut node = net.node(Some(0), None);
     let actions = feed(
         &mut node,
-        vec![
-            Input::StartHeight(1),
-            net.proposal(0, a, None),
-            net.valid(a, true),
-        ],
+        vec![net.start(1), net.proposal(0, a, None), net.valid(a, true)],
     );
     (node, actions)
 }
@@ -207,7 +215,7 @@ fn prevoted(net: &Net, a: &Block) -> (Consensus, Vec<Action>) {
 fn lines_11_to_19_the_proposer_gets_a_value_and_proposes_it() {
     let net = Net::new();
     let mut node = net.node(Some(1), None);
-    let actions = node.handle(Input::StartHeight(1));
+    let actions = node.handle(net.start(1));
     assert!(
         actions.contains(&Action::BuildProposal {
             height: 1,
@@ -219,7 +227,7 @@ fn lines_11_to_19_the_proposer_gets_a_value_and_proposes_it() {
     let actions = node.handle(Input::ProposalBlock {
         height: 1,
         round: 0,
-        block: a.clone(),
+        block: Box::new(a.clone()),
     });
     let persist = actions
         .iter()
@@ -242,7 +250,7 @@ fn lines_11_to_19_the_proposer_gets_a_value_and_proposes_it() {
 fn line_21_a_non_proposer_schedules_the_propose_timeout() {
     let net = Net::new();
     let mut node = net.node(Some(0), None);
-    let actions = node.handle(Input::StartHeight(1));
+    let actions = node.handle(net.start(1));
     assert_eq!(
         scheduled(&actions, TimeoutKind::Propose),
         vec![Timeout {
@@ -261,10 +269,7 @@ fn line_22_a_valid_proposal_is_prevoted_after_validation() {
     let net = Net::new();
     let a = net.block("a");
     let mut node = net.node(Some(0), None);
-    let actions = feed(
-        &mut node,
-        vec![Input::StartHeight(1), net.proposal(0, &a, None)],
-    );
+    let actions = feed(&mut node, vec![net.start(1), net.proposal(0, &a, None)]);
     assert!(actions.contains(&Action::ValidateBlock {
         height: 1,
         block: a.clone()
@@ -289,7 +294,7 @@ fn line_26_an_invalid_proposal_gets_a_nil_prevote() {
     let actions = feed(
         &mut node,
         vec![
-            Input::StartHeight(1),
+            net.start(1),
             net.proposal(0, &a, None),
             net.valid(&a, false),
         ],
@@ -529,7 +534,7 @@ fn line_49_a_proposal_and_2f1_precommits_commit_with_a_certificate() {
     let a = net.block("a");
     // A full node (no key) follows and commits without signing anything.
     let mut node = net.node(None, None);
-    let mut inputs = vec![Input::StartHeight(1)];
+    let mut inputs = vec![net.start(1)];
     inputs.extend((1..4).map(|v| net.vote(v, 0, VoteKind::Precommit, Some(&a))));
     inputs.push(net.proposal(0, &a, None));
     let actions = feed(&mut node, inputs);
@@ -694,7 +699,7 @@ fn a_validator_killed_between_persisting_and_sending_never_signs_a_conflicting_v
     assert_eq!(record.step, SignStep::Precommit);
 
     let mut restarted = net.node(Some(0), Some(record));
-    let actions = restarted.handle(Input::StartHeight(1));
+    let actions = restarted.handle(net.start(1));
     assert_eq!(restarted.round(), 0, "resumes in the round it signed in");
     assert_eq!(restarted.step(), Step::Precommit, "at the recorded step");
     assert_eq!(
@@ -757,7 +762,7 @@ fn a_validator_restarted_mid_round_completes_it_with_exactly_a_quorum_up() {
     let record = last_sign_state(&actions);
     assert_eq!(record.step, SignStep::Prevote);
     let mut restarted = net.node(Some(0), Some(record));
-    let actions = restarted.handle(Input::StartHeight(1));
+    let actions = restarted.handle(net.start(1));
     assert_eq!(
         my_votes(&actions),
         vec![(0, VoteKind::Prevote, Some(a.hash()))],
@@ -812,7 +817,7 @@ fn messages_for_the_next_height_wait_until_it_starts() {
     early.height = 9;
     let far = SignedVote::sign(early, &net.key(2), &net.chain.genesis_hash);
     node.handle(net.message(ConsensusMessage::Vote(far)));
-    node.handle(Input::StartHeight(2));
+    node.handle(net.start(2));
     assert_eq!(
         node.votes().total(0, VoteKind::Prevote),
         1,
@@ -827,14 +832,14 @@ fn line_22_a_proposal_whose_body_does_not_match_its_header_cannot_be_verified() 
     // A transaction the header does not commit to (the block hash, which
     // covers only the header, is unchanged).
     let alice = devnet_key("alice");
-    let tx = tally_ledger::Transaction {
-        chain_id: net.chain.genesis.chain_id.clone(),
-        from: alice.address(),
-        to: devnet_key("bob").address(),
-        amount: 1,
-        fee: 1,
-        nonce: 0,
-    };
+    let tx = tally_ledger::Transaction::transfer(
+        net.chain.genesis.chain_id.clone(),
+        alice.address(),
+        devnet_key("bob").address(),
+        1,
+        1,
+        0,
+    );
     a.txs.push(tx.sign(&alice, &net.chain.genesis_hash));
     let proposal = net.signed_proposal(0, &a, None);
     assert_eq!(
@@ -874,15 +879,22 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
             state_root: Hash::ZERO,
             validators_hash: Hash::ZERO,
             next_validators_hash: Hash::ZERO,
+            last_commit_hash: tally_ledger::last_commit_hash(&None),
+            evidence_hash: tally_ledger::evidence_hash(&[]),
         },
         txs: vec![],
+        last_commit: None,
+        evidence: vec![],
     };
     let mut node = new_node(None, None);
-    node.handle(Input::StartHeight(1));
+    node.handle(Input::StartHeight {
+        height: 1,
+        validators: chain.validators.clone(),
+    });
     let actions = node.handle(Input::ProposalBlock {
         height: 1,
         round: 0,
-        block: b.clone(),
+        block: Box::new(b.clone()),
     });
     let record = last_sign_state(&actions);
     let valid = actions
@@ -915,7 +927,10 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
     let persisted_prevote = last_sign_state(&actions[..persisted_valid]);
     assert_eq!(persisted_prevote.step, SignStep::Prevote);
     let mut restarted = new_node(Some(persisted_prevote), Some(valid.clone()));
-    let actions = restarted.handle(Input::StartHeight(1));
+    let actions = restarted.handle(Input::StartHeight {
+        height: 1,
+        validators: chain.validators.clone(),
+    });
     assert_eq!(
         my_votes(&actions),
         vec![
@@ -935,7 +950,10 @@ fn line_49_a_restarted_single_validator_decides_its_recorded_block_again() {
     // record holds, so it decides b in round 0 at once (line 49), signing
     // nothing new.
     let mut restarted = new_node(Some(record), Some(valid));
-    let actions = restarted.handle(Input::StartHeight(1));
+    let actions = restarted.handle(Input::StartHeight {
+        height: 1,
+        validators: chain.validators.clone(),
+    });
     assert_eq!(
         my_votes(&actions),
         vec![
@@ -1009,7 +1027,7 @@ fn line_49_a_node_that_first_saw_another_proposal_still_decides_the_one_committe
     feed(
         &mut node,
         vec![
-            Input::StartHeight(1),
+            net.start(1),
             net.proposal(0, &p1, None),
             net.valid(&p1, true),
         ],
@@ -1057,7 +1075,7 @@ fn proposals_for_the_next_height_from_the_wrong_proposer_are_not_buffered() {
     };
     let wrong = SignedProposal::sign(core, block, &net.key(1), &net.chain.genesis_hash);
     node.handle(net.message(ConsensusMessage::Proposal(Box::new(wrong))));
-    node.handle(Input::StartHeight(2));
+    node.handle(net.start(2));
     assert_eq!(node.proposal_hash(0), None);
 }
 
@@ -1101,7 +1119,7 @@ fn a_proposer_restarted_after_proposing_proposes_nothing_new_in_that_round() {
         earlier: None,
     };
     let mut node = net.node(Some(1), Some(record));
-    let actions = node.handle(Input::StartHeight(1));
+    let actions = node.handle(net.start(1));
     assert!(
         !actions.iter().any(|x| matches!(
             x,
@@ -1144,7 +1162,7 @@ fn a_re_proposed_valid_value_carries_its_polka() {
 
     // A validator that never saw round 0 takes the proposal with its polka.
     let mut late = net.node(Some(3), None);
-    late.handle(Input::StartHeight(1));
+    late.handle(net.start(1));
     late.handle(timeout(TimeoutKind::Propose, 0));
     late.handle(net.vote(0, 0, VoteKind::Precommit, None));
     late.handle(net.vote(1, 0, VoteKind::Precommit, None));
@@ -1222,7 +1240,7 @@ fn a_validator_restarted_after_its_precommit_sends_its_prevote_again() {
     assert_eq!(record.prevote, Some(Some(a.hash())));
 
     let mut restarted = net.node(Some(0), Some(record));
-    let again = restarted.handle(Input::StartHeight(1));
+    let again = restarted.handle(net.start(1));
     assert_eq!(
         my_votes(&again),
         vec![
@@ -1272,7 +1290,7 @@ fn a_validator_restarted_in_a_later_round_sends_its_earlier_precommit_again() {
         "the round-0 votes are recorded"
     );
     let mut restarted = net.node(Some(2), Some(record));
-    let actions = restarted.handle(Input::StartHeight(1));
+    let actions = restarted.handle(net.start(1));
     let sent = my_votes(&actions);
     assert!(
         sent.contains(&(0, VoteKind::Precommit, None)),

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let chain = ChainContext::new(genesis);
-    let intake = ConsensusIntake::new(chain.clone(), LIMIT);
+    let intake = ConsensusIntake::new(
+        chain.clone(),
+        tally_host::ValidatorView::genesis(&chain),
+        LIMIT,
+    );
     let mut machine = Consensus::new(
         Config::default(),
         chain.genesis.chain_id.clone(),
@@ -29,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         None,
         None,
     );
-    machine.handle(Input::StartHeight(1));
+    machine.handle(Input::StartHeight {
+        height: 1,
+        validators: chain.validators.clone(),
+    });
     if let Verdict::Accept(message) = intake.check(data, 0) {
         machine.handle(Input::Message(message));
     }
@@ -42,7 +49,9 @@ fuzz_target!(|data: &[u8]| {
     let signers = chain.signers();
     let verified: Option<Verified<ConsensusMessage>> = match message {
         ConsensusMessage::Vote(SignedVote { vote, .. }) => {
-            Verified::<SignedVote>::sign(vote, &key, &signers).ok().map(Into::into)
+            Verified::<SignedVote>::sign(vote, &key, &signers)
+                .ok()
+                .map(Into::into)
         }
         ConsensusMessage::Proposal(p) => {
             let SignedProposal { core, block, .. } = *p;

@@ -48,10 +48,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The version of the peer-to-peer protocol. 2: block sync gained the
 /// catch-up exchange (`/sync/2`). 3: protocol version 2 (headers with a
 /// state root, a Merkle tx root and validator-set hashes; the ZIP-215
-/// signature rule), whose blocks a version-2 node cannot check. A node of
-/// another version is dropped when it identifies itself, with a log line
-/// that says which side to upgrade.
-pub const NETWORK_VERSION: u32 = 3;
+/// signature rule), whose blocks a version-2 node cannot check. 4: protocol
+/// version 3 (transactions carry an action: transfers and validator-set
+/// votes; blocks carry the last commit and evidence). A node of another
+/// version is dropped when it identifies itself, with a log line that says
+/// which side to upgrade.
+pub const NETWORK_VERSION: u32 = 4;
 
 /// The topic names of a chain: `/tally/<genesis hash>/<topic>/<version>`.
 pub(crate) fn topic_of(genesis_hash: &Hash, topic: Topic) -> IdentTopic {

@@ -86,7 +86,11 @@ async fn node_with(
 ) -> (Handle, Receiver<Inbound<Vec<u8>>>) {
     let chain = chain();
     let seed = Hash::digest(format!("node-key/{name}").as_bytes()).0;
-    let intake = Intake(ConsensusIntake::new(chain.clone(), 8 * 1024 * 1024));
+    let intake = Intake(ConsensusIntake::new(
+        chain.clone(),
+        tally_host::ValidatorView::genesis(&chain),
+        8 * 1024 * 1024,
+    ));
     tally_gossip::start(config, seed, chain.genesis_hash, intake, server)
         .await
         .unwrap()
@@ -266,7 +270,11 @@ async fn a_node_of_another_chain_is_dropped_when_it_identifies_itself() {
         config,
         Hash::digest(b"node-key/stranger").0,
         other.genesis_hash,
-        Intake(ConsensusIntake::new(other.clone(), 8 * 1024 * 1024)),
+        Intake(ConsensusIntake::new(
+            other.clone(),
+            tally_host::ValidatorView::genesis(&other),
+            8 * 1024 * 1024,
+        )),
         fixed(b"tip 0"),
     )
     .await

@@ -293,7 +293,12 @@ impl<W: World> Host<W> {
         peer: W::Peer,
         messages: Vec<ConsensusMessage>,
     ) -> bool {
-        let validators = self.chain.context().validators.validators().len();
+        let state = self.chain.validators().get();
+        let validators = state
+            .current
+            .validators()
+            .len()
+            .max(state.next.validators().len());
         let max = max_catchup_messages(validators);
         if messages.len() > max {
             let reason = format!("sent {} catch-up messages (at most {max})", messages.len());
@@ -301,7 +306,6 @@ impl<W: World> Host<W> {
             return false;
         }
         let chain = self.chain.clone();
-        let signers = chain.context().signers();
         let height = self.machine.height();
         for message in messages {
             // Only the height being decided (and the next, which the state
@@ -319,7 +323,12 @@ impl<W: World> Host<W> {
                     continue;
                 }
             }
-            match Verified::<ConsensusMessage>::check(message, &signers) {
+            // The set of the message's height (the state after the tip
+            // knows the height being decided and the next).
+            let Some(set) = state.set_at(message.height()) else {
+                continue;
+            };
+            match Verified::<ConsensusMessage>::check(message, &chain.context().signers_with(set)) {
                 Ok(verified) => self.feed(Input::Message(verified)),
                 Err(e) => {
                     self.ban(
@@ -462,8 +471,12 @@ mod tests {
                 state_root: Hash::ZERO,
                 validators_hash: Hash::ZERO,
                 next_validators_hash: Hash::ZERO,
+                last_commit_hash: tally_ledger::last_commit_hash(&None),
+                evidence_hash: tally_ledger::evidence_hash(&[]),
             },
             txs: vec![],
+            last_commit: None,
+            evidence: vec![],
         };
         let core = ProposalCore {
             chain_id: context.genesis.chain_id.clone(),

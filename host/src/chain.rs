@@ -19,12 +19,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tally_ledger::{
-    build_block, execute_block, Account, Address, Block, BlockError, BlockMeta, BlockWrite,
-    ChainContext, ChainWrite, Commit, CommitError, DuplicateVoteEvidence, ExecutedBlock, Hash,
-    SigCheck, SignedTransaction, Signers, StorageError, StoredBlock, TxError, TxLocation, Verified,
+    build_block, execute_block, Account, Action, Address, Block, BlockError, BlockInputs,
+    BlockMeta, BlockWrite, ChainContext, ChainWrite, Commit, CommitError, DuplicateVoteEvidence,
+    Evidence, ExecutedBlock, Hash, LiveSigners, SigCheck, SignedTransaction, Signers, StorageError,
+    StoredBlock, TxError, TxLocation, ValidatorChangeError, ValidatorSet, ValidatorState, Verified,
 };
 use tally_mempool::{Mempool, MempoolError, PoolState, Removal};
 use tracing::{info, warn};
@@ -257,6 +258,47 @@ pub struct HostStatus {
     pub peers: usize,
 }
 
+/// The validator state after the committed tip, shared with the network
+/// intake, which checks each consensus message against the set of its
+/// height. Replaced whole at each commit.
+#[derive(Debug)]
+pub struct ValidatorView(RwLock<Arc<ValidatorState>>);
+
+impl ValidatorView {
+    /// A view of `state`.
+    pub fn new(state: ValidatorState) -> ValidatorView {
+        ValidatorView(RwLock::new(Arc::new(state)))
+    }
+
+    /// A view of `chain`'s genesis sets (a chain at height 0).
+    pub fn genesis(chain: &ChainContext) -> Arc<ValidatorView> {
+        Arc::new(ValidatorView::new(ValidatorState::genesis(
+            chain.validators.clone(),
+        )))
+    }
+
+    /// The state now.
+    pub fn get(&self) -> Arc<ValidatorState> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set(&self, state: ValidatorState) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(state);
+    }
+
+    /// The set that signs block `height`, if it is one of the three the
+    /// state knows (the tip and the two heights after it).
+    pub fn set_at(&self, height: u64) -> Option<ValidatorSet> {
+        self.get().set_at(height).cloned()
+    }
+}
+
 /// The committed chain, the mempool and the one commit path.
 pub struct Chain {
     context: ChainContext,
@@ -284,6 +326,10 @@ pub struct Chain {
     last_commit_ms: AtomicU64,
     block_interval_ms: AtomicU64,
     events: Box<dyn ChainEvents>,
+    /// The validator state after the tip.
+    validators: Arc<ValidatorView>,
+    /// The tip's commit certificate: the next block's `last_commit`.
+    last_commit: Mutex<Option<Commit>>,
 }
 
 /// What a refused client is told to wait before the first commit is seen.
@@ -313,7 +359,18 @@ impl Chain {
         events: Box<dyn ChainEvents>,
     ) -> Chain {
         let tip_height = store.tip().ok().flatten().map_or(0, |t| t.height);
+        // A store checks its validator state when it opens; one that cannot
+        // be read now fails the first execution, which says why.
+        let validators = store
+            .validator_state()
+            .unwrap_or_else(|_| ValidatorState::genesis(context.validators.clone()));
+        let last_commit = match tip_height {
+            0 => None,
+            h => store.block(h).ok().flatten().map(|b| b.commit),
+        };
         Chain {
+            validators: Arc::new(ValidatorView::new(validators)),
+            last_commit: Mutex::new(last_commit),
             tip_height: AtomicU64::new(tip_height),
             context,
             store,
@@ -392,6 +449,56 @@ impl Chain {
     /// The nonce the account's next transaction should carry.
     pub fn next_nonce(&self, address: &Address, account: &Account) -> u64 {
         lock(&self.pool).next_nonce(address, account)
+    }
+
+    /// The validator state after the tip, shared.
+    pub fn validators(&self) -> &Arc<ValidatorView> {
+        &self.validators
+    }
+
+    /// The signers of the tip's commit: who is live, for the guard on
+    /// validator-set votes.
+    pub fn live_signers(&self) -> LiveSigners {
+        lock(&self.last_commit)
+            .as_ref()
+            .map(|c| c.signatures.iter().map(|s| s.validator).collect())
+    }
+
+    /// A validator-set vote must pass the vote rules against the state
+    /// after the tip (the block it would enter next): checked on every
+    /// admission, so a vote the guard refuses is answered with its reason
+    /// at once. Transfers pass.
+    fn check_vote(&self, tx: &SignedTransaction) -> Result<(), AdmitError> {
+        let Action::Validator { change, evidence } = &tx.tx.action else {
+            return Ok(());
+        };
+        let state = self.validators.get();
+        let context = &self.context;
+        state
+            .check_vote(
+                &tx.tx.from,
+                change,
+                &self.live_signers(),
+                &context.genesis.params,
+                &context.genesis_hash,
+            )
+            .map_err(TxError::from)?;
+        if let Some(id) = evidence {
+            let record = self
+                .store
+                .recorded_evidence(id)?
+                .ok_or(TxError::from(ValidatorChangeError::EvidenceNotFound(*id)))?;
+            let offender = record.evidence.offence().validator;
+            if &offender != change.subject() {
+                return Err(TxError::from(ValidatorChangeError::EvidenceMismatch {
+                    evidence: *id,
+                    offender,
+                    removed: *change.subject(),
+                })
+                .into());
+            }
+        }
+        Ok(())
     }
 
     /// Keeps proof that a validator equivocated.
@@ -603,6 +710,7 @@ impl Chain {
         id: Hash,
         now_ms: u64,
     ) -> Result<(SignedTransaction, Hash, PoolState), AdmitError> {
+        self.check_vote(&tx)?;
         let admission = {
             let mut pool = lock(&self.pool);
             // Read the account under the pool lock so a commit cannot slip
@@ -801,15 +909,15 @@ impl Chain {
             params.max_block_bytes as usize,
         );
         let candidates = lock(&self.pool).select_for_block(max_txs, max_bytes);
-        let built = build_block(
-            &*self.store,
-            &self.context,
-            &parent,
+        let inputs = BlockInputs {
             proposer,
             now_ms,
             candidates,
-        )
-        .inspect_err(|_| lock(&self.pool).release_block())?;
+            last_commit: lock(&self.last_commit).clone(),
+            evidence: self.evidence_candidates(),
+        };
+        let built = build_block(&*self.store, &self.context, &parent, inputs)
+            .inspect_err(|_| lock(&self.pool).release_block())?;
         if !built.rejected.is_empty() {
             let mut pool = lock(&self.pool);
             let mut outcomes = lock(&self.outcomes);
@@ -836,6 +944,18 @@ impl Chain {
             .zip(known)
             .filter(|(id, known)| *known || pool.get(id).is_some())
             .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Equivocations seen here, newest first, as block evidence (the
+    /// builder leaves out those already recorded or invalid).
+    fn evidence_candidates(&self) -> Vec<Evidence> {
+        lock(&self.evidence)
+            .iter()
+            .rev()
+            .take(tally_ledger::MAX_BLOCK_EVIDENCE * 4)
+            .cloned()
+            .map(Evidence::DuplicateVote)
             .collect()
     }
 
@@ -894,6 +1014,8 @@ impl Chain {
             tx_ids: &executed.tx_ids,
             accounts: &executed.accounts,
             tree: &executed.tree,
+            validators: &executed.validators,
+            validators_changed: executed.validators_changed,
         };
         if let Err(e) = self.store.commit(&write) {
             warn!(height = header.height, error = %e, "block commit failed; retrying the same block until storage recovers");
@@ -901,6 +1023,21 @@ impl Chain {
             return Err(e.into());
         }
         *lock(&self.failure) = None;
+        self.validators.set(executed.validators.clone());
+        *lock(&self.last_commit) = Some(stored.commit.clone());
+        if !stored.block.evidence.is_empty() {
+            let recorded: HashSet<_> = stored
+                .block
+                .evidence
+                .iter()
+                .map(Evidence::offence)
+                .collect();
+            lock(&self.evidence)
+                .retain(|e| !recorded.contains(&Evidence::DuplicateVote(e.clone()).offence()));
+        }
+        for outcome in &executed.validator_outcomes {
+            info!(height = header.height, change = ?outcome.change, result = ?outcome.result, "validator-set change finished");
+        }
         self.tip_height.store(header.height, Ordering::Release);
         let previous = self
             .last_commit_ms
@@ -966,14 +1103,14 @@ mod tests {
 
     fn transfer(chain: &ChainContext, nonce: u64, fee: u64) -> SignedTransaction {
         let alice = devnet_key("alice");
-        Transaction {
-            chain_id: chain.genesis.chain_id.clone(),
-            from: alice.address(),
-            to: devnet_key("bob").address(),
-            amount: 1,
+        Transaction::transfer(
+            chain.genesis.chain_id.clone(),
+            alice.address(),
+            devnet_key("bob").address(),
+            1,
             fee,
             nonce,
-        }
+        )
         .sign(&alice, &chain.genesis_hash)
     }
 
@@ -1049,7 +1186,7 @@ mod tests {
         let block = node.build_proposal(proposer, 1, NOW_MS).unwrap().unwrap();
         node.commit_block(decide(&chain, block)).unwrap();
         let mut forged = transfer(&chain, 2, 1);
-        forged.tx.amount += 1;
+        forged.signature.0[0] ^= 1;
         let batch = vec![
             first.clone(),
             transfer(&chain, 1, 1),
@@ -1075,7 +1212,7 @@ mod tests {
             Err(AdmitError::AlreadyCommitted(_))
         ));
         let mut forged_next = transfer(&chain, 3, 1);
-        forged_next.tx.amount += 1;
+        forged_next.signature.0[0] ^= 1;
         assert!(matches!(
             submit(&node, forged_next),
             Err(AdmitError::Tx(TxError::InvalidSignature))
@@ -1126,7 +1263,7 @@ mod tests {
             for (at, how) in &bad {
                 let tx = &mut txs[at.index(count)];
                 match how {
-                    0 => tx.tx.amount += 1,
+                    0 => tx.tx.fee += 1,
                     1 => tx.tx.fee = 0,
                     _ => tx.signature.0[63] |= 0xf0,
                 }
@@ -1155,7 +1292,7 @@ mod tests {
         let block = node.build_proposal(proposer, 1, NOW_MS).unwrap().unwrap();
         assert!(node.validate_block(&block).unwrap());
         let mut tampered = block.clone();
-        tampered.txs[0].tx.amount += 1;
+        tampered.txs[0].tx.fee += 1;
         assert!(
             !node.validate_block(&tampered).unwrap(),
             "bad signature, bad tx root"

@@ -96,14 +96,14 @@ mod tests {
 
     fn transfer(nonce: u64, genesis: &Hash) -> SignedTransaction {
         let alice = devnet_key("alice");
-        Transaction {
-            chain_id: ChainId::new("c").unwrap(),
-            from: alice.address(),
-            to: devnet_key("bob").address(),
-            amount: 1,
-            fee: 1,
+        Transaction::transfer(
+            ChainId::new("c").unwrap(),
+            alice.address(),
+            devnet_key("bob").address(),
+            1,
+            1,
             nonce,
-        }
+        )
         .sign(&alice, genesis)
     }
 
@@ -112,7 +112,7 @@ mod tests {
         let genesis = Hash::digest(b"g");
         let good = transfer(0, &genesis);
         let mut bad = transfer(1, &genesis);
-        bad.tx.amount += 1;
+        bad.tx.fee += 1;
         let checked = CheckedTxs::default();
         let (good_id, bad_id) = (good.id(), bad.id());
         assert_eq!(

@@ -13,6 +13,7 @@ use tally_ledger::{
     Verified,
 };
 
+use crate::chain::ValidatorView;
 use crate::checked::CheckedTxs;
 
 /// The judgement of a received message.
@@ -38,19 +39,26 @@ pub const HEIGHTS_AHEAD: u64 = 2;
 /// Checks consensus messages from gossip.
 pub struct ConsensusIntake {
     chain: ChainContext,
+    validators: Arc<ValidatorView>,
     max_bytes: usize,
 }
 
 impl ConsensusIntake {
-    /// Intake for `chain`, of messages up to `max_bytes`.
-    pub fn new(chain: ChainContext, max_bytes: usize) -> Self {
-        ConsensusIntake { chain, max_bytes }
+    /// Intake for `chain`, whose validator sets `validators` follows, of
+    /// messages up to `max_bytes`.
+    pub fn new(chain: ChainContext, validators: Arc<ValidatorView>, max_bytes: usize) -> Self {
+        ConsensusIntake {
+            chain,
+            validators,
+            max_bytes,
+        }
     }
 
     /// Judges `bytes` for a node whose committed tip is at height `tip`: a
     /// message for a height below it or more than [`HEIGHTS_AHEAD`] above
     /// is ignored (authentic but useless, or not usable before sync
-    /// catches up); anything that does not decode or verify is rejected.
+    /// catches up); anything that does not decode, or is not signed by a
+    /// member of the validator set of its height, is rejected.
     pub fn check(&self, bytes: &[u8], tip: u64) -> Verdict<Verified<ConsensusMessage>> {
         let Ok(message) = decode_strict::<ConsensusMessage>(bytes, self.max_bytes) else {
             return Verdict::Reject;
@@ -59,7 +67,13 @@ impl ConsensusIntake {
         if height < tip || height > tip.saturating_add(HEIGHTS_AHEAD) {
             return Verdict::Ignore;
         }
-        match Verified::<ConsensusMessage>::check(message, &self.chain.signers()) {
+        // The view moves with the commits; a height it does not cover is
+        // one the tip has just left or not reached.
+        let state = self.validators.get();
+        let Some(set) = state.set_at(height) else {
+            return Verdict::Ignore;
+        };
+        match Verified::<ConsensusMessage>::check(message, &self.chain.signers_with(set)) {
             Ok(verified) => Verdict::Accept(verified),
             Err(_) => Verdict::Reject,
         }
@@ -139,14 +153,14 @@ mod tests {
 
     fn transfer(chain: &ChainContext, chain_id: &str, fee: u64) -> Vec<u8> {
         let alice = devnet_key("alice");
-        Transaction {
-            chain_id: ChainId::new(chain_id).unwrap(),
-            from: alice.address(),
-            to: devnet_key("bob").address(),
-            amount: 1,
+        Transaction::transfer(
+            ChainId::new(chain_id).unwrap(),
+            alice.address(),
+            devnet_key("bob").address(),
+            1,
             fee,
-            nonce: 0,
-        }
+            0,
+        )
         .sign(&alice, &chain.genesis_hash)
         .encode()
     }
@@ -189,14 +203,14 @@ mod tests {
         // is remembered as checked, so a resend costs nothing.
         let third = transfer(&chain, "tally-devnet", 3);
         let alice = devnet_key("alice");
-        let forged = Transaction {
-            chain_id: chain.genesis.chain_id.clone(),
-            from: alice.address(),
-            to: devnet_key("bob").address(),
-            amount: 1,
-            fee: 4,
-            nonce: 0,
-        }
+        let forged = Transaction::transfer(
+            chain.genesis.chain_id.clone(),
+            alice.address(),
+            devnet_key("bob").address(),
+            1,
+            4,
+            0,
+        )
         .sign(&alice, &Hash::digest(b"another genesis"))
         .encode();
         assert_eq!(check(&[third.clone(), forged.clone()]), Verdict::Reject);
@@ -220,7 +234,11 @@ mod tests {
     #[test]
     fn consensus_messages_must_come_from_validators() {
         let chain = chain();
-        let intake = ConsensusIntake::new(chain.clone(), 1 << 20);
+        let intake = ConsensusIntake::new(
+            chain.clone(),
+            crate::ValidatorView::genesis(&chain),
+            1 << 20,
+        );
         let vote = Vote {
             chain_id: chain.genesis.chain_id.clone(),
             height: 1,
@@ -255,8 +273,12 @@ mod tests {
                 state_root: Hash::ZERO,
                 validators_hash: Hash::ZERO,
                 next_validators_hash: Hash::ZERO,
+                last_commit_hash: tally_ledger::last_commit_hash(&None),
+                evidence_hash: tally_ledger::evidence_hash(&[]),
             },
             txs: vec![],
+            last_commit: None,
+            evidence: vec![],
         };
         let core = ProposalCore {
             chain_id: chain.genesis.chain_id.clone(),
@@ -281,7 +303,13 @@ mod tests {
     #[test]
     fn consensus_messages_far_from_the_tip_are_ignored() {
         let chain = chain();
-        let intake = ConsensusIntake::new(chain.clone(), 1 << 20);
+        // A node whose tip is 5: its validator state knows heights 5 to 7.
+        let at_five = tally_ledger::ValidatorState::genesis(chain.validators.clone()).advanced(5);
+        let intake = ConsensusIntake::new(
+            chain.clone(),
+            std::sync::Arc::new(crate::ValidatorView::new(at_five)),
+            1 << 20,
+        );
         let at = |height: u64| {
             let vote = Vote {
                 chain_id: chain.genesis.chain_id.clone(),
@@ -304,6 +332,13 @@ mod tests {
                 assert_eq!(verdict, Verdict::Ignore, "no blame for height {height}");
             }
         }
-        assert!(accepted(intake.check(&at(8), 7)));
+        // The window moves with the tip (and the validator state with it).
+        let at_seven = tally_ledger::ValidatorState::genesis(chain.validators.clone()).advanced(7);
+        let moved = ConsensusIntake::new(
+            chain.clone(),
+            std::sync::Arc::new(crate::ValidatorView::new(at_seven)),
+            1 << 20,
+        );
+        assert!(accepted(moved.check(&at(8), 7)));
     }
 }

@@ -202,7 +202,11 @@ impl<W: World> Host<W> {
     pub fn start(&mut self) {
         self.world.schedule(self.config.tick_ms, Timer::Tick);
         match self.chain.tip() {
-            Ok(tip) => self.feed(Input::StartHeight(tip.height + 1)),
+            Ok(tip) => {
+                if let Some(input) = self.start_input(tip.height + 1) {
+                    self.feed(input);
+                }
+            }
             Err(e) => self.stop(format!("consensus cannot read the chain tip: {e}")),
         }
     }
@@ -588,7 +592,22 @@ impl<W: World> Host<W> {
         self.announce_decided(height);
         // Sync may have committed further meanwhile.
         let tip = self.chain.tip().map_or(height, |t| t.height);
-        Ok(Some(Input::StartHeight(height.max(tip) + 1)))
+        Ok(self.start_input(height.max(tip) + 1))
+    }
+
+    /// The input that starts `height` with the validator set that signs it
+    /// (from the chain's validator state); `None`, with the host stopped,
+    /// if the state does not know that height's set.
+    fn start_input(&mut self, height: u64) -> Option<Input> {
+        match self.chain.validators().set_at(height) {
+            Some(validators) => Some(Input::StartHeight { height, validators }),
+            None => {
+                self.stop(format!(
+                    "the validator state does not know the set of height {height}"
+                ));
+                None
+            }
+        }
     }
 
     /// The block a proposer asked for: now if there are transactions, or if
@@ -640,7 +659,7 @@ impl<W: World> Host<W> {
             Ok(Some(block)) => self.feed(Input::ProposalBlock {
                 height,
                 round,
-                block,
+                block: Box::new(block),
             }),
             Ok(None) => {}
             // The round's propose timeout moves consensus on.
@@ -656,7 +675,9 @@ impl<W: World> Host<W> {
             return;
         }
         self.build = None;
-        self.feed(Input::StartHeight(tip.height + 1));
+        if let Some(input) = self.start_input(tip.height + 1) {
+            self.feed(input);
+        }
     }
 
     fn tick(&mut self) {

@@ -69,7 +69,7 @@ pub mod world;
 
 pub use chain::{
     AdmitError, CertifiedBlock, Chain, ChainEvents, CommitFailure, HostStatus, NoEvents, Position,
-    Rejection, Signature, TxStatus,
+    Rejection, Signature, TxStatus, ValidatorView,
 };
 pub use checked::CheckedTxs;
 pub use host::{Host, HostConfig, Recovered};

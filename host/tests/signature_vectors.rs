@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tally_consensus::{Config, Consensus, Input};
 use tally_host::edge::{ConsensusIntake, TransactionIntake, Verdict};
-use tally_host::{AdmitError, Chain, NoEvents};
+use tally_host::{AdmitError, Chain, NoEvents, ValidatorView};
 use tally_ledger::devnet::devnet_genesis;
 use tally_ledger::{
     devnet_key, tx_root, Address, ChainContext, ChainId, ConsensusMessage, Hash, Signature,
@@ -91,14 +91,14 @@ fn submit(node: &Chain, bytes: &[u8]) -> Result<PoolState, AdmitError> {
 const NOW_MS: u64 = tally_ledger::devnet::DEVNET_GENESIS_TIME_MS + 1_000;
 
 fn transfer(chain: &ChainContext) -> Transaction {
-    Transaction {
-        chain_id: chain.genesis.chain_id.clone(),
-        from: devnet_key("alice").address(),
-        to: devnet_key("bob").address(),
-        amount: 5,
-        fee: 1,
-        nonce: 0,
-    }
+    Transaction::transfer(
+        chain.genesis.chain_id.clone(),
+        devnet_key("alice").address(),
+        devnet_key("bob").address(),
+        5,
+        1,
+        0,
+    )
 }
 
 /// The ways a valid signed transfer is turned invalid, by name.
@@ -243,7 +243,7 @@ fn node_without_cache(chain: &ChainContext) -> Arc<Chain> {
 #[test]
 fn bad_consensus_signatures_are_refused_by_gossip_and_cannot_reach_the_state_machine() {
     let chain = ChainContext::new(devnet_genesis(4, "tally-devnet").unwrap());
-    let gossip = ConsensusIntake::new(chain.clone(), 1 << 20);
+    let gossip = ConsensusIntake::new(chain.clone(), ValidatorView::genesis(&chain), 1 << 20);
     let vote = Vote {
         chain_id: chain.genesis.chain_id.clone(),
         height: 1,
@@ -283,7 +283,10 @@ fn bad_consensus_signatures_are_refused_by_gossip_and_cannot_reach_the_state_mac
             None,
             None,
         );
-        m.handle(Input::StartHeight(1));
+        m.handle(Input::StartHeight {
+            height: 1,
+            validators: chain.validators.clone(),
+        });
         m
     };
     let encode = |v: &SignedVote| borsh::to_vec(&ConsensusMessage::Vote(v.clone())).unwrap();

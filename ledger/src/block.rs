@@ -3,15 +3,19 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
+use crate::consensus_msg::Evidence;
 use crate::crypto::{Keypair, Signature};
 use crate::genesis::ValidatorSet;
 use crate::tx::SignedTransaction;
 use crate::types::{Address, ChainId, Hash};
 
-/// The block format version this code writes and accepts: 2, whose header
-/// commits to the state, the transactions as a Merkle tree, and the
-/// validator sets.
-pub const BLOCK_VERSION: u32 = 2;
+/// The block format version this code writes and accepts: 3, whose header
+/// commits to the state, the transactions as a Merkle tree, the validator
+/// sets, the previous block's commit and the evidence the block carries.
+pub const BLOCK_VERSION: u32 = 3;
+
+/// Most pieces of evidence one block carries.
+pub const MAX_BLOCK_EVIDENCE: usize = 16;
 
 /// What a block commits to. The block hash is blake3(borsh(header)).
 #[derive(
@@ -42,6 +46,10 @@ pub struct Header {
     pub validators_hash: Hash,
     /// [`ValidatorSet::hash`] of the validators that sign the next block.
     pub next_validators_hash: Hash,
+    /// [`last_commit_hash`] of the block's `last_commit`.
+    pub last_commit_hash: Hash,
+    /// [`evidence_hash`] of the block's evidence.
+    pub evidence_hash: Hash,
 }
 
 impl Header {
@@ -51,13 +59,20 @@ impl Header {
     }
 }
 
-/// A header and the transactions it commits to.
+/// A header and the body it commits to.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Block {
     /// The header.
     pub header: Header,
     /// Transactions in execution order.
     pub txs: Vec<SignedTransaction>,
+    /// The commit certificate of the previous block (none in block 1): the
+    /// proposer's choice of precommits, which makes "who signed the latest
+    /// commit" the same on every node.
+    pub last_commit: Option<Commit>,
+    /// Equivocation evidence recorded by this block (at most
+    /// [`MAX_BLOCK_EVIDENCE`]).
+    pub evidence: Vec<Evidence>,
 }
 
 impl Block {
@@ -66,13 +81,31 @@ impl Block {
         self.header.hash()
     }
 
-    /// Whether the transactions are the ones the header commits to
-    /// (`tx_count` and `tx_root`). The block hash covers only the header,
-    /// so anything keyed by it must check this first.
+    /// Whether the body is the one the header commits to (`tx_count`,
+    /// `tx_root`, `last_commit_hash`, `evidence_hash`). The block hash
+    /// covers only the header, so anything keyed by it must check this
+    /// first.
     pub fn body_matches_header(&self) -> bool {
         let ids: Vec<Hash> = self.txs.iter().map(SignedTransaction::id).collect();
-        self.header.tx_count as usize == self.txs.len() && tx_root(&ids) == self.header.tx_root
+        self.header.tx_count as usize == self.txs.len()
+            && tx_root(&ids) == self.header.tx_root
+            && last_commit_hash(&self.last_commit) == self.header.last_commit_hash
+            && evidence_hash(&self.evidence) == self.header.evidence_hash
     }
+}
+
+/// blake3("tally/last-commit/v1" ‖ borsh(last_commit)), where
+/// `last_commit` is an `Option<Commit>`.
+pub fn last_commit_hash(last_commit: &Option<Commit>) -> Hash {
+    let bytes = borsh::to_vec(last_commit).unwrap_or_default();
+    Hash::digest_parts(&[crate::domain::LAST_COMMIT, &bytes])
+}
+
+/// blake3("tally/evidence-list/v1" ‖ borsh(evidence)), where `evidence` is
+/// a `Vec<Evidence>`.
+pub fn evidence_hash(evidence: &[Evidence]) -> Hash {
+    let bytes = borsh::to_vec(evidence).unwrap_or_default();
+    Hash::digest_parts(&[crate::domain::EVIDENCE_LIST, &bytes])
 }
 
 /// The transaction root: the root of the binary Merkle tree over the

@@ -5,9 +5,12 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
 use crate::block::{Block, Commit, Header};
+use crate::consensus_msg::{Evidence, Offence};
+use crate::genesis::ValidatorSet;
 use crate::state::{Account, AccountRead};
 use crate::state_tree::TreeUpdate;
 use crate::types::{Address, Hash};
+use crate::validators::ValidatorState;
 use jmt::storage::TreeReader;
 
 /// A storage failure. Reads and writes either succeed or say why.
@@ -60,9 +63,37 @@ pub struct StoredBlock {
     pub commit: Commit,
 }
 
-/// Read access to the committed chain: blocks, accounts, and the account
-/// tree of every kept version (the `TreeReader`).
-pub trait ChainRead: AccountRead + TreeReader + Send + Sync {
+/// Evidence as the chain recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct EvidenceRecord {
+    /// The height of the block that carries it.
+    pub height: u64,
+    /// Its position in that block's evidence.
+    pub index: u32,
+    /// The evidence.
+    pub evidence: Evidence,
+}
+
+/// What executing a block reads besides accounts and the tree: the
+/// validator state after the parent, the sets of earlier heights, and the
+/// evidence already recorded.
+pub trait ChainHistory {
+    /// The validator state after the last committed block (the genesis
+    /// state before block 1).
+    fn validator_state(&self) -> Result<ValidatorState, StorageError>;
+    /// The set that signed (or signs) block `height`, for every height up
+    /// to two past the last committed block.
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, StorageError>;
+    /// The id of the evidence that recorded `offence`, if any did.
+    fn recorded_offence(&self, offence: &Offence) -> Result<Option<Hash>, StorageError>;
+    /// Recorded evidence by id.
+    fn recorded_evidence(&self, id: &Hash) -> Result<Option<EvidenceRecord>, StorageError>;
+}
+
+/// Read access to the committed chain: blocks, accounts, the account
+/// tree of every kept version (the `TreeReader`), and the validator sets
+/// and evidence (the `ChainHistory`).
+pub trait ChainRead: AccountRead + TreeReader + ChainHistory + Send + Sync {
     /// The genesis hash this store was created for.
     fn genesis_hash(&self) -> Hash;
     /// The last committed block, or `None` before the first block.
@@ -90,6 +121,11 @@ pub struct BlockWrite<'a> {
     pub accounts: &'a [(Address, Account)],
     /// The account tree's new version.
     pub tree: &'a TreeUpdate,
+    /// The validator state after the block.
+    pub validators: &'a ValidatorState,
+    /// Whether it changed other than by moving on a height (the store
+    /// writes it only then; [`ValidatorState::advanced`]).
+    pub validators_changed: bool,
 }
 
 /// Write access: the single way blocks enter the store.

@@ -15,7 +15,7 @@ pub const PROPOSAL_DOMAIN: &[u8] = b"tally/proposal/v1";
 
 /// What a proposer signs: the block by hash, so the signature is cheap to
 /// check before the block is executed.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct ProposalCore {
     /// The chain.
     pub chain_id: ChainId,
@@ -151,5 +151,168 @@ impl DuplicateVoteEvidence {
     /// The kind of the conflicting votes.
     pub fn kind(&self) -> VoteKind {
         self.first.vote.kind
+    }
+}
+
+/// Proof that a proposer signed two proposals for one height and round
+/// with different blocks. Both signatures verify.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DuplicateProposalEvidence {
+    /// The proposer.
+    pub proposer: Address,
+    /// The proposal seen first.
+    pub first: ProposalCore,
+    /// Its signature.
+    pub first_signature: Signature,
+    /// The conflicting proposal.
+    pub second: ProposalCore,
+    /// Its signature.
+    pub second_signature: Signature,
+}
+
+/// Domain tag of an evidence id.
+pub const EVIDENCE_DOMAIN: &[u8] = b"tally/evidence/v1";
+
+/// Equivocation evidence, as blocks carry it. JSON:
+/// `{"duplicate_vote": {...}}` or `{"duplicate_proposal": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// Two votes of one step.
+    DuplicateVote(DuplicateVoteEvidence),
+    /// Two proposals of one round.
+    DuplicateProposal(DuplicateProposalEvidence),
+}
+
+/// What evidence convicts: one validator signing twice at one height,
+/// round and step. A chain records each offence at most once.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Offence {
+    /// The validator.
+    pub validator: Address,
+    /// Height.
+    pub height: u64,
+    /// Round.
+    pub round: u32,
+    /// 0 proposal, 1 prevote, 2 precommit.
+    pub step: u8,
+}
+
+/// Why evidence does not prove an offence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvidenceError {
+    /// The two messages are not for one height, round and step of one chain
+    /// by one signer, or do not conflict.
+    #[error("the two messages do not conflict: {0}")]
+    NoConflict(&'static str),
+    /// The signer was not a validator at that height.
+    #[error("{0} was not a validator at that height")]
+    NotAValidator(Address),
+    /// A signature does not verify.
+    #[error("a signature of {0} does not verify")]
+    BadSignature(Address),
+}
+
+impl Evidence {
+    /// The evidence id: blake3("tally/evidence/v1" ‖ borsh(evidence)).
+    pub fn id(&self) -> Hash {
+        Hash::digest_parts(&[EVIDENCE_DOMAIN, &borsh::to_vec(self).unwrap_or_default()])
+    }
+
+    /// The offence it proves (whether or not it is valid).
+    pub fn offence(&self) -> Offence {
+        match self {
+            Evidence::DuplicateVote(e) => Offence {
+                validator: e.first.validator,
+                height: e.first.vote.height,
+                round: e.first.vote.round,
+                step: match e.first.vote.kind {
+                    VoteKind::Prevote => 1,
+                    VoteKind::Precommit => 2,
+                },
+            },
+            Evidence::DuplicateProposal(e) => Offence {
+                validator: e.proposer,
+                height: e.first.height,
+                round: e.first.round,
+                step: 0,
+            },
+        }
+    }
+
+    /// Whether this proves the offence of a member of `validators` (the set
+    /// of the offence's height) on the chain `chain_id`: one signer, one
+    /// height, round and step, different blocks (or valid rounds), both
+    /// signatures valid.
+    pub fn check(
+        &self,
+        validators: &ValidatorSet,
+        chain_id: &ChainId,
+        genesis_hash: &Hash,
+    ) -> Result<(), EvidenceError> {
+        let no = |why| Err(EvidenceError::NoConflict(why));
+        match self {
+            Evidence::DuplicateVote(e) => {
+                let (a, b) = (&e.first, &e.second);
+                if a.validator != b.validator {
+                    return no("different signers");
+                }
+                if &a.vote.chain_id != chain_id || &b.vote.chain_id != chain_id {
+                    return no("another chain");
+                }
+                if (a.vote.height, a.vote.round, a.vote.kind)
+                    != (b.vote.height, b.vote.round, b.vote.kind)
+                {
+                    return no("different height, round or step");
+                }
+                if a.vote.block_hash == b.vote.block_hash {
+                    return no("the same vote");
+                }
+                if validators.power_of(&a.validator).is_none() {
+                    return Err(EvidenceError::NotAValidator(a.validator));
+                }
+                for v in [a, b] {
+                    let message = v.vote.signing_message(genesis_hash);
+                    if !v.signature.verify(&v.validator, &message) {
+                        return Err(EvidenceError::BadSignature(v.validator));
+                    }
+                }
+                Ok(())
+            }
+            Evidence::DuplicateProposal(e) => {
+                let (a, b) = (&e.first, &e.second);
+                if &a.chain_id != chain_id || &b.chain_id != chain_id {
+                    return no("another chain");
+                }
+                if (a.height, a.round) != (b.height, b.round) {
+                    return no("different height or round");
+                }
+                if a == b {
+                    return no("the same proposal");
+                }
+                if validators.power_of(&e.proposer).is_none() {
+                    return Err(EvidenceError::NotAValidator(e.proposer));
+                }
+                for (core, signature) in [(a, &e.first_signature), (b, &e.second_signature)] {
+                    if !signature.verify(&e.proposer, &core.signing_message(genesis_hash)) {
+                        return Err(EvidenceError::BadSignature(e.proposer));
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 }

@@ -18,6 +18,21 @@ pub struct Params {
     pub max_block_txs: u32,
     /// Most bytes of encoded transactions in one block.
     pub max_block_bytes: u32,
+    /// Fewest validators a validator-set change may leave (at least 1).
+    #[serde(default = "default_min_validators")]
+    pub min_validators: u32,
+    /// Blocks a validator-set vote counts for: a vote cast in block `v`
+    /// counts at the end of blocks `v` to `v + validator_vote_expiry - 1`.
+    #[serde(default = "default_vote_expiry")]
+    pub validator_vote_expiry: u64,
+}
+
+fn default_min_validators() -> u32 {
+    1
+}
+
+fn default_vote_expiry() -> u64 {
+    10_000
 }
 
 impl Default for Params {
@@ -26,6 +41,8 @@ impl Default for Params {
             min_fee: 1,
             max_block_txs: 10_000,
             max_block_bytes: 4 * 1024 * 1024,
+            min_validators: default_min_validators(),
+            validator_vote_expiry: default_vote_expiry(),
         }
     }
 }
@@ -123,6 +140,8 @@ impl Genesis {
     pub const MAX_BLOCK_BYTES: u32 = 32 * 1024 * 1024;
     /// Largest genesis file accepted, in bytes.
     pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
+    /// Largest `validator_vote_expiry`, in blocks.
+    pub const MAX_VOTE_EXPIRY: u64 = 1_000_000;
 
     /// Parses and validates genesis JSON.
     pub fn from_json(text: &str) -> Result<Genesis, GenesisError> {
@@ -172,6 +191,22 @@ impl Genesis {
             return Err(GenesisError::BadParams(format!(
                 "max_block_bytes must be at most {}",
                 Self::MAX_BLOCK_BYTES
+            )));
+        }
+        if self.params.min_validators == 0
+            || self.params.min_validators as usize > self.validators.len()
+        {
+            return Err(GenesisError::BadParams(format!(
+                "min_validators must be 1 to the number of validators ({})",
+                self.validators.len()
+            )));
+        }
+        if self.params.validator_vote_expiry == 0
+            || self.params.validator_vote_expiry > Self::MAX_VOTE_EXPIRY
+        {
+            return Err(GenesisError::BadParams(format!(
+                "validator_vote_expiry must be 1 to {} blocks",
+                Self::MAX_VOTE_EXPIRY
             )));
         }
         if (self.params.max_block_bytes as usize) < crate::tx::MAX_TX_BYTES {
@@ -233,13 +268,38 @@ impl Genesis {
     }
 }
 
-/// The validators and their voting power.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The validators and their voting power, in order (the genesis order, then
+/// validators added by vote appended).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct ValidatorSet {
     validators: Vec<GenesisValidator>,
 }
 
 impl ValidatorSet {
+    /// A set of these validators, in this order (the caller keeps the rules
+    /// of [`ValidatorSet::is_well_formed`]).
+    pub fn new(validators: Vec<GenesisValidator>) -> ValidatorSet {
+        ValidatorSet { validators }
+    }
+
+    /// Whether the set keeps the rules a genesis set keeps: 1 to 256
+    /// validators, distinct usable keys and names, names of 1 to 64 bytes,
+    /// power at least 1, total power at most 2^60. A set read from disk is
+    /// checked with this before it is used.
+    pub fn is_well_formed(&self) -> bool {
+        let probe = Genesis {
+            chain_id: match ChainId::new("probe") {
+                Ok(id) => id,
+                Err(_) => return false,
+            },
+            genesis_time_ms: 0,
+            params: Params::default(),
+            validators: self.validators.clone(),
+            balances: Vec::new(),
+        };
+        probe.validate_validators().is_ok()
+    }
+
     /// The validators in genesis order.
     pub fn validators(&self) -> &[GenesisValidator] {
         &self.validators

@@ -37,19 +37,21 @@ mod state;
 pub mod state_tree;
 mod tx;
 mod types;
+pub mod validators;
 mod verified;
 
 pub use block::{
-    tx_root, verify_commit, Block, Commit, CommitError, CommitSignature, Header, Vote, VoteKind,
-    BLOCK_VERSION,
+    evidence_hash, last_commit_hash, tx_root, verify_commit, Block, Commit, CommitError,
+    CommitSignature, Header, Vote, VoteKind, BLOCK_VERSION, MAX_BLOCK_EVIDENCE,
 };
 pub use chain::{
-    BlockMeta, BlockWrite, ChainRead, ChainWrite, StorageError, StoredBlock, TxLocation,
+    BlockMeta, BlockWrite, ChainHistory, ChainRead, ChainWrite, EvidenceRecord, StorageError,
+    StoredBlock, TxLocation,
 };
 pub use codec::{decode_strict, DecodeError};
 pub use consensus_msg::{
-    ConsensusMessage, DuplicateVoteEvidence, ProposalCore, SignedProposal, SignedVote,
-    PROPOSAL_DOMAIN,
+    ConsensusMessage, DuplicateProposalEvidence, DuplicateVoteEvidence, Evidence, EvidenceError,
+    Offence, ProposalCore, SignedProposal, SignedVote, EVIDENCE_DOMAIN, PROPOSAL_DOMAIN,
 };
 pub use crypto::{
     check_signature, devnet_key, verify_batch, Keypair, Signature, SignatureRejection,
@@ -59,15 +61,19 @@ pub use genesis::{
 };
 pub use state::{
     apply_transaction, build_block, execute_block, Account, AccountRead, ApplyError, BlockError,
-    BuiltBlock, ExecutedBlock, SigCheck, StateOverlay,
+    BlockInputs, BuiltBlock, ExecutedBlock, SigCheck, StateOverlay,
 };
 pub use tx::{
-    decode_tx_batch, encode_tx_batch, verify_signatures, SignedTransaction, Transaction, TxError,
-    MAX_GOSSIP_TXS, MAX_TX_BYTES, SIGNATURE_BATCH,
+    decode_tx_batch, encode_tx_batch, verify_signatures, Action, SignedTransaction, Transaction,
+    TxError, MAX_GOSSIP_TXS, MAX_TX_BYTES, SIGNATURE_BATCH,
 };
 pub use types::{
     amount_string, parse_hex, to_hex, Address, AddressError, ChainId, ChainIdError, Hash, HexError,
     ADDRESS_HRP,
+};
+pub use validators::{
+    ChangeOutcome, ChangeResult, LiveSigners, OpenChange, ValidatorChange, ValidatorChangeError,
+    ValidatorState,
 };
 pub use verified::{SignatureError, Signers, Verified, VerifiedMessage};
 
@@ -82,4 +88,8 @@ pub mod domain {
     pub const VALIDATORS: &[u8] = b"tally/validators/v2";
     /// Prefix of the seed of a devnet key.
     pub const DEVNET_KEY: &[u8] = b"tally/devnet-key/v1";
+    /// Prefix of the hash of a block's last commit.
+    pub const LAST_COMMIT: &[u8] = b"tally/last-commit/v1";
+    /// Prefix of the hash of a block's evidence list.
+    pub const EVIDENCE_LIST: &[u8] = b"tally/evidence-list/v1";
 }

@@ -1,15 +1,22 @@
 //! The state transition: applying transfers and blocks to account state.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use crate::block::{tx_root, Block, Header, BLOCK_VERSION};
-use crate::chain::{BlockMeta, StorageError};
+use crate::block::{
+    evidence_hash, last_commit_hash, tx_root, Block, Commit, Header, BLOCK_VERSION,
+    MAX_BLOCK_EVIDENCE,
+};
+use crate::chain::{BlockMeta, ChainHistory, StorageError};
+use crate::consensus_msg::{Evidence, Offence};
 use crate::genesis::ChainContext;
 use crate::state_tree::{update_tree, TreeUpdate};
-use crate::tx::{verify_signatures, SignedTransaction, Transaction, TxError};
+use crate::tx::{verify_signatures, Action, SignedTransaction, Transaction, TxError};
 use crate::types::{Address, Hash};
+use crate::validators::{
+    ChangeOutcome, LiveSigners, ValidatorChange, ValidatorChangeError, ValidatorState,
+};
 use jmt::storage::TreeReader;
 
 /// An account's state. An account never seen has balance 0 and nonce 0.
@@ -68,8 +75,10 @@ pub enum ApplyError {
     Storage(#[from] StorageError),
 }
 
-/// Applies one transfer whose signature was already checked: exact next
-/// nonce, balance ≥ amount + fee; moves amount to `to` and fee to `proposer`.
+/// Applies the account side of one transaction whose signature was already
+/// checked: exact next nonce, balance ≥ amount + fee; moves a transfer's
+/// amount to `to` and the fee to `proposer`, and counts the nonce. (A
+/// validator-set vote's other effect is [`ValidatorState::record_vote`].)
 /// On error nothing in `state` changes.
 pub fn apply_transaction<R: AccountRead + ?Sized>(
     state: &mut StateOverlay<'_, R>,
@@ -103,7 +112,9 @@ pub fn apply_transaction<R: AccountRead + ?Sized>(
 
     // Up to three distinct accounts; compute every new value before writing any.
     let mut touched: Vec<(Address, Account)> = vec![(tx.from, sender)];
-    credit(state, &mut touched, &tx.to, tx.amount)?;
+    if let Some((to, amount)) = tx.as_transfer() {
+        credit(state, &mut touched, to, amount)?;
+    }
     credit(state, &mut touched, proposer, tx.fee)?;
     state.changes.extend(touched);
     Ok(())
@@ -211,9 +222,20 @@ pub enum BlockError {
         /// Why.
         error: TxError,
     },
-    /// Too many transactions or bytes.
+    /// Too many transactions, bytes or pieces of evidence.
     #[error("block too large: {0}")]
     TooLarge(String),
+    /// The previous block's commit is missing, extra or invalid.
+    #[error("invalid last commit: {0}")]
+    LastCommit(String),
+    /// A piece of evidence is invalid or already recorded.
+    #[error("evidence {index} is invalid: {reason}")]
+    Evidence {
+        /// Its position.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
     /// State could not be read.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -231,24 +253,242 @@ pub struct ExecutedBlock {
     /// The account tree after the block (its root is the header's
     /// `state_root`).
     pub tree: TreeUpdate,
+    /// The validator state after the block.
+    pub validators: ValidatorState,
+    /// The validator-set changes the block finished.
+    pub validator_outcomes: Vec<ChangeOutcome>,
+    /// Whether the validator state changed other than by moving on a
+    /// height ([`ValidatorState::advanced`]): a store writes it then.
+    pub validators_changed: bool,
+}
+
+/// What a block's transactions are judged with besides the accounts.
+struct TxRules<'a, H: ChainHistory + ?Sized> {
+    chain: &'a ChainContext,
+    history: &'a H,
+    height: u64,
+    live: &'a LiveSigners,
+    evidence: &'a [Evidence],
+}
+
+/// Applies one transaction (fields and signature already checked): a
+/// validator-set vote's rules first, then the accounts, then the vote.
+/// On error neither `overlay` nor `validators` changes.
+fn apply_tx<R: AccountRead + ?Sized, H: ChainHistory + ?Sized>(
+    overlay: &mut StateOverlay<'_, R>,
+    validators: &mut ValidatorState,
+    rules: &TxRules<'_, H>,
+    tx: &Transaction,
+    proposer: &Address,
+) -> Result<(), ApplyError> {
+    let Action::Validator { change, evidence } = &tx.action else {
+        return apply_transaction(overlay, tx, proposer);
+    };
+    let (params, genesis_hash) = (&rules.chain.genesis.params, &rules.chain.genesis_hash);
+    validators
+        .check_vote(&tx.from, change, rules.live, params, genesis_hash)
+        .map_err(TxError::from)?;
+    if let Some(id) = evidence {
+        check_cited(rules, id, change)?;
+    }
+    apply_transaction(overlay, tx, proposer)?;
+    validators
+        .record_vote(
+            &tx.from,
+            change,
+            rules.height,
+            rules.live,
+            params,
+            genesis_hash,
+        )
+        .map_err(TxError::from)?;
+    Ok(())
+}
+
+/// Evidence cited by a removal is on the chain (or in this block) and
+/// convicts the validator removed.
+fn check_cited<H: ChainHistory + ?Sized>(
+    rules: &TxRules<'_, H>,
+    id: &Hash,
+    change: &ValidatorChange,
+) -> Result<(), ApplyError> {
+    let offender = match rules.evidence.iter().find(|e| &e.id() == id) {
+        Some(e) => e.offence().validator,
+        None => match rules.history.recorded_evidence(id)? {
+            Some(record) => record.evidence.offence().validator,
+            None => return Err(TxError::from(ValidatorChangeError::EvidenceNotFound(*id)).into()),
+        },
+    };
+    let removed = *change.subject();
+    if offender != removed {
+        return Err(TxError::from(ValidatorChangeError::EvidenceMismatch {
+            evidence: *id,
+            offender,
+            removed,
+        })
+        .into());
+    }
+    Ok(())
+}
+
+/// The checks of a block's last commit: none in block 1, and from block 2
+/// on a commit of the parent by the parent's validators. Returns its
+/// signers.
+fn check_last_commit(
+    chain: &ChainContext,
+    parent: &BlockMeta,
+    validators: &ValidatorState,
+    last_commit: &Option<Commit>,
+    verify: bool,
+) -> Result<LiveSigners, BlockError> {
+    let bad = |m: String| Err(BlockError::LastCommit(m));
+    match (parent.height, last_commit) {
+        (0, None) => Ok(None),
+        (0, Some(_)) => bad("block 1 carries no last commit".into()),
+        (_, None) => bad(format!(
+            "block {} must carry the commit of block {}",
+            parent.height + 1,
+            parent.height
+        )),
+        (_, Some(commit)) => {
+            if verify {
+                crate::verify_commit(
+                    commit,
+                    parent.height,
+                    &parent.hash,
+                    &validators.last,
+                    &chain.genesis.chain_id,
+                    &chain.genesis_hash,
+                )
+                .map_err(|e| BlockError::LastCommit(e.to_string()))?;
+            } else if commit.height != parent.height || commit.block_hash != parent.hash {
+                return bad(format!(
+                    "commit is for block {}, the parent is {}",
+                    commit.height, parent.height
+                ));
+            }
+            Ok(Some(
+                commit.signatures.iter().map(|s| s.validator).collect(),
+            ))
+        }
+    }
+}
+
+/// Checks `evidence` for a block at `height`: at most
+/// [`MAX_BLOCK_EVIDENCE`]; each for an earlier height, valid for the set of
+/// its height, and an offence recorded neither before nor twice here.
+/// With `keep_valid`, invalid pieces are dropped instead of failing (a
+/// proposer assembling a block); returns the pieces kept.
+fn check_evidence<H: ChainHistory + ?Sized>(
+    history: &H,
+    chain: &ChainContext,
+    validators: &ValidatorState,
+    height: u64,
+    evidence: &[Evidence],
+    keep_valid: bool,
+) -> Result<Vec<Evidence>, BlockError> {
+    if evidence.len() > MAX_BLOCK_EVIDENCE && !keep_valid {
+        return Err(BlockError::TooLarge(format!(
+            "{} pieces of evidence, limit {MAX_BLOCK_EVIDENCE}",
+            evidence.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    let mut kept = Vec::new();
+    for (index, e) in evidence.iter().enumerate() {
+        let verdict = check_one_evidence(history, chain, validators, height, e, &mut seen)?;
+        match verdict {
+            Ok(()) if kept.len() < MAX_BLOCK_EVIDENCE => kept.push(e.clone()),
+            Ok(()) => {}
+            Err(reason) if !keep_valid => return Err(BlockError::Evidence { index, reason }),
+            Err(_) => {}
+        }
+    }
+    Ok(kept)
+}
+
+fn check_one_evidence<H: ChainHistory + ?Sized>(
+    history: &H,
+    chain: &ChainContext,
+    validators: &ValidatorState,
+    height: u64,
+    evidence: &Evidence,
+    seen: &mut BTreeSet<Offence>,
+) -> Result<Result<(), String>, StorageError> {
+    let offence = evidence.offence();
+    if offence.height >= height || offence.height == 0 {
+        return Ok(Err(format!(
+            "it is for height {}; a block at {height} records offences of heights 1 to {}",
+            offence.height,
+            height - 1
+        )));
+    }
+    if seen.contains(&offence) {
+        return Ok(Err("the offence appears twice in the block".into()));
+    }
+    if let Some(id) = history.recorded_offence(&offence)? {
+        return Ok(Err(format!(
+            "the offence is recorded already, by evidence {id}"
+        )));
+    }
+    let set = match validators.set_at(offence.height) {
+        Some(set) => set.clone(),
+        None => match history.validator_set_at(offence.height)? {
+            Some(set) => set,
+            None => {
+                return Err(StorageError::Corrupt(format!(
+                    "no validator set is stored for height {}",
+                    offence.height
+                )))
+            }
+        },
+    };
+    if let Err(e) = evidence.check(&set, &chain.genesis.chain_id, &chain.genesis_hash) {
+        return Ok(Err(e.to_string()));
+    }
+    seen.insert(offence);
+    Ok(Ok(()))
 }
 
 /// Validates `block` as the child of `parent` and executes it against
-/// `state`, the committed state after `parent` (accounts and tree).
-pub fn execute_block<R: AccountRead + TreeReader + ?Sized>(
+/// `state`, the committed state after `parent` (accounts, tree, validator
+/// state and history).
+pub fn execute_block<R: AccountRead + TreeReader + ChainHistory + ?Sized>(
     state: &R,
     chain: &ChainContext,
     parent: &BlockMeta,
     block: &Block,
     sig_check: SigCheck<'_>,
 ) -> Result<ExecutedBlock, BlockError> {
-    check_header(chain, parent, block)?;
+    let mut validators = parent_validators(state, parent)?;
+    let unchanged = validators.advanced(block.header.height);
+    check_header(chain, parent, &validators, block)?;
     let tx_ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
     if tx_root(&tx_ids) != block.header.tx_root {
         return Err(BlockError::Header(
             "tx_root does not match the transactions".into(),
         ));
     }
+    if last_commit_hash(&block.last_commit) != block.header.last_commit_hash {
+        return Err(BlockError::Header(
+            "last_commit_hash does not match the last commit".into(),
+        ));
+    }
+    if evidence_hash(&block.evidence) != block.header.evidence_hash {
+        return Err(BlockError::Header(
+            "evidence_hash does not match the evidence".into(),
+        ));
+    }
+    let verify_commit = !matches!(sig_check, SigCheck::AlreadyVerified);
+    let live = check_last_commit(
+        chain,
+        parent,
+        &validators,
+        &block.last_commit,
+        verify_commit,
+    )?;
+    let height = block.header.height;
+    check_evidence(state, chain, &validators, height, &block.evidence, false)?;
     let check: Vec<bool> = tx_ids
         .iter()
         .map(|id| match sig_check {
@@ -260,6 +500,13 @@ pub fn execute_block<R: AccountRead + TreeReader + ?Sized>(
     // Signatures first, all at once (in parallel when many): the first bad
     // one fails the block, as checking them in order would.
     let bad_signature = first_bad_signature(&block.txs, &check, &chain.genesis_hash);
+    let rules = TxRules {
+        chain,
+        history: state,
+        height,
+        live: &live,
+        evidence: &block.evidence,
+    };
     let mut overlay = StateOverlay::new(state);
     for (index, (stx, id)) in block.txs.iter().zip(&tx_ids).enumerate() {
         let fail = |error| BlockError::Tx {
@@ -273,14 +520,21 @@ pub fn execute_block<R: AccountRead + TreeReader + ?Sized>(
         if bad_signature == Some(index) {
             return Err(fail(TxError::InvalidSignature));
         }
-        match apply_transaction(&mut overlay, &stx.tx, &block.header.proposer) {
+        match apply_tx(
+            &mut overlay,
+            &mut validators,
+            &rules,
+            &stx.tx,
+            &block.header.proposer,
+        ) {
             Ok(()) => {}
             Err(ApplyError::Tx(error)) => return Err(fail(error)),
             Err(ApplyError::Storage(e)) => return Err(e.into()),
         }
     }
+    let validator_outcomes = validators.end_block(height, &live, &chain.genesis.params);
     let accounts = overlay.into_changes();
-    let tree = update_tree(state, block.header.height, &accounts)?;
+    let tree = update_tree(state, height, &accounts)?;
     if tree.root != block.header.state_root {
         return Err(BlockError::Header(format!(
             "state_root {} is not the root of the state after the block, {}",
@@ -292,10 +546,33 @@ pub fn execute_block<R: AccountRead + TreeReader + ?Sized>(
         tx_ids,
         accounts,
         tree,
+        validators_changed: validators != unchanged,
+        validators,
+        validator_outcomes,
     })
 }
 
-fn check_header(chain: &ChainContext, parent: &BlockMeta, block: &Block) -> Result<(), BlockError> {
+/// The validator state after `parent`, checked to be for it.
+fn parent_validators<H: ChainHistory + ?Sized>(
+    state: &H,
+    parent: &BlockMeta,
+) -> Result<ValidatorState, StorageError> {
+    let validators = state.validator_state()?;
+    if validators.height != parent.height {
+        return Err(StorageError::Corrupt(format!(
+            "the validator state is at height {}, the parent block at {}",
+            validators.height, parent.height
+        )));
+    }
+    Ok(validators)
+}
+
+fn check_header(
+    chain: &ChainContext,
+    parent: &BlockMeta,
+    validators: &ValidatorState,
+    block: &Block,
+) -> Result<(), BlockError> {
     let h = &block.header;
     let params = &chain.genesis.params;
     let bad = |m: String| Err(BlockError::Header(m));
@@ -326,20 +603,25 @@ fn check_header(chain: &ChainContext, parent: &BlockMeta, block: &Block) -> Resu
             h.timestamp_ms, parent.timestamp_ms
         ));
     }
-    if chain.validators.power_of(&h.proposer).is_none() {
-        return bad(format!("proposer {} is not a validator", h.proposer));
-    }
-    let validators_hash = chain.validators.hash();
-    if h.validators_hash != validators_hash {
+    if validators.current.power_of(&h.proposer).is_none() {
         return bad(format!(
-            "validators_hash {} is not the hash of the validator set, {validators_hash}",
-            h.validators_hash
+            "proposer {} is not a validator at height {}",
+            h.proposer, h.height
         ));
     }
-    if h.next_validators_hash != validators_hash {
+    let validators_hash = validators.current.hash();
+    if h.validators_hash != validators_hash {
         return bad(format!(
-            "next_validators_hash {} is not the hash of the next validator set, {validators_hash}",
-            h.next_validators_hash
+            "validators_hash {} is not the hash of the validator set of height {}, {validators_hash}",
+            h.validators_hash, h.height
+        ));
+    }
+    let next_hash = validators.next.hash();
+    if h.next_validators_hash != next_hash {
+        return bad(format!(
+            "next_validators_hash {} is not the hash of the validator set of height {}, {next_hash}",
+            h.next_validators_hash,
+            h.height + 1
         ));
     }
     if h.tx_count as usize != block.txs.len() {
@@ -378,23 +660,56 @@ pub struct BuiltBlock {
     pub rejected: Vec<(Hash, TxError)>,
 }
 
-/// Assembles the child of `parent` from `candidates` (already signature
-/// checked), keeping each one that applies in order and within the limits.
-pub fn build_block<R: AccountRead + TreeReader + ?Sized>(
+/// What a proposer puts in a block besides the parent.
+#[derive(Debug, Clone)]
+pub struct BlockInputs {
+    /// The proposer (receives the fees).
+    pub proposer: Address,
+    /// Its clock (the header time is never below the parent's).
+    pub now_ms: u64,
+    /// Candidate transactions in order, signatures already checked.
+    pub candidates: Vec<SignedTransaction>,
+    /// The parent's commit certificate (none for block 1), already checked.
+    pub last_commit: Option<Commit>,
+    /// Candidate evidence; the invalid or recorded pieces are left out.
+    pub evidence: Vec<Evidence>,
+}
+
+/// Assembles the child of `parent` from `inputs`, keeping each candidate
+/// that applies in order and within the limits.
+pub fn build_block<R: AccountRead + TreeReader + ChainHistory + ?Sized>(
     state: &R,
     chain: &ChainContext,
     parent: &BlockMeta,
-    proposer: Address,
-    now_ms: u64,
-    candidates: Vec<SignedTransaction>,
+    inputs: BlockInputs,
 ) -> Result<BuiltBlock, StorageError> {
     let params = &chain.genesis.params;
+    let height = parent.height + 1;
+    let mut validators = parent_validators(state, parent)?;
+    let unchanged = validators.advanced(height);
+    let last_commit = inputs.last_commit.filter(|_| parent.height > 0);
+    let live: LiveSigners = last_commit
+        .as_ref()
+        .map(|c| c.signatures.iter().map(|s| s.validator).collect());
+    let evidence = match check_evidence(state, chain, &validators, height, &inputs.evidence, true) {
+        Ok(kept) => kept,
+        Err(BlockError::Storage(e)) => return Err(e),
+        Err(_) => Vec::new(),
+    };
+    let rules = TxRules {
+        chain,
+        history: state,
+        height,
+        live: &live,
+        evidence: &evidence,
+    };
+    let proposer = inputs.proposer;
     let mut overlay = StateOverlay::new(state);
     let mut txs = Vec::new();
     let mut tx_ids = Vec::new();
     let mut rejected = Vec::new();
     let mut bytes = 0usize;
-    for stx in candidates {
+    for stx in inputs.candidates {
         let size = stx.encode().len();
         if txs.len() >= params.max_block_txs as usize
             || bytes + size > params.max_block_bytes as usize
@@ -402,7 +717,7 @@ pub fn build_block<R: AccountRead + TreeReader + ?Sized>(
             break;
         }
         let id = stx.id();
-        match apply_transaction(&mut overlay, &stx.tx, &proposer) {
+        match apply_tx(&mut overlay, &mut validators, &rules, &stx.tx, &proposer) {
             Ok(()) => {
                 bytes += size;
                 txs.push(stx);
@@ -415,25 +730,36 @@ pub fn build_block<R: AccountRead + TreeReader + ?Sized>(
     let header = Header {
         version: BLOCK_VERSION,
         chain_id: chain.genesis.chain_id.clone(),
-        height: parent.height + 1,
+        height,
         parent_hash: parent.hash,
-        timestamp_ms: now_ms.max(parent.timestamp_ms),
+        timestamp_ms: inputs.now_ms.max(parent.timestamp_ms),
         proposer,
         tx_root: tx_root(&tx_ids),
         tx_count: txs.len() as u32,
         state_root: Hash::ZERO,
-        validators_hash: chain.validators.hash(),
-        next_validators_hash: chain.validators.hash(),
+        validators_hash: validators.current.hash(),
+        next_validators_hash: validators.next.hash(),
+        last_commit_hash: last_commit_hash(&last_commit),
+        evidence_hash: evidence_hash(&evidence),
     };
+    let validator_outcomes = validators.end_block(height, &live, params);
     let accounts = overlay.into_changes();
     let tree = update_tree(state, header.height, &accounts)?;
-    let mut block = Block { header, txs };
+    let mut block = Block {
+        header,
+        txs,
+        last_commit,
+        evidence,
+    };
     block.header.state_root = tree.root;
     let executed = ExecutedBlock {
         hash: block.hash(),
         tx_ids,
         accounts,
         tree,
+        validators_changed: validators != unchanged,
+        validators,
+        validator_outcomes,
     };
     Ok(BuiltBlock {
         block,

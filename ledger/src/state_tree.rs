@@ -339,6 +339,11 @@ pub struct MemoryState {
     tree: MemoryTree,
     version: u64,
     root: Hash,
+    validators: crate::ValidatorState,
+    /// Each validator set by the first height it signs.
+    sets: std::collections::BTreeMap<u64, crate::ValidatorSet>,
+    offences: std::collections::BTreeMap<crate::Offence, Hash>,
+    evidence: std::collections::BTreeMap<Hash, crate::EvidenceRecord>,
 }
 
 impl MemoryState {
@@ -352,11 +357,19 @@ impl MemoryState {
             tree,
             version: 0,
             root: update.root,
+            validators: crate::ValidatorState::genesis(chain.validators.clone()),
+            sets: [(1, chain.validators.clone())].into_iter().collect(),
+            offences: Default::default(),
+            evidence: Default::default(),
         })
     }
 
-    /// Takes in a block executed against this state.
-    pub fn apply(&mut self, executed: &crate::ExecutedBlock) -> Result<(), StorageError> {
+    /// Takes in `block`, executed against this state as `executed`.
+    pub fn apply(
+        &mut self,
+        block: &crate::Block,
+        executed: &crate::ExecutedBlock,
+    ) -> Result<(), StorageError> {
         if executed.tree.version != self.version + 1 {
             return Err(StorageError::Io(format!(
                 "tree version {} does not follow {}",
@@ -367,6 +380,25 @@ impl MemoryState {
         self.accounts.extend(executed.accounts.iter().copied());
         self.version = executed.tree.version;
         self.root = executed.tree.root;
+        self.validators = executed.validators.clone();
+        for outcome in &executed.validator_outcomes {
+            if let crate::ChangeResult::Completed { effective_height } = outcome.result {
+                self.sets
+                    .insert(effective_height, executed.validators.next.clone());
+            }
+        }
+        for (index, evidence) in block.evidence.iter().enumerate() {
+            let id = evidence.id();
+            self.offences.insert(evidence.offence(), id);
+            self.evidence.insert(
+                id,
+                crate::EvidenceRecord {
+                    height: block.header.height,
+                    index: index as u32,
+                    evidence: evidence.clone(),
+                },
+            );
+        }
         Ok(())
     }
 
@@ -389,6 +421,28 @@ impl MemoryState {
 impl crate::AccountRead for MemoryState {
     fn account(&self, address: &Address) -> Result<Account, StorageError> {
         Ok(self.accounts.get(address).copied().unwrap_or_default())
+    }
+}
+
+impl crate::ChainHistory for MemoryState {
+    fn validator_state(&self) -> Result<crate::ValidatorState, StorageError> {
+        Ok(self.validators.clone())
+    }
+    fn validator_set_at(&self, height: u64) -> Result<Option<crate::ValidatorSet>, StorageError> {
+        if height == 0 || height > self.version + 2 {
+            return Ok(None);
+        }
+        Ok(self
+            .sets
+            .range(..=height)
+            .next_back()
+            .map(|(_, set)| set.clone()))
+    }
+    fn recorded_offence(&self, offence: &crate::Offence) -> Result<Option<Hash>, StorageError> {
+        Ok(self.offences.get(offence).copied())
+    }
+    fn recorded_evidence(&self, id: &Hash) -> Result<Option<crate::EvidenceRecord>, StorageError> {
+        Ok(self.evidence.get(id).cloned())
     }
 }
 

@@ -6,32 +6,59 @@ use serde::Serialize;
 use crate::codec::{decode_strict, DecodeError};
 use crate::crypto::{Keypair, Signature};
 use crate::types::{amount_string, Address, ChainId, Hash};
+use crate::validators::{ValidatorChange, ValidatorChangeError};
 
-/// Largest canonical encoding of a signed transaction, in bytes.
+/// Largest canonical encoding of a signed transaction, in bytes: nodes
+/// refuse anything longer before decoding.
 ///
-/// The largest possible is 4 + 64 (chain id) + 32 + 32 + 3 × 8 + 64 = 220.
-pub const MAX_TX_BYTES: usize = 256;
+/// A transfer is at most 4 + 64 (chain id) + 32 + 2 × 8 + 1 + 32 + 8 + 64 =
+/// 221; the largest validator-set vote (an addition with a 64-byte name, a
+/// 200-byte peer address and no evidence) about 550.
+pub const MAX_TX_BYTES: usize = 1024;
 
-/// A transfer of `amount` from `from` to `to`, paying `fee` to the block
-/// proposer, valid only at exactly the sender's next `nonce`.
+/// A signed action of `from`, paying `fee` to the block proposer, valid
+/// only at exactly the sender's next `nonce`.
 #[derive(
     Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
 )]
 pub struct Transaction {
-    /// The chain this transfer is for.
+    /// The chain this transaction is for.
     pub chain_id: ChainId,
     /// The sender, whose key signs.
     pub from: Address,
-    /// The recipient.
-    pub to: Address,
-    /// Units moved from `from` to `to`.
-    #[serde(with = "amount_string")]
-    pub amount: u64,
+    /// The sender's transaction count before this one (0 for the first).
+    pub nonce: u64,
     /// Units moved from `from` to the proposer of the block.
     #[serde(with = "amount_string")]
     pub fee: u64,
-    /// The sender's transaction count before this one (0 for the first).
-    pub nonce: u64,
+    /// What the transaction does.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// The kinds of transaction.
+#[derive(
+    Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, serde::Deserialize,
+)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Moves `amount` from the sender to `to`.
+    Transfer {
+        /// The recipient.
+        to: Address,
+        /// Units moved.
+        #[serde(with = "amount_string")]
+        amount: u64,
+    },
+    /// A validator of the set in force votes for a change to the set
+    /// ([`crate::validators`]); the first vote opens it.
+    Validator {
+        /// The change voted for.
+        change: ValidatorChange,
+        /// Equivocation evidence on the chain that a removal cites
+        /// ([`crate::Evidence::id`]).
+        evidence: Option<Hash>,
+    },
 }
 
 /// A transaction and the sender's signature over its signing message.
@@ -112,9 +139,67 @@ pub enum TxError {
     /// A credit would overflow a balance (impossible while supply fits u64).
     #[error("balance overflow")]
     BalanceOverflow,
+    /// A validator-set vote the rules refuse (boxed: it is large and rare).
+    #[error(transparent)]
+    Validator(Box<ValidatorChangeError>),
+}
+
+impl From<ValidatorChangeError> for TxError {
+    fn from(e: ValidatorChangeError) -> TxError {
+        TxError::Validator(Box::new(e))
+    }
 }
 
 impl Transaction {
+    /// A transfer of `amount` from `from` to `to`.
+    pub fn transfer(
+        chain_id: ChainId,
+        from: Address,
+        to: Address,
+        amount: u64,
+        fee: u64,
+        nonce: u64,
+    ) -> Transaction {
+        Transaction {
+            chain_id,
+            from,
+            nonce,
+            fee,
+            action: Action::Transfer { to, amount },
+        }
+    }
+
+    /// A vote of `from` for `change`.
+    pub fn validator_vote(
+        chain_id: ChainId,
+        from: Address,
+        change: ValidatorChange,
+        evidence: Option<Hash>,
+        fee: u64,
+        nonce: u64,
+    ) -> Transaction {
+        Transaction {
+            chain_id,
+            from,
+            nonce,
+            fee,
+            action: Action::Validator { change, evidence },
+        }
+    }
+
+    /// The recipient and amount of a transfer.
+    pub fn as_transfer(&self) -> Option<(&Address, u64)> {
+        match &self.action {
+            Action::Transfer { to, amount } => Some((to, *amount)),
+            Action::Validator { .. } => None,
+        }
+    }
+
+    /// Units moved to someone other than the proposer (0 unless a transfer).
+    pub fn amount(&self) -> u64 {
+        self.as_transfer().map_or(0, |(_, amount)| amount)
+    }
+
     /// The 32-byte message the sender signs:
     /// blake3("tally/tx/v1" ‖ genesis_hash ‖ borsh(tx)).
     pub fn signing_message(&self, genesis_hash: &Hash) -> Hash {
@@ -131,9 +216,9 @@ impl Transaction {
         }
     }
 
-    /// `amount + fee`, checked.
+    /// What the sender pays, `amount + fee`, checked.
     pub fn total_cost(&self) -> Result<u64, TxError> {
-        self.amount
+        self.amount()
             .checked_add(self.fee)
             .ok_or(TxError::AmountOverflow)
     }
@@ -170,8 +255,10 @@ impl SignedTransaction {
         self.verify_signature(genesis_hash)
     }
 
-    /// The field rules: chain id, minimum fee, amount + fee fits, recipient
-    /// is a public key.
+    /// The field rules: chain id; for a transfer the minimum fee, amount +
+    /// fee fits and the recipient is a public key; for a validator-set vote
+    /// the change is well formed and only a removal cites evidence (votes
+    /// pay any fee: only validators of the set in force send them).
     pub fn check_fields(&self, chain_id: &ChainId, min_fee: u64) -> Result<(), TxError> {
         let tx = &self.tx;
         if &tx.chain_id != chain_id {
@@ -180,15 +267,25 @@ impl SignedTransaction {
                 got: tx.chain_id.to_string(),
             });
         }
-        if tx.fee < min_fee {
-            return Err(TxError::FeeTooLow {
-                min: min_fee,
-                got: tx.fee,
-            });
-        }
-        tx.total_cost()?;
-        if !tx.to.is_valid_key() {
-            return Err(TxError::InvalidRecipient);
+        match &tx.action {
+            Action::Transfer { to, .. } => {
+                if tx.fee < min_fee {
+                    return Err(TxError::FeeTooLow {
+                        min: min_fee,
+                        got: tx.fee,
+                    });
+                }
+                tx.total_cost()?;
+                if !to.is_valid_key() {
+                    return Err(TxError::InvalidRecipient);
+                }
+            }
+            Action::Validator { change, evidence } => {
+                change.check_shape()?;
+                if evidence.is_some() && !matches!(change, ValidatorChange::Remove { .. }) {
+                    return Err(ValidatorChangeError::EvidenceNotRemoval.into());
+                }
+            }
         }
         Ok(())
     }
@@ -286,14 +383,14 @@ mod tests {
         let key = devnet_key("alice");
         let txs: Vec<SignedTransaction> = (0..3)
             .map(|nonce| {
-                Transaction {
-                    chain_id: ChainId::new("c").unwrap(),
-                    from: key.address(),
-                    to: devnet_key("bob").address(),
-                    amount: 1,
-                    fee: 1,
+                Transaction::transfer(
+                    ChainId::new("c").unwrap(),
+                    key.address(),
+                    devnet_key("bob").address(),
+                    1,
+                    1,
                     nonce,
-                }
+                )
                 .sign(&key, &Hash::ZERO)
             })
             .collect();
@@ -331,21 +428,21 @@ mod tests {
             let mut txs: Vec<SignedTransaction> = (0..count)
                 .map(|i| {
                     let key = &keys[i % keys.len()];
-                    Transaction {
-                        chain_id: chain.clone(),
-                        from: key.address(),
-                        to: keys[0].address(),
-                        amount: i as u64,
-                        fee: 1,
-                        nonce: i as u64,
-                    }
+                    Transaction::transfer(
+                        chain.clone(),
+                        key.address(),
+                        keys[0].address(),
+                        i as u64,
+                        1,
+                        i as u64,
+                    )
                     .sign(key, &genesis)
                 })
                 .collect();
             for (at, how) in &bad {
                 let tx = &mut txs[at.index(count)];
                 match how {
-                    0 => tx.tx.amount += 1,
+                    0 => tx.tx.fee += 1,
                     1 => tx.signature.0[63] |= 0xf0, // S past the group order
                     _ => tx.tx.from = keys[1].address(),
                 }
@@ -359,14 +456,14 @@ mod tests {
     fn sample() -> (SignedTransaction, Hash, ChainId) {
         let chain = ChainId::new("tally-test").unwrap();
         let genesis = Hash::digest(b"genesis");
-        let tx = Transaction {
-            chain_id: chain.clone(),
-            from: devnet_key("alice").address(),
-            to: devnet_key("bob").address(),
-            amount: 5,
-            fee: 1,
-            nonce: 0,
-        };
+        let tx = Transaction::transfer(
+            chain.clone(),
+            devnet_key("alice").address(),
+            devnet_key("bob").address(),
+            5,
+            1,
+            0,
+        );
         (tx.sign(&devnet_key("alice"), &genesis), genesis, chain)
     }
 
@@ -409,7 +506,7 @@ mod tests {
             Err(TxError::WrongChain { .. })
         ));
         let mut tampered = stx.clone();
-        tampered.tx.amount += 1;
+        tampered.tx.fee += 1;
         assert_eq!(
             tampered.verify_stateless(&chain, &genesis, 1),
             Err(TxError::InvalidSignature)
@@ -424,7 +521,7 @@ mod tests {
             Err(TxError::FeeTooLow { min: 2, got: 1 })
         ));
         let mut tx = stx.tx.clone();
-        tx.amount = u64::MAX;
+        tx.fee = u64::MAX;
         let signed = tx.sign(&devnet_key("alice"), &genesis);
         assert_eq!(
             signed.verify_stateless(&chain, &genesis, 1),

@@ -44,10 +44,15 @@ pub struct Signers<'a> {
 impl ChainContext {
     /// The genesis validators of this chain, as signers.
     pub fn signers(&self) -> Signers<'_> {
+        self.signers_with(&self.validators)
+    }
+
+    /// `validators` of this chain (the set of some height), as signers.
+    pub fn signers_with<'a>(&'a self, validators: &'a ValidatorSet) -> Signers<'a> {
         Signers {
             chain_id: &self.genesis.chain_id,
             genesis_hash: &self.genesis_hash,
-            validators: &self.validators,
+            validators,
         }
     }
 }

@@ -5,8 +5,8 @@
 use tally_ledger::state_tree::MemoryState;
 use tally_ledger::{
     build_block, devnet::devnet_genesis, devnet_key, execute_block, verify_commit, Block,
-    BlockError, ChainContext, ChainId, Commit, CommitError, CommitSignature, Hash, SigCheck,
-    Transaction, TxError, Vote, VoteKind,
+    BlockError, BlockInputs, ChainContext, ChainId, Commit, CommitError, CommitSignature, Hash,
+    SigCheck, Transaction, TxError, Vote, VoteKind,
 };
 
 fn chain(validators: usize) -> ChainContext {
@@ -19,14 +19,14 @@ fn state(chain: &ChainContext) -> MemoryState {
 
 fn transfer(chain: &ChainContext, nonce: u64) -> tally_ledger::SignedTransaction {
     let alice = devnet_key("alice");
-    Transaction {
-        chain_id: chain.genesis.chain_id.clone(),
-        from: alice.address(),
-        to: devnet_key("bob").address(),
-        amount: 5,
-        fee: 1,
+    Transaction::transfer(
+        chain.genesis.chain_id.clone(),
+        alice.address(),
+        devnet_key("bob").address(),
+        5,
+        1,
         nonce,
-    }
+    )
     .sign(&alice, &chain.genesis_hash)
 }
 
@@ -95,7 +95,7 @@ fn header_rules() {
 fn one_invalid_transaction_invalidates_the_block() {
     let chain = chain(1);
     let mut block = good_block(&chain);
-    block.txs[1].tx.amount += 1; // breaks its signature
+    block.txs[1].tx.fee += 1; // breaks its signature
     let ids: Vec<Hash> = block.txs.iter().map(|t| t.id()).collect();
     block.header.tx_root = tally_ledger::tx_root(&ids);
     match check(&chain, &block) {
@@ -141,9 +141,13 @@ fn block_size_limits() {
         &state(&chain),
         &chain,
         &chain.genesis_meta(),
-        devnet_key("validator-0").address(),
-        chain.genesis.genesis_time_ms,
-        vec![transfer(&chain, 0), transfer(&chain, 1)],
+        BlockInputs {
+            proposer: devnet_key("validator-0").address(),
+            now_ms: chain.genesis.genesis_time_ms,
+            candidates: vec![transfer(&chain, 0), transfer(&chain, 1)],
+            last_commit: None,
+            evidence: Vec::new(),
+        },
     )
     .unwrap();
     assert_eq!(built.block.txs.len(), 1, "the builder stops at the limit");
@@ -261,9 +265,13 @@ fn block_of(chain: &ChainContext, n: u64, edit: impl FnOnce(&mut Block)) -> Bloc
         &state(chain),
         chain,
         &chain.genesis_meta(),
-        proposer,
-        chain.genesis.genesis_time_ms + 10,
-        txs,
+        BlockInputs {
+            proposer,
+            now_ms: chain.genesis.genesis_time_ms + 10,
+            candidates: txs,
+            last_commit: None,
+            evidence: Vec::new(),
+        },
     )
     .unwrap()
     .block;
@@ -292,7 +300,7 @@ fn a_large_block_reports_the_first_invalid_transaction_as_a_small_one_would() {
     // 300 signatures to check: spread over the cores, with the same answer.
     let chain = chain(1);
     let bad_signature_then_bad_field = block_of(&chain, 300, |b| {
-        b.txs[5].tx.amount += 1; // breaks its signature
+        b.txs[5].tx.fee += 1; // breaks its signature
         b.txs[200].tx.fee = 0; // below the minimum fee (and its signature)
     });
     assert_eq!(
@@ -301,15 +309,15 @@ fn a_large_block_reports_the_first_invalid_transaction_as_a_small_one_would() {
     );
     let bad_field_then_bad_signature = block_of(&chain, 300, |b| {
         b.txs[5].tx.fee = 0;
-        b.txs[200].tx.amount += 1;
+        b.txs[200].tx.fee += 1;
     });
     let (index, error) = failing_index(&chain, &bad_field_then_bad_signature, SigCheck::Verify);
     assert_eq!(index, 5);
     assert!(matches!(error, TxError::FeeTooLow { .. }), "{error:?}");
     // Two bad signatures in different shares: the lower one.
     let two = block_of(&chain, 300, |b| {
-        b.txs[290].tx.amount += 1;
-        b.txs[120].tx.amount += 1;
+        b.txs[290].tx.fee += 1;
+        b.txs[120].tx.fee += 1;
     });
     assert_eq!(
         failing_index(&chain, &two, SigCheck::Verify),
@@ -320,7 +328,7 @@ fn a_large_block_reports_the_first_invalid_transaction_as_a_small_one_would() {
 #[test]
 fn only_the_listed_verified_ids_skip_their_signature_check() {
     let chain = chain(1);
-    let block = block_of(&chain, 300, |b| b.txs[7].tx.amount += 1);
+    let block = block_of(&chain, 300, |b| b.txs[7].tx.fee += 1);
     let bad_id = block.txs[7].id();
     let good_ids: std::collections::HashSet<Hash> = block
         .txs

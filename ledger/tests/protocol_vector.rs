@@ -8,18 +8,19 @@ use tally_ledger::state_tree::{
     account_key, prove_account, verify_account, AccountProof, MemoryState,
 };
 use tally_ledger::{
-    build_block, devnet_key, parse_hex, to_hex, tx_root, Account, ChainContext, ChainId,
-    SignedTransaction, Transaction, Vote, VoteKind, BLOCK_VERSION,
+    build_block, devnet_key, parse_hex, to_hex, tx_root, validators::rotation_message, Account,
+    BlockInputs, ChainContext, ChainId, SignedTransaction, Transaction, ValidatorChange, Vote,
+    VoteKind, BLOCK_VERSION,
 };
 
 #[test]
 fn protocol_md_worked_example() {
     let genesis = devnet_genesis(4, "tally-devnet").unwrap();
-    assert_eq!(borsh::to_vec(&genesis).unwrap().len(), 388);
+    assert_eq!(borsh::to_vec(&genesis).unwrap().len(), 400);
     let genesis_hash = genesis.hash();
     assert_eq!(
         genesis_hash.to_hex(),
-        "0xf33302b3225664d464d78e9c41ba0596be528a47303f75b4af216d2c40012604"
+        "0x92e5057e82cc5fe5ed84a772a0c1173e1d8943f67af2026f0730d53d366966d3"
     );
     let (alice, bob) = (devnet_key("alice"), devnet_key("bob"));
     assert_eq!(
@@ -38,27 +39,27 @@ fn protocol_md_worked_example() {
         bob.address().to_text(),
         "tally162026wnq5y722ccgzf9qcfdw6a744m8hce0yk52kpec4zaqtlass75rhpk"
     );
-    let tx = Transaction {
-        chain_id: ChainId::new("tally-devnet").unwrap(),
-        from: alice.address(),
-        to: bob.address(),
-        amount: 1000,
-        fee: 1,
-        nonce: 0,
-    };
-    assert_eq!(to_hex(&borsh::to_vec(&tx).unwrap()), "0x0c00000074616c6c792d6465766e6574b521c06b5d0c0a09c29ca6937dbacbca9c7573d9bc4feb577583b39cb8da1787d29ead3a60a13ca56308124a0c25aed77d5aecf7c65e4b51560e7151740bff61e80300000000000001000000000000000000000000000000");
+    let tx = Transaction::transfer(
+        ChainId::new("tally-devnet").unwrap(),
+        alice.address(),
+        bob.address(),
+        1000,
+        1,
+        0,
+    );
+    assert_eq!(to_hex(&borsh::to_vec(&tx).unwrap()), "0x0c00000074616c6c792d6465766e6574b521c06b5d0c0a09c29ca6937dbacbca9c7573d9bc4feb577583b39cb8da17870000000000000000010000000000000000d29ead3a60a13ca56308124a0c25aed77d5aecf7c65e4b51560e7151740bff61e803000000000000");
     assert_eq!(
         tx.signing_message(&genesis_hash).to_hex(),
-        "0x658e7071578735db915fd538014ef24f79e4822fed0bc1d81272745360673701"
+        "0x64033a8bf1a2c3c4a65d72a030b396ed8563e2015785a9dae5c147a2aad75e54"
     );
     let signed = tx.sign(&alice, &genesis_hash);
-    assert_eq!(to_hex(&signed.signature.0), "0xdb3f8a2e5197be0d4797e445912061e932a01538d40215c317b7db347d436bc4997531e18dacd33ee52b638379b870501c8b59fdb524138f8bea9be577503e09");
+    assert_eq!(to_hex(&signed.signature.0), "0xc4a1b3ca48653b626df92ba9ad4e692439d821876e811c6d5c47e3d1191409ea28cc6f97258ec5fbb7251218379e72c54e4e4d61bb6cc82b74113a4bf5dc7008");
     let bytes = signed.encode();
-    assert_eq!(bytes.len(), 168);
-    assert_eq!(to_hex(&bytes), "0x0c00000074616c6c792d6465766e6574b521c06b5d0c0a09c29ca6937dbacbca9c7573d9bc4feb577583b39cb8da1787d29ead3a60a13ca56308124a0c25aed77d5aecf7c65e4b51560e7151740bff61e80300000000000001000000000000000000000000000000db3f8a2e5197be0d4797e445912061e932a01538d40215c317b7db347d436bc4997531e18dacd33ee52b638379b870501c8b59fdb524138f8bea9be577503e09");
+    assert_eq!(bytes.len(), 169);
+    assert_eq!(to_hex(&bytes), "0x0c00000074616c6c792d6465766e6574b521c06b5d0c0a09c29ca6937dbacbca9c7573d9bc4feb577583b39cb8da17870000000000000000010000000000000000d29ead3a60a13ca56308124a0c25aed77d5aecf7c65e4b51560e7151740bff61e803000000000000c4a1b3ca48653b626df92ba9ad4e692439d821876e811c6d5c47e3d1191409ea28cc6f97258ec5fbb7251218379e72c54e4e4d61bb6cc82b74113a4bf5dc7008");
     assert_eq!(
         signed.id().to_hex(),
-        "0x30e69c1546ffc6ae4d1f63529efd9ae816b157f9059a8f0dec356701b17a744c"
+        "0xdb350280be5195386b1bdf5ce10a46cc3a8d6413514a7c9fbbf8c366d35d077c"
     );
     assert_eq!(SignedTransaction::decode(&bytes).unwrap(), signed);
     assert_eq!(
@@ -79,17 +80,16 @@ fn protocol_md_worked_example() {
     let root = tx_root(&[signed.id()]);
     assert_eq!(
         root.to_hex(),
-        "0xf89439dfc4dee435973ee7263bb60e1df6ba976eb9dce412df19e615c641de45"
+        "0x65339bb5b5313f755ebec097fc3b77fe7ae985331c94e6017cc3e08cbb12c7e3"
     );
-    let built = build_block(
-        &state,
-        &chain,
-        &chain.genesis_meta(),
-        devnet_key("validator-0").address(),
-        genesis.genesis_time_ms + 1000,
-        vec![signed.clone()],
-    )
-    .unwrap();
+    let inputs = BlockInputs {
+        proposer: devnet_key("validator-0").address(),
+        now_ms: genesis.genesis_time_ms + 1000,
+        candidates: vec![signed.clone()],
+        last_commit: None,
+        evidence: Vec::new(),
+    };
+    let built = build_block(&state, &chain, &chain.genesis_meta(), inputs).unwrap();
     let header = built.block.header.clone();
     assert_eq!(header.version, BLOCK_VERSION);
     assert_eq!(header.tx_root, root);
@@ -97,12 +97,20 @@ fn protocol_md_worked_example() {
         header.state_root.to_hex(),
         "0x037a98ccbb71b4c71914e10f90be983ab6fe15695eddd4bc6d8f3a5dcb69c5c4"
     );
-    assert_eq!(to_hex(&borsh::to_vec(&header).unwrap()), "0x020000000c00000074616c6c792d6465766e65740100000000000000f33302b3225664d464d78e9c41ba0596be528a47303f75b4af216d2c40012604e8abda769b01000013ea97a87bea43b3129b932224c65525004c06b765f83f0a0a1210863a880233f89439dfc4dee435973ee7263bb60e1df6ba976eb9dce412df19e615c641de4501000000037a98ccbb71b4c71914e10f90be983ab6fe15695eddd4bc6d8f3a5dcb69c5c47c957b489932066e4f5727f9c2a72b0b7314e89c9cdf3d7ca032630fa33b7af97c957b489932066e4f5727f9c2a72b0b7314e89c9cdf3d7ca032630fa33b7af9");
+    assert_eq!(to_hex(&borsh::to_vec(&header).unwrap()), "0x030000000c00000074616c6c792d6465766e6574010000000000000092e5057e82cc5fe5ed84a772a0c1173e1d8943f67af2026f0730d53d366966d3e8abda769b01000013ea97a87bea43b3129b932224c65525004c06b765f83f0a0a1210863a88023365339bb5b5313f755ebec097fc3b77fe7ae985331c94e6017cc3e08cbb12c7e301000000037a98ccbb71b4c71914e10f90be983ab6fe15695eddd4bc6d8f3a5dcb69c5c47c957b489932066e4f5727f9c2a72b0b7314e89c9cdf3d7ca032630fa33b7af97c957b489932066e4f5727f9c2a72b0b7314e89c9cdf3d7ca032630fa33b7af9ea86417c4b2ab2c246bf1d6b4a00deed5cfa8c6e38299c21571bdec31b0d4a06e9eddfbb07c36d8f85be0beb43118e7bb2ac82c03225ce5fccfea89fda147503");
     assert_eq!(
         header.hash().to_hex(),
-        "0xbb68a00cad0736e34c2311dc20fbe4c1343e520ab43fa3306cd5586afb42b823"
+        "0x44137af05ef85215f28afe192239f165dbe72027e3f01416b3e9b0e5cd761b6d"
     );
-    state.apply(&built.executed).unwrap();
+    assert_eq!(
+        header.last_commit_hash.to_hex(),
+        "0xea86417c4b2ab2c246bf1d6b4a00deed5cfa8c6e38299c21571bdec31b0d4a06"
+    );
+    assert_eq!(
+        header.evidence_hash.to_hex(),
+        "0xe9eddfbb07c36d8f85be0beb43118e7bb2ac82c03225ce5fccfea89fda147503"
+    );
+    state.apply(&built.block, &built.executed).unwrap();
     let vote = Vote {
         chain_id: genesis.chain_id.clone(),
         height: 1,
@@ -110,13 +118,59 @@ fn protocol_md_worked_example() {
         kind: VoteKind::Precommit,
         block_hash: Some(header.hash()),
     };
-    assert_eq!(to_hex(&borsh::to_vec(&vote).unwrap()), "0x0c00000074616c6c792d6465766e65740100000000000000000000000101bb68a00cad0736e34c2311dc20fbe4c1343e520ab43fa3306cd5586afb42b823");
+    assert_eq!(to_hex(&borsh::to_vec(&vote).unwrap()), "0x0c00000074616c6c792d6465766e6574010000000000000000000000010144137af05ef85215f28afe192239f165dbe72027e3f01416b3e9b0e5cd761b6d");
     assert_eq!(
         vote.signing_message(&genesis_hash).to_hex(),
-        "0x6c0bf300b7803776297789ada106469bb1e1fc3cc010fbb6c48dde498b46141c"
+        "0xc3840cc98f17864af2f5fa24f78d7317dddb007ad91a59020052aab71cbd5d17"
     );
     let signature = vote.sign(&devnet_key("validator-0"), &genesis_hash);
-    assert_eq!(to_hex(&signature.0), "0x216ffa88c028bded899c78e572feccb4cce8f3b500a403b6316ea978a2d07c764ea288658a055026142344425f54224a851e52d4573054b3933ac97647d1b10d");
+    assert_eq!(to_hex(&signature.0), "0xf3abb5401ef0f9a2759b67f4273df1087dc52342f458a737ccb83c907b7d1ec5cf006602ab46cac05b166a72835f4279b98707feed8b737c21a3d033303d2d0d");
+
+    // validator-0 votes to add validator-4; validator-1 opens a rotation
+    // to a new key, signed by both keys.
+    let add = ValidatorChange::Add {
+        name: "validator-4".into(),
+        address: devnet_key("validator-4").address(),
+        power: 1,
+        peer: "/ip4/127.0.0.1/tcp/7804/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
+            .into(),
+    };
+    assert_eq!(
+        add.id().to_hex(),
+        "0x81ccf39d7314cb6521c245d037daf52f535552537454c720062a356f417962bd"
+    );
+    let validator = devnet_key("validator-0");
+    let vote_tx = Transaction::validator_vote(
+        genesis.chain_id.clone(),
+        validator.address(),
+        add,
+        None,
+        0,
+        0,
+    );
+    assert_eq!(to_hex(&borsh::to_vec(&vote_tx).unwrap()), "0x0c00000074616c6c792d6465766e657413ea97a87bea43b3129b932224c65525004c06b765f83f0a0a1210863a8802330000000000000000000000000000000001000b00000076616c696461746f722d3409f5cb3f7572e06f6c1c211419f010bd792b296db0eeda8aa832a748295315dc0100000000000000500000002f6970342f3132372e302e302e312f7463702f373830342f7032702f313244334b6f6f57515968544e51646d723341725465554852597a46673934424b79546b6f57424457657a396b5343566532586f00");
+    assert_eq!(
+        vote_tx.signing_message(&genesis_hash).to_hex(),
+        "0xbd9d011cacc390830220762a022f431d82bd93e8c4f572d632a12431d5051b05"
+    );
+    let signed_vote = vote_tx.sign(&validator, &genesis_hash);
+    assert_eq!(to_hex(&signed_vote.encode()), "0x0c00000074616c6c792d6465766e657413ea97a87bea43b3129b932224c65525004c06b765f83f0a0a1210863a8802330000000000000000000000000000000001000b00000076616c696461746f722d3409f5cb3f7572e06f6c1c211419f010bd792b296db0eeda8aa832a748295315dc0100000000000000500000002f6970342f3132372e302e302e312f7463702f373830342f7032702f313244334b6f6f57515968544e51646d723341725465554852597a46673934424b79546b6f57424457657a396b5343566532586f007b2eb234cdd7c70b0df9e2304ed2d71896fdfe6f6e32c96c0cfb0d62a5b2635cc2a2f02f0456a6d4e0a3b3be532c6f0bbee12b42101c00cec6bf936daf8ac809");
+    assert_eq!(
+        signed_vote.id().to_hex(),
+        "0xb43f9f7acf6f6af3908ed24c6dd79ec0870378d527d9cb443ac8e34524b75dc5"
+    );
+    assert_eq!(
+        SignedTransaction::decode(&signed_vote.encode()).unwrap(),
+        signed_vote
+    );
+    let (old, new) = (devnet_key("validator-1"), devnet_key("validator-1-new"));
+    assert_eq!(
+        rotation_message(&genesis_hash, &old.address(), &new.address()).to_hex(),
+        "0x27c165211916299465becd898169a1f3c8033a7c05e826766538d5864231478c"
+    );
+    let rotate = ValidatorChange::rotate(old.address(), &new, &genesis_hash);
+    assert_eq!(to_hex(&borsh::to_vec(&rotate).unwrap()), "0x0333fb2d92d6837274ecb50bbae8e49dece50da6d861ab46b38aae93736fc0bbdc31a87b94ffd501df385f2d1acbe71c94edf50405b1325ecb7320d71c44f9a98aae1b78b700b5f6ae3bb779e385f9218d2a6f68f90a56093497f02427462e35c7f65545970a17b7f79426c0ed1a0699b843e3cce573b19fe2df57985786f8230a");
+    assert!(rotate.new_key_signed(&genesis_hash));
 
     // Bob's account after block 1 (inclusion) and validator-1 (absent,
     // exclusion), proven against block 1's state root.

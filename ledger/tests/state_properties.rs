@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use tally_ledger::state_tree::MemoryState;
 use tally_ledger::{
     apply_transaction, build_block, devnet_key, execute_block, Account, Address, ApplyError,
-    ChainContext, ChainId, Genesis, GenesisBalance, GenesisValidator, Keypair, Params, SigCheck,
-    StateOverlay, Transaction,
+    BlockInputs, ChainContext, ChainId, Genesis, GenesisBalance, GenesisValidator, Keypair, Params,
+    SigCheck, StateOverlay, Transaction,
 };
 
 const ACCOUNTS: usize = 4;
@@ -97,14 +97,14 @@ fn to_tx(state: &BTreeMap<Address, Account>, step: &Step) -> Transaction {
     let keys = keys();
     let from = keys[step.from].address();
     let next = state.get(&from).copied().unwrap_or_default().nonce;
-    Transaction {
-        chain_id: ChainId::new("prop").unwrap(),
+    Transaction::transfer(
+        ChainId::new("prop").unwrap(),
         from,
-        to: keys[step.to].address(),
-        amount: step.amount,
-        fee: step.fee,
-        nonce: next.saturating_add_signed(step.nonce_offset as i64),
-    }
+        keys[step.to].address(),
+        step.amount,
+        step.fee,
+        next.saturating_add_signed(step.nonce_offset as i64),
+    )
 }
 
 proptest! {
@@ -129,7 +129,7 @@ proptest! {
                     state.extend(changes);
                     let sender_after = state[&tx.from];
                     prop_assert_eq!(sender_after.nonce, sender_before.nonce + 1);
-                    prop_assert!(tx.amount.checked_add(tx.fee).is_some());
+                    prop_assert!(tx.amount().checked_add(tx.fee).is_some());
                 }
                 Err(ApplyError::Tx(_)) => {
                     prop_assert!(changes.is_empty(), "a rejected transfer changed {:?}", changes);
@@ -165,7 +165,7 @@ proptest! {
             tx.sign(&keys[s.from], &chain.genesis_hash)
         }).collect();
         let tree_state = MemoryState::genesis(&chain).unwrap();
-        let built = build_block(&tree_state, &chain, &chain.genesis_meta(), proposer().address(), 2_000, candidates.clone()).unwrap();
+        let built = build_block(&tree_state, &chain, &chain.genesis_meta(), BlockInputs { proposer: proposer().address(), now_ms: 2_000, candidates: candidates.clone(), last_commit: None, evidence: Vec::new() }).unwrap();
         prop_assert_eq!(built.block.txs.len() + built.rejected.len(), candidates.len());
         let executed = execute_block(&tree_state, &chain, &chain.genesis_meta(), &built.block, SigCheck::Verify).unwrap();
         prop_assert_eq!(&executed, &built.executed);
@@ -221,13 +221,13 @@ proptest! {
                 let from = keys[t.from].address();
                 let nonce = nonces.entry(from).or_insert_with(|| state.accounts().get(&from).map_or(0, |a| a.nonce));
                 let to = if t.to < ACCOUNTS { keys[t.to].address() } else { fresh(t.to) };
-                let tx = Transaction { chain_id: chain.genesis.chain_id.clone(), from, to, amount: t.amount, fee: 0, nonce: *nonce };
+                let tx = Transaction::transfer(chain.genesis.chain_id.clone(), from, to, t.amount, 0, *nonce);
                 *nonce += 1;
                 tx.sign(&keys[t.from], &chain.genesis_hash)
             }).collect();
-            let built = build_block(&state, &chain, &parent, proposer().address(), 2_000, candidates).unwrap();
+            let built = build_block(&state, &chain, &parent, BlockInputs { proposer: proposer().address(), now_ms: 2_000, candidates, last_commit: None, evidence: Vec::new() }).unwrap();
             prop_assert_eq!(built.block.header.height, height as u64 + 1);
-            state.apply(&built.executed).unwrap();
+            state.apply(&built.block, &built.executed).unwrap();
             parent = tally_ledger::BlockMeta { height: built.block.header.height, hash: built.executed.hash, timestamp_ms: 2_000 };
             prop_assert_eq!(state.root(), built.block.header.state_root);
         }

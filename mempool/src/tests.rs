@@ -8,14 +8,14 @@ fn key(name: &str) -> Keypair {
 }
 
 fn tx(from: &str, nonce: u64, amount: u64, fee: u64) -> (SignedTransaction, Hash) {
-    let signed = Transaction {
-        chain_id: ChainId::new("pool").unwrap(),
-        from: key(from).address(),
-        to: key("sink").address(),
+    let signed = Transaction::transfer(
+        ChainId::new("pool").unwrap(),
+        key(from).address(),
+        key("sink").address(),
         amount,
         fee,
         nonce,
-    }
+    )
     .sign(&key(from), &Hash::ZERO);
     let id = signed.id();
     (signed, id)

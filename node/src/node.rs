@@ -274,14 +274,14 @@ mod tests {
         };
         let node = Node::new(chain, watch::channel(0).0, None, limits);
         let alice = devnet_key("alice");
-        let tx = Transaction {
-            chain_id: context.genesis.chain_id.clone(),
-            from: alice.address(),
-            to: devnet_key("bob").address(),
-            amount: 1,
-            fee: 1,
-            nonce: 0,
-        }
+        let tx = Transaction::transfer(
+            context.genesis.chain_id.clone(),
+            alice.address(),
+            devnet_key("bob").address(),
+            1,
+            1,
+            0,
+        )
         .sign(&alice, &context.genesis_hash);
         let result = node.submit(&tx.encode());
         assert!(matches!(result, Err(SubmitError::NotProducing)));

@@ -449,6 +449,8 @@ impl TallyApiServer for Api {
             hash: stored.block.hash(),
             header: stored.block.header,
             txs,
+            last_commit: stored.block.last_commit,
+            evidence: stored.block.evidence,
             commit: stored.commit,
         })
     }

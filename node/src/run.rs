@@ -194,7 +194,11 @@ impl NodeFilter {
     pub fn new(chain: Arc<Chain>, max_message_bytes: usize) -> NodeFilter {
         let context = chain.context().clone();
         NodeFilter {
-            consensus: ConsensusIntake::new(context.clone(), max_message_bytes),
+            consensus: ConsensusIntake::new(
+                context.clone(),
+                chain.validators().clone(),
+                max_message_bytes,
+            ),
             transactions: TransactionIntake::new(context, chain.checked().clone()),
             chain,
         }

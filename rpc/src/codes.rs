@@ -8,7 +8,7 @@
 
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::json;
-use tally_ledger::TxError;
+use tally_ledger::{TxError, ValidatorChangeError};
 
 /// The transaction bytes are not a canonical signed transaction.
 pub const MALFORMED_TX: i32 = 1001;
@@ -38,6 +38,38 @@ pub const REPLACEMENT_UNDERPRICED: i32 = 1012;
 pub const SENDER_QUEUE_FULL: i32 = 1013;
 /// The mempool is full; retry later.
 pub const MEMPOOL_FULL: i32 = 1014;
+/// The sender of a validator-set vote is not in the set in force.
+pub const NOT_A_VALIDATOR: i32 = 1101;
+/// The change names a validator that is not in the set it applies to.
+pub const UNKNOWN_VALIDATOR: i32 = 1102;
+/// The change adds (or rotates to) a key that is a validator already.
+pub const ALREADY_VALIDATOR: i32 = 1103;
+/// The change adds a name that is taken.
+pub const DUPLICATE_VALIDATOR_NAME: i32 = 1104;
+/// A name, peer address, power or key in the change is malformed.
+pub const MALFORMED_CHANGE: i32 = 1105;
+/// A power change to the power the validator has.
+pub const POWER_UNCHANGED: i32 = 1106;
+/// Guard: the change leaves fewer validators than `min_validators`.
+pub const BELOW_MIN_VALIDATORS: i32 = 1107;
+/// Guard: more validators or power than supported.
+pub const TOO_MANY_VALIDATORS: i32 = 1108;
+/// Guard: the change moves more than a third of the voting power at once.
+pub const TOO_MUCH_POWER: i32 = 1109;
+/// Guard: the validators that signed the latest commit would hold two
+/// thirds of the new set's power or less.
+pub const LIVENESS_LOST: i32 = 1110;
+/// No commit is on the chain yet (votes are taken from height 2).
+pub const NO_COMMIT_YET: i32 = 1111;
+/// The sender voted for this change already.
+pub const ALREADY_VOTED: i32 = 1112;
+/// The sender has the most open votes allowed.
+pub const TOO_MANY_OPEN_VOTES: i32 = 1113;
+/// A rotation opened by another key, or without the new key's signature.
+pub const BAD_ROTATION: i32 = 1114;
+/// Cited evidence is not on the chain, convicts someone else, or is cited
+/// by a change that is not a removal.
+pub const BAD_EVIDENCE_CITATION: i32 = 1115;
 /// An address is not valid `tally1…` text.
 pub const MALFORMED_ADDRESS: i32 = 2001;
 /// A hash or hex string is malformed.
@@ -70,6 +102,35 @@ pub fn tx_error_code(e: &TxError) -> (i32, &'static str) {
         TxError::NonceTooLow { .. } => (NONCE_TOO_LOW, "nonce_too_low"),
         TxError::NonceGap { .. } => (NONCE_GAP, "nonce_gap"),
         TxError::InsufficientFunds { .. } => (INSUFFICIENT_FUNDS, "insufficient_funds"),
+        TxError::Validator(e) => validator_error_code(e.as_ref()),
+    }
+}
+
+/// The code and reason name of a validator-set vote rule.
+pub fn validator_error_code(e: &ValidatorChangeError) -> (i32, &'static str) {
+    use ValidatorChangeError as E;
+    match e {
+        E::NotAValidator(_) => (NOT_A_VALIDATOR, "not_a_validator"),
+        E::UnknownValidator(_) => (UNKNOWN_VALIDATOR, "unknown_validator"),
+        E::AlreadyValidator(_) => (ALREADY_VALIDATOR, "already_validator"),
+        E::DuplicateName(_) => (DUPLICATE_VALIDATOR_NAME, "duplicate_validator_name"),
+        E::BadName(_) | E::BadPeer(_) | E::ZeroPower | E::BadKey(_) => {
+            (MALFORMED_CHANGE, "malformed_change")
+        }
+        E::PowerUnchanged { .. } => (POWER_UNCHANGED, "power_unchanged"),
+        E::BelowMinimum { .. } => (BELOW_MIN_VALIDATORS, "below_min_validators"),
+        E::TooManyValidators { .. } | E::PowerOverflow { .. } => {
+            (TOO_MANY_VALIDATORS, "too_many_validators")
+        }
+        E::TooMuchPower { .. } => (TOO_MUCH_POWER, "too_much_power"),
+        E::LivenessLost { .. } => (LIVENESS_LOST, "liveness_lost"),
+        E::NoCommitYet => (NO_COMMIT_YET, "no_commit_yet"),
+        E::AlreadyVoted(_) => (ALREADY_VOTED, "already_voted"),
+        E::TooManyOpenVotes { .. } => (TOO_MANY_OPEN_VOTES, "too_many_open_votes"),
+        E::RotationNotByOwner { .. } | E::BadRotationSignature => (BAD_ROTATION, "bad_rotation"),
+        E::EvidenceNotFound(_) | E::EvidenceMismatch { .. } | E::EvidenceNotRemoval => {
+            (BAD_EVIDENCE_CITATION, "bad_evidence_citation")
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use tally_ledger::merkle::InclusionProof;
 use tally_ledger::{
-    amount_string, Address, ChainId, Commit, Genesis, Hash, Header, SignedTransaction,
+    amount_string, Address, ChainId, Commit, Evidence, Genesis, Hash, Header, SignedTransaction,
 };
 
 /// How long `tx_submit` waits before answering.
@@ -223,7 +223,13 @@ pub struct BlockInfo {
     pub header: Header,
     /// Transaction ids or transactions.
     pub txs: BlockTxs,
-    /// The commit certificate proving finality.
+    /// The previous block's commit certificate that the block carries (none
+    /// in block 1); the header's `last_commit_hash` names it.
+    pub last_commit: Option<Commit>,
+    /// The equivocation evidence the block records; the header's
+    /// `evidence_hash` names it.
+    pub evidence: Vec<Evidence>,
+    /// The commit certificate proving this block final.
     pub commit: Commit,
 }
 

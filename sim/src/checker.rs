@@ -167,7 +167,7 @@ impl Checker {
             }
             next_nonce.insert(from, expected + 1);
         }
-        if let Err(e) = self.state.apply(&executed) {
+        if let Err(e) = self.state.apply(block, &executed) {
             return self.fail(format!(
                 "the reference state cannot take block {height}: {e}"
             ));

@@ -44,7 +44,7 @@ pub enum Effect {
     /// Wrote its signing record.
     SignState(SignState),
     /// Wrote its valid-block record.
-    ValidBlock(ValidBlockRecord),
+    ValidBlock(Box<ValidBlockRecord>),
 }
 
 /// A node's world.
@@ -166,7 +166,8 @@ impl Records for NodeWorld {
         }
         match self.happens() {
             true => {
-                self.effects.push(Effect::ValidBlock(record.clone()));
+                self.effects
+                    .push(Effect::ValidBlock(Box::new(record.clone())));
                 Ok(())
             }
             false => Err(RecordError("the process is dead".into())),

@@ -24,14 +24,14 @@ impl Sim {
         let chain = self.nodes[i].chain.clone();
         let account = chain.store().account(&from).unwrap_or_default();
         let nonce = chain.next_nonce(&from, &account);
-        let mut tx = Transaction {
-            chain_id: self.chain.genesis.chain_id.clone(),
+        let mut tx = Transaction::transfer(
+            self.chain.genesis.chain_id.clone(),
             from,
             to,
-            amount: self.rng.gen_range(1..=1_000),
-            fee: self.rng.gen_range(1..=5),
+            self.rng.gen_range(1..=1_000),
+            self.rng.gen_range(1..=5),
             nonce,
-        };
+        );
         let genesis_hash = self.chain.genesis_hash;
         let bad = self.rng.gen_bool(self.profile.invalid_share);
         let (signed, never_valid) = if !bad {
@@ -62,11 +62,11 @@ impl Sim {
                 },
                 5 => {
                     // More than any balance can be: the whole supply.
-                    tx.amount = self.checker.supply();
+                    set_amount(&mut tx, self.checker.supply());
                     (tx.sign(&key, &genesis_hash), true)
                 }
                 6 => {
-                    tx.amount = u64::MAX;
+                    set_amount(&mut tx, u64::MAX);
                     (tx.sign(&key, &genesis_hash), true)
                 }
                 _ => {
@@ -106,5 +106,11 @@ impl Sim {
         let batch = tally_ledger::encode_tx_batch(&[bytes.to_vec()]);
         self.gossip(i, &To::All, Topic::Transactions, batch);
         self.with_host(i, |h| h.on_work());
+    }
+}
+
+fn set_amount(tx: &mut tally_ledger::Transaction, to_send: u64) {
+    if let tally_ledger::Action::Transfer { amount, .. } = &mut tx.action {
+        *amount = to_send;
     }
 }

@@ -243,6 +243,7 @@ impl SimNode {
         let commits = Arc::new(Commits::default());
         let node_chain = new_chain(chain, &store, &commits);
         let tx_intake = TransactionIntake::new(chain.clone(), node_chain.checked().clone());
+        let view = node_chain.validators().clone();
         SimNode {
             address: key.address(),
             key,
@@ -254,7 +255,7 @@ impl SimNode {
             host: None,
             chain: node_chain,
             commits,
-            consensus_intake: ConsensusIntake::new(chain.clone(), MAX_MESSAGE_BYTES),
+            consensus_intake: ConsensusIntake::new(chain.clone(), view, MAX_MESSAGE_BYTES),
             tx_intake,
             gossip_seen: SeenCache::default(),
             up: false,
@@ -566,7 +567,11 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.dead.store(false, Ordering::Relaxed);
         node.chain = new_chain(&self.chain, &node.store, &node.commits);
-        node.consensus_intake = ConsensusIntake::new(self.chain.clone(), MAX_MESSAGE_BYTES);
+        node.consensus_intake = ConsensusIntake::new(
+            self.chain.clone(),
+            node.chain.validators().clone(),
+            MAX_MESSAGE_BYTES,
+        );
         node.tx_intake = TransactionIntake::new(self.chain.clone(), node.chain.checked().clone());
         node.gossip_seen = SeenCache::default();
         node.seen.clear();
@@ -674,7 +679,7 @@ impl Sim {
                 );
             }
             Effect::SignState(record) => self.nodes[i].durable.sign_state = Some(record),
-            Effect::ValidBlock(record) => self.nodes[i].durable.valid_block = Some(record),
+            Effect::ValidBlock(record) => self.nodes[i].durable.valid_block = Some(*record),
         }
     }
 

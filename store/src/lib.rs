@@ -66,11 +66,11 @@ pub enum OpenError {
     },
     /// The data directory was written by an older protocol version.
     #[error(
-        "data directory {path} was written by storage format {found} (protocol version 1), which \
-         this node (format {expected}, protocol version 2: headers commit to the state) cannot \
-         read, and no migration exists (nothing runs version 1 in production). Move {path} \
-         aside whole, signing records included (they belong to the version-1 chain), and start \
-         a version-2 chain from a new genesis (docs/OPERATIONS.md, Upgrading)"
+        "data directory {path} was written by storage format {found} (protocol version {found}), \
+         which this node (format {expected}, protocol version 3: validator sets change by vote, \
+         blocks carry the last commit and evidence) cannot read, and no migration exists. Move \
+         {path} aside whole, signing records included (they belong to the old chain), and start \
+         a version-3 chain from a new genesis (docs/OPERATIONS.md, Upgrading)"
     )]
     OldFormat {
         /// The directory.

@@ -7,11 +7,11 @@ use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Version};
 use tally_ledger::state_tree::{genesis_tree, MemoryTree};
 use tally_ledger::{
-    Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainRead, ChainWrite,
-    Hash, Header, StorageError, StoredBlock, TxLocation,
+    Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainHistory, ChainRead,
+    ChainWrite, EvidenceRecord, Hash, Header, Offence, StorageError, StoredBlock, TxLocation,
+    ValidatorSet, ValidatorState,
 };
 
-#[derive(Default)]
 struct Inner {
     blocks: BTreeMap<u64, StoredBlock>,
     heights: HashMap<Hash, u64>,
@@ -19,6 +19,11 @@ struct Inner {
     accounts: BTreeMap<Address, Account>,
     tree: MemoryTree,
     tip: Option<BlockMeta>,
+    validators: ValidatorState,
+    /// Each validator set by the first height it signs.
+    sets: BTreeMap<u64, ValidatorSet>,
+    offences: BTreeMap<Offence, Hash>,
+    evidence: HashMap<Hash, EvidenceRecord>,
 }
 
 /// Says why a commit fails now (a full disk, a dead process), or `None`.
@@ -48,9 +53,16 @@ impl MemoryStore {
         }
         MemoryStore {
             inner: RwLock::new(Inner {
+                blocks: BTreeMap::new(),
+                heights: HashMap::new(),
+                txs: HashMap::new(),
                 accounts,
                 tree,
-                ..Inner::default()
+                tip: None,
+                validators: ValidatorState::genesis(chain.validators.clone()),
+                sets: [(1, chain.validators.clone())].into_iter().collect(),
+                offences: BTreeMap::new(),
+                evidence: HashMap::new(),
             }),
             genesis_hash: chain.genesis_hash,
             commit_fault: None,
@@ -137,6 +149,12 @@ impl ChainWrite for MemoryStore {
                 write.tree.version, header.height
             )));
         }
+        if write.validators.height != header.height {
+            return Err(StorageError::Io(format!(
+                "validator state of height {} does not belong to block {}",
+                write.validators.height, header.height
+            )));
+        }
         let keep_from = (header.height + 1).saturating_sub(self.state_history);
         // First, as the one step that can fail (it finds what becomes stale
         // before it changes anything): a failure leaves the store as it was.
@@ -153,12 +171,54 @@ impl ChainWrite for MemoryStore {
             );
         }
         inner.accounts.extend(write.accounts.iter().copied());
+        inner.validators = write.validators.clone();
+        if write.validators.next != write.validators.current {
+            inner
+                .sets
+                .insert(header.height + 2, write.validators.next.clone());
+        }
+        for (index, piece) in write.stored.block.evidence.iter().enumerate() {
+            let id = piece.id();
+            inner.offences.insert(piece.offence(), id);
+            inner.evidence.insert(
+                id,
+                EvidenceRecord {
+                    height: header.height,
+                    index: index as u32,
+                    evidence: piece.clone(),
+                },
+            );
+        }
         inner.tip = Some(BlockMeta {
             height: header.height,
             hash: write.hash,
             timestamp_ms: header.timestamp_ms,
         });
         Ok(())
+    }
+}
+
+impl ChainHistory for MemoryStore {
+    fn validator_state(&self) -> Result<ValidatorState, StorageError> {
+        Ok(self.read()?.validators.clone())
+    }
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, StorageError> {
+        let inner = self.read()?;
+        let tip = inner.tip.map_or(0, |t| t.height);
+        if height == 0 || height > tip + 2 {
+            return Ok(None);
+        }
+        Ok(inner
+            .sets
+            .range(..=height)
+            .next_back()
+            .map(|(_, s)| s.clone()))
+    }
+    fn recorded_offence(&self, offence: &Offence) -> Result<Option<Hash>, StorageError> {
+        Ok(self.read()?.offences.get(offence).copied())
+    }
+    fn recorded_evidence(&self, id: &Hash) -> Result<Option<EvidenceRecord>, StorageError> {
+        Ok(self.read()?.evidence.get(id).cloned())
     }
 }
 

@@ -9,8 +9,9 @@ use rocksdb::{
 };
 use std::sync::Arc;
 use tally_ledger::{
-    Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainRead, ChainWrite,
-    Hash, Header, StorageError, StoredBlock, TxLocation,
+    Account, AccountRead, Address, BlockMeta, BlockWrite, ChainContext, ChainHistory, ChainRead,
+    ChainWrite, EvidenceRecord, Hash, Header, Offence, StorageError, StoredBlock, TxLocation,
+    ValidatorSet, ValidatorState,
 };
 
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
@@ -33,7 +34,15 @@ const CF_TREE_NODES: &str = "tree_nodes";
 const CF_TREE_VALUES: &str = "tree_values";
 /// What a version made stale: u64be version ‖ borsh(Stale) → nothing.
 const CF_TREE_STALE: &str = "tree_stale";
-const COLUMN_FAMILIES: [&str; 9] = [
+/// Validator sets by first height (`s` ‖ height, big-endian) and the
+/// validator state (`state`).
+const CF_VALIDATORS: &str = "validators";
+/// Recorded evidence: `o` ‖ borsh(offence) → id, `e` ‖ id → record.
+const CF_EVIDENCE: &str = "evidence";
+const KEY_VALIDATOR_STATE: &[u8] = b"state";
+const COLUMN_FAMILIES: [&str; 11] = [
+    CF_VALIDATORS,
+    CF_EVIDENCE,
     CF_BLOCKS,
     CF_HEADERS,
     CF_BLOCK_HASHES,
@@ -53,7 +62,7 @@ const KEY_FORMAT: &[u8] = b"format";
 /// The last version whose stale tree entries are deleted, u64 big-endian.
 const KEY_PRUNED_THROUGH: &[u8] = b"tree_pruned_through";
 /// The format this code writes: 2, with the account tree.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// Largest stored value the store will decode (a block of the largest size
 /// with its certificate fits many times over).
@@ -191,10 +200,13 @@ impl RocksStore {
                         expected: chain.genesis_hash,
                     });
                 }
-                store.check_tip().map_err(|e| match e {
-                    StorageError::Corrupt(detail) => damaged(detail),
-                    other => storage(other),
-                })?;
+                store
+                    .check_tip()
+                    .and_then(|()| store.validator_state().map(|_| ()))
+                    .map_err(|e| match e {
+                        StorageError::Corrupt(detail) => damaged(detail),
+                        other => storage(other),
+                    })?;
             }
             None => store.initialise(chain).map_err(storage)?,
         }
@@ -233,6 +245,11 @@ impl RocksStore {
         }
         let tree = genesis_tree(chain)?;
         self.put_tree(&mut batch, &tree, 0)?;
+        batch.put_cf(
+            &self.cf(CF_VALIDATORS)?,
+            set_key(1),
+            encode(&chain.validators)?,
+        );
         batch.put_cf(&self.cf(CF_META)?, KEY_FORMAT, FORMAT.to_le_bytes());
         batch.put_cf(&self.cf(CF_META)?, KEY_GENESIS, chain.genesis_hash.0);
         self.write_synced(batch)
@@ -441,7 +458,121 @@ impl ChainWrite for RocksStore {
         }
         let keep_from = (height + 1).saturating_sub(self.state_history);
         self.put_tree(&mut batch, write.tree, keep_from)?;
+        let validators = self.cf(CF_VALIDATORS)?;
+        if write.validators.height != height {
+            return Err(StorageError::Io(format!(
+                "validator state of height {} does not belong to block {height}",
+                write.validators.height
+            )));
+        }
+        if write.validators_changed {
+            batch.put_cf(&validators, KEY_VALIDATOR_STATE, encode(write.validators)?);
+        }
+        // A change completed by this block: the set it makes signs from
+        // height + 2 on.
+        if write.validators.next != write.validators.current {
+            batch.put_cf(
+                &validators,
+                set_key(height + 2),
+                encode(&write.validators.next)?,
+            );
+        }
+        let evidence = self.cf(CF_EVIDENCE)?;
+        for (index, piece) in write.stored.block.evidence.iter().enumerate() {
+            let id = piece.id();
+            let record = EvidenceRecord {
+                height,
+                index: index as u32,
+                evidence: piece.clone(),
+            };
+            batch.put_cf(&evidence, offence_key(&piece.offence())?, id.0);
+            batch.put_cf(&evidence, evidence_key(&id), encode(&record)?);
+        }
         self.write_synced(batch)
+    }
+}
+
+fn set_key(height: u64) -> Vec<u8> {
+    let mut key = b"s".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
+fn offence_key(offence: &Offence) -> Result<Vec<u8>, StorageError> {
+    let mut key = b"o".to_vec();
+    key.extend(encode(offence)?);
+    Ok(key)
+}
+
+fn evidence_key(id: &Hash) -> Vec<u8> {
+    let mut key = b"e".to_vec();
+    key.extend_from_slice(&id.0);
+    key
+}
+
+impl ChainHistory for RocksStore {
+    fn validator_state(&self) -> Result<ValidatorState, StorageError> {
+        let tip = self.tip()?.map_or(0, |t| t.height);
+        let stored = match self.get(CF_VALIDATORS, KEY_VALIDATOR_STATE)? {
+            Some(bytes) => decode::<ValidatorState>("validator state", &bytes)?,
+            None => match self.get(CF_VALIDATORS, &set_key(1))? {
+                Some(bytes) => ValidatorState::genesis(decode("validator set", &bytes)?),
+                None => {
+                    return Err(StorageError::Corrupt(
+                        "the genesis validator set is missing".into(),
+                    ))
+                }
+            },
+        };
+        if stored.height > tip || !stored.is_well_formed(stored.height) {
+            return Err(StorageError::Corrupt(format!(
+                "the stored validator state (height {}) is not one this node writes at tip {tip}",
+                stored.height
+            )));
+        }
+        Ok(stored.advanced(tip))
+    }
+
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, StorageError> {
+        let tip = self.tip()?.map_or(0, |t| t.height);
+        if height == 0 || height > tip + 2 {
+            return Ok(None);
+        }
+        let key = set_key(height);
+        let mut iter = self.db.iterator_cf(
+            &self.cf(CF_VALIDATORS)?,
+            rocksdb::IteratorMode::From(&key, rocksdb::Direction::Reverse),
+        );
+        match iter.next() {
+            Some(Ok((found, bytes))) if found.first() == Some(&b's') && found.len() == 9 => {
+                let set: ValidatorSet = decode("validator set", &bytes)?;
+                if !set.is_well_formed() {
+                    return Err(StorageError::Corrupt(format!(
+                        "the stored validator set for height {height} breaks the set rules"
+                    )));
+                }
+                Ok(Some(set))
+            }
+            Some(Err(e)) => Err(io(e)),
+            _ => Err(StorageError::Corrupt(format!(
+                "no validator set is stored at or below height {height}"
+            ))),
+        }
+    }
+
+    fn recorded_offence(&self, offence: &Offence) -> Result<Option<Hash>, StorageError> {
+        match self.get(CF_EVIDENCE, &offence_key(offence)?)? {
+            Some(bytes) => Ok(Some(Hash(bytes.as_slice().try_into().map_err(|_| {
+                StorageError::Corrupt("a stored evidence id is not 32 bytes".into())
+            })?))),
+            None => Ok(None),
+        }
+    }
+
+    fn recorded_evidence(&self, id: &Hash) -> Result<Option<EvidenceRecord>, StorageError> {
+        self.get(CF_EVIDENCE, &evidence_key(id))?
+            .map(|b| decode("evidence", &b))
+            .transpose()
     }
 }
 

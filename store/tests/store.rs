@@ -5,9 +5,9 @@
 
 use tally_ledger::state_tree::{prove_account, tree_root, verify_account};
 use tally_ledger::{
-    build_block, devnet_key, execute_block, AccountRead, Address, BlockMeta, BlockWrite,
-    ChainContext, ChainId, ChainRead, ChainWrite, Commit, CommitSignature, Genesis, GenesisBalance,
-    GenesisValidator, Params, SigCheck, StoredBlock, Transaction, Vote, VoteKind,
+    build_block, devnet_key, execute_block, AccountRead, Address, BlockInputs, BlockMeta,
+    BlockWrite, ChainContext, ChainId, ChainRead, ChainWrite, Commit, CommitSignature, Genesis,
+    GenesisBalance, GenesisValidator, Params, SigCheck, StoredBlock, Transaction, Vote, VoteKind,
 };
 use tally_store::{MemoryStore, OpenError, RocksConfig, RocksStore};
 
@@ -35,14 +35,14 @@ fn bob() -> Address {
 /// Builds, signs and commits one block moving 10 from alice to bob.
 fn commit_transfer<S: ChainWrite>(store: &S, chain: &ChainContext, nonce: u64) -> StoredBlock {
     let alice = devnet_key("alice");
-    let tx = Transaction {
-        chain_id: chain.genesis.chain_id.clone(),
-        from: alice.address(),
-        to: bob(),
-        amount: 10,
-        fee: 1,
+    let tx = Transaction::transfer(
+        chain.genesis.chain_id.clone(),
+        alice.address(),
+        bob(),
+        10,
+        1,
         nonce,
-    }
+    )
     .sign(&alice, &chain.genesis_hash);
     let parent = store.tip().unwrap().unwrap_or(chain.genesis_meta());
     let proposer = devnet_key("validator-0");
@@ -50,9 +50,13 @@ fn commit_transfer<S: ChainWrite>(store: &S, chain: &ChainContext, nonce: u64) -
         store,
         chain,
         &parent,
-        proposer.address(),
-        parent.timestamp_ms + 1,
-        vec![tx],
+        BlockInputs {
+            proposer: proposer.address(),
+            now_ms: parent.timestamp_ms + 1,
+            candidates: vec![tx],
+            last_commit: store.block(parent.height).unwrap().map(|b| b.commit),
+            evidence: Vec::new(),
+        },
     )
     .unwrap();
     assert!(built.rejected.is_empty());
@@ -84,6 +88,8 @@ fn commit_transfer<S: ChainWrite>(store: &S, chain: &ChainContext, nonce: u64) -
             tx_ids: &executed.tx_ids,
             accounts: &executed.accounts,
             tree: &executed.tree,
+            validators: &executed.validators,
+            validators_changed: executed.validators_changed,
         })
         .unwrap();
     stored

@@ -51,14 +51,14 @@ async fn load(client: Client, sender: &'static str, acks: Arc<Mutex<Vec<Ack>>>) 
     let mut nonce = account.next_nonce;
     loop {
         for i in 0..4u64 {
-            let tx = tally_ledger::Transaction {
-                chain_id: status.chain_id.clone(),
-                from: key.address(),
+            let tx = tally_ledger::Transaction::transfer(
+                status.chain_id.clone(),
+                key.address(),
                 to,
-                amount: 1 + i,
-                fee: 1,
+                1 + i,
+                1,
                 nonce,
-            }
+            )
             .sign(&key, &status.genesis_hash);
             let wait = if i == 3 {
                 WaitMode::Committed
@@ -116,6 +116,8 @@ async fn check_replay(client: &Client, chain: &ChainContext) {
         let block = Block {
             header: info.header,
             txs: txs.into_iter().map(|t| t.tx).collect(),
+            last_commit: info.last_commit,
+            evidence: info.evidence,
         };
         assert_eq!(block.hash(), info.hash);
         chain
@@ -123,7 +125,7 @@ async fn check_replay(client: &Client, chain: &ChainContext) {
             .unwrap();
         let executed = execute_block(&state, chain, &parent, &block, SigCheck::Verify)
             .unwrap_or_else(|e| panic!("stored block {height} does not replay: {e}"));
-        state.apply(&executed).unwrap();
+        state.apply(&block, &executed).unwrap();
         parent = BlockMeta {
             height,
             hash: info.hash,

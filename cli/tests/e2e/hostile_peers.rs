@@ -182,14 +182,14 @@ async fn hostile_peers_are_cut_off_while_the_node_keeps_committing() {
     // node bans the peer after 10 (`max_invalid_messages`).
     let alice = devnet_key("alice");
     let forged = |nonce: u64| {
-        Transaction {
-            chain_id: chain.genesis.chain_id.clone(),
-            from: alice.address(),
-            to: devnet_key("bob").address(),
-            amount: 1,
-            fee: 1_000,
+        Transaction::transfer(
+            chain.genesis.chain_id.clone(),
+            alice.address(),
+            devnet_key("bob").address(),
+            1,
+            1_000,
             nonce,
-        }
+        )
         .sign(&alice, &Hash::digest(b"some other genesis"))
     };
     for i in 0..200u64 {

@@ -81,14 +81,14 @@ async fn load(
             let to = senders[(i + 1) % senders.len()].address();
             let batch: Vec<Vec<u8>> = (0..BATCH as u64)
                 .map(|k| {
-                    Transaction {
-                        chain_id: chain_id.clone(),
-                        from: key.address(),
+                    Transaction::transfer(
+                        chain_id.clone(),
+                        key.address(),
                         to,
-                        amount: 1,
-                        fee: 1,
-                        nonce: accepted[i] + k,
-                    }
+                        1,
+                        1,
+                        accepted[i] + k,
+                    )
                     .sign(key, &genesis_hash)
                     .encode()
                 })

@@ -97,14 +97,14 @@ async fn a_wallet_can_send_several_in_a_row_using_next_nonce() {
     for i in 0..5u64 {
         // next_nonce counts pending transactions, so no waiting is needed.
         let next = client.account(&carol.address()).await.unwrap().next_nonce;
-        let tx = Transaction {
-            chain_id: status.chain_id.clone(),
-            from: carol.address(),
-            to: devnet_key("alice").address(),
-            amount: 10 + i,
-            fee: 1,
-            nonce: next,
-        }
+        let tx = Transaction::transfer(
+            status.chain_id.clone(),
+            carol.address(),
+            devnet_key("alice").address(),
+            10 + i,
+            1,
+            next,
+        )
         .sign(&carol, &status.genesis_hash);
         client.submit(&tx, WaitMode::None).await.unwrap();
         last = Some(tx);
@@ -184,14 +184,14 @@ async fn a_submitted_batch_is_answered_per_transaction_in_order() {
     let status = client.status().await.unwrap();
     let (alice, bob) = (devnet_key("alice"), devnet_key("bob"));
     let tx = |nonce: u64, genesis: &Hash| {
-        let signed = Transaction {
-            chain_id: status.chain_id.clone(),
-            from: alice.address(),
-            to: bob.address(),
-            amount: 5,
-            fee: 1,
+        let signed = Transaction::transfer(
+            status.chain_id.clone(),
+            alice.address(),
+            bob.address(),
+            5,
+            1,
             nonce,
-        }
+        )
         .sign(&alice, genesis);
         to_hex(&signed.encode())
     };

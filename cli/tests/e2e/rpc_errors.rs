@@ -29,15 +29,8 @@ impl Ctx {
         fee: u64,
         nonce: u64,
     ) -> SignedTransaction {
-        Transaction {
-            chain_id: self.chain_id.clone(),
-            from: key.address(),
-            to,
-            amount,
-            fee,
-            nonce,
-        }
-        .sign(key, &self.genesis_hash)
+        Transaction::transfer(self.chain_id.clone(), key.address(), to, amount, fee, nonce)
+            .sign(key, &self.genesis_hash)
     }
 
     async fn submit_hex(&self, hex: &str) -> Value {
@@ -141,21 +134,22 @@ async fn every_transaction_error_code_from_a_real_request() {
         "trailing byte",
     );
     assert_error(
-        &ctx.submit_hex(&to_hex(&[0u8; 300])).await,
+        &ctx.submit_hex(&to_hex(&[0u8; tally_ledger::MAX_TX_BYTES + 1]))
+            .await,
         codes::TX_TOO_LARGE,
         Some("tx_too_large"),
         "oversized tx",
     );
 
     let nonce = ctx.next_nonce(&alice).await;
-    let other_chain = Transaction {
-        chain_id: ChainId::new("other-chain").unwrap(),
-        from: alice.address(),
+    let other_chain = Transaction::transfer(
+        ChainId::new("other-chain").unwrap(),
+        alice.address(),
         to,
-        amount: 1,
-        fee: 1,
+        1,
+        1,
         nonce,
-    }
+    )
     .sign(&alice, &ctx.genesis_hash);
     assert_error(
         &ctx.submit(&other_chain).await,
@@ -163,15 +157,9 @@ async fn every_transaction_error_code_from_a_real_request() {
         Some("wrong_chain"),
         "other chain id",
     );
-    let other_genesis = Transaction {
-        chain_id: ctx.chain_id.clone(),
-        from: alice.address(),
-        to,
-        amount: 1,
-        fee: 1,
-        nonce,
-    }
-    .sign(&alice, &Hash::digest(b"another genesis"));
+    let other_genesis =
+        Transaction::transfer(ctx.chain_id.clone(), alice.address(), to, 1, 1, nonce)
+            .sign(&alice, &Hash::digest(b"another genesis"));
     assert_error(
         &ctx.submit(&other_genesis).await,
         codes::INVALID_SIGNATURE,

@@ -16,8 +16,8 @@ use tally_client::BlockId;
 use tally_gossip::{Config, NodeId, RequestHandler};
 use tally_host::sync::{decode_request, protocol_name, SyncRequest, SyncResponse};
 use tally_ledger::{
-    devnet_key, tx_root, Block, ChainContext, Commit, Genesis, Hash, Header, StoredBlock,
-    BLOCK_VERSION,
+    devnet_key, evidence_hash, last_commit_hash, tx_root, Block, ChainContext, Commit, Genesis,
+    Hash, Header, StoredBlock, BLOCK_VERSION,
 };
 use tokio::time::Instant;
 
@@ -57,8 +57,12 @@ impl Liar {
                 state_root: Hash::ZERO,
                 validators_hash: self.chain.validators.hash(),
                 next_validators_hash: self.chain.validators.hash(),
+                last_commit_hash: last_commit_hash(&None),
+                evidence_hash: evidence_hash(&[]),
             },
             txs: vec![],
+            last_commit: None,
+            evidence: vec![],
         };
         let commit = Commit {
             height: from,

@@ -321,7 +321,6 @@ impl<W: World> Host<W> {
         from: u64,
         blocks: Vec<StoredBlock>,
     ) -> Result<(), CommitFailure> {
-        let signers = self.chain.context().signers();
         for (expected, stored) in (from..).zip(blocks) {
             let height = stored.block.header.height;
             if height != expected {
@@ -334,7 +333,16 @@ impl<W: World> Host<W> {
                     },
                 ));
             }
-            let certified = CertifiedBlock::check(stored, &signers)?;
+            // Each certificate against the set of its height, which the
+            // state after the block before it knows (the view moves with
+            // each commit).
+            let Some(set) = self.chain.validators().set_at(height) else {
+                return Err(CommitFailure::Storage(tally_ledger::StorageError::Corrupt(
+                    format!("the validator state does not know the set of height {height}"),
+                )));
+            };
+            let certified =
+                CertifiedBlock::check(stored, &self.chain.context().signers_with(&set))?;
             match self.chain.commit_block(certified) {
                 Ok(_) => self.sync.synced_blocks += 1,
                 Err(e @ CommitFailure::Conflict { .. }) => {

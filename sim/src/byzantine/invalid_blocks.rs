@@ -33,14 +33,14 @@ pub(super) fn propose_invalid(liar: &mut Liar<'_>, message: ConsensusMessage) ->
 
 /// `block` plus a transfer signed by the wrong key.
 fn invalid_block(liar: &Liar<'_>, block: &Block) -> Block {
-    let tx = Transaction {
-        chain_id: liar.chain.genesis.chain_id.clone(),
-        from: liar.client.address(),
-        to: liar.other_client.address(),
-        amount: 1,
-        fee: 1,
-        nonce: u64::MAX / 2,
-    };
+    let tx = Transaction::transfer(
+        liar.chain.genesis.chain_id.clone(),
+        liar.client.address(),
+        liar.other_client.address(),
+        1,
+        1,
+        u64::MAX / 2,
+    );
     let mut block = block.clone();
     block
         .txs
