@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
+mod validator_sets;
+
 use tally_ledger::state_tree::MemoryState;
 use tally_ledger::{
     build_block, devnet::devnet_genesis, devnet_key, execute_block, verify_commit, Block,
@@ -52,7 +54,7 @@ fn header_rules() {
     assert_eq!(check(&chain, &good), Ok(()));
     type Mutation = fn(&mut Block);
     let cases: Vec<(&str, Mutation)> = vec![
-        ("version must be 2", |b| b.header.version = 1),
+        ("version must be 3", |b| b.header.version = 2),
         ("chain id must match", |b| {
             b.header.chain_id = ChainId::new("other").unwrap()
         }),
