@@ -150,6 +150,17 @@ enum Command {
         #[command(flatten)]
         common: RpcArgs,
     },
+    /// Propose or vote for validator-set changes, and see the votes.
+    #[command(subcommand)]
+    Validator(crate::validator::ValidatorCommand),
+    /// Show the validator set in force, with power and share.
+    Validators {
+        /// The height (the tip when omitted; up to two past the tip).
+        #[arg(long)]
+        height: Option<u64>,
+        #[command(flatten)]
+        common: RpcArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,6 +446,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Transfer(args) => runtime()?.block_on(wallet::transfer(args)),
+        Command::Validator(crate::validator::ValidatorCommand::Propose(args)) => {
+            runtime()?.block_on(crate::validator::propose(args))
+        }
+        Command::Validator(crate::validator::ValidatorCommand::Votes { common }) => {
+            runtime()?.block_on(crate::validator::votes(common))
+        }
+        Command::Validators { height, common } => {
+            runtime()?.block_on(crate::validator::validators(height, common))
+        }
         Command::Balance {
             address,
             prove,

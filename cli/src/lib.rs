@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod cli;
 pub mod devnet;
+mod validator;
 pub mod verify;
 mod wallet;

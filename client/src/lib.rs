@@ -171,6 +171,15 @@ impl Client {
             .map_err(|e| self.map(e))
     }
 
+    /// Open validator-set changes with their votes, and the latest
+    /// finished ones.
+    pub async fn pending_changes(&self) -> Result<tally_rpc::PendingChangesInfo, ClientError> {
+        self.http
+            .validator_pending_changes()
+            .await
+            .map_err(|e| self.map(e))
+    }
+
     /// An account at `height` (the tip when `None`) with what proves it.
     pub async fn account_proof(
         &self,

@@ -53,12 +53,18 @@ impl Consensus {
     }
 
     /// Keeps a message for the next height, if a proposal comes from its
-    /// round's proposer and the buffer has room (by count and bytes).
+    /// round's proposer (as far as this height's set can tell) and the
+    /// buffer has room (by count and bytes).
     fn buffer_future(&mut self, message: Verified<ConsensusMessage>) {
         let (plausible, bytes) = match &*message {
             ConsensusMessage::Vote(_) => (true, std::mem::size_of::<SignedVote>()),
+            // A proposal of the next height from its round's proposer; when
+            // the next height has another set (a validator-set change; its
+            // header names it), the proposer is checked once that height
+            // starts with its set.
             ConsensusMessage::Proposal(p) => (
-                p.proposer == proposer(&self.validators, p.core.height, p.core.round),
+                p.proposer == proposer(&self.validators, p.core.height, p.core.round)
+                    || p.block.header.validators_hash != self.validators.hash(),
                 p.block.txs.len() * tally_ledger::MAX_TX_BYTES
                     + std::mem::size_of::<SignedProposal>(),
             ),

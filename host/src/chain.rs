@@ -364,9 +364,18 @@ impl Chain {
         let validators = store
             .validator_state()
             .unwrap_or_else(|_| ValidatorState::genesis(context.validators.clone()));
-        let last_commit = match tip_height {
-            0 => None,
-            h => store.block(h).ok().flatten().map(|b| b.commit),
+        // The tip's certificate is the next block's last commit; without it
+        // every block this node builds would be invalid, so say why.
+        let (last_commit, failure) = match tip_height {
+            0 => (None, None),
+            h => match store.block(h) {
+                Ok(Some(b)) => (Some(b.commit), None),
+                Ok(None) => (
+                    None,
+                    Some(format!("the tip block {h} is missing from the store")),
+                ),
+                Err(e) => (None, Some(format!("cannot read the tip block {h}: {e}"))),
+            },
         };
         Chain {
             validators: Arc::new(ValidatorView::new(validators)),
@@ -381,7 +390,7 @@ impl Chain {
                 capacity: max_remembered_outcomes,
             }),
             commit_lock: Mutex::new(()),
-            failure: Mutex::new(None),
+            failure: Mutex::new(failure),
             executed: Mutex::new(HashMap::new()),
             evidence: Mutex::new(VecDeque::new()),
             status: Mutex::new(HostStatus::default()),
@@ -454,6 +463,39 @@ impl Chain {
     /// The validator state after the tip, shared.
     pub fn validators(&self) -> &Arc<ValidatorView> {
         &self.validators
+    }
+
+    /// Adds a precommit for the tip that arrived after the tip was
+    /// committed (checked by the intake against the tip's set) to the
+    /// tip's commit, which the next block carries as `last_commit`: the
+    /// guard on validator-set votes judges who is live by its signers, and
+    /// a certificate assembled at the decision holds only the first quorum.
+    /// A vote for another block or round, or a signer already in, changes
+    /// nothing.
+    pub fn add_late_precommit(&self, vote: &tally_ledger::SignedVote) {
+        let mut last = lock(&self.last_commit);
+        let Some(commit) = last.as_mut() else { return };
+        let v = &vote.vote;
+        let fits = v.kind == tally_ledger::VoteKind::Precommit
+            && v.height == commit.height
+            && v.round == commit.round
+            && v.block_hash == Some(commit.block_hash)
+            && !commit
+                .signatures
+                .iter()
+                .any(|s| s.validator == vote.validator);
+        let member = self
+            .validators
+            .get()
+            .last
+            .power_of(&vote.validator)
+            .is_some();
+        if fits && member {
+            commit.signatures.push(tally_ledger::CommitSignature {
+                validator: vote.validator,
+                signature: vote.signature,
+            });
+        }
     }
 
     /// The signers of the tip's commit: who is live, for the guard on

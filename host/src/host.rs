@@ -247,6 +247,13 @@ impl<W: World> Host<W> {
     /// `from` is the peer that delivered it.
     pub fn on_message(&mut self, from: W::Peer, message: Verified<ConsensusMessage>) {
         self.heard_from(from, message.height());
+        if let ConsensusMessage::Vote(vote) = &*message {
+            if vote.vote.height == self.chain.tip_height() {
+                // A precommit that arrived after this node decided: it
+                // joins the commit the next block carries.
+                self.chain.add_late_precommit(vote);
+            }
+        }
         self.feed(Input::Message(message));
     }
 

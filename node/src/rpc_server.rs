@@ -24,9 +24,9 @@ use tally_mempool::{MempoolError, PoolState};
 use tally_rpc::codes::{self, error};
 use tally_rpc::{
     AccountInfo, AccountProofInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus,
-    ConsensusInfo, FullTx, GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult,
-    TallyApiServer, TxInfo, TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo,
-    WaitMode, MAX_SUBMIT_BATCH,
+    ChangeVoteInfo, ConsensusInfo, FinishedChangeInfo, FullTx, GenesisInfo, NodeRole, PeerEntry,
+    PeersInfo, PendingChangeInfo, PendingChangesInfo, SubmitResult, TallyApiServer, TxInfo,
+    TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode, MAX_SUBMIT_BATCH,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -510,24 +510,98 @@ impl TallyApiServer for Api {
 
     async fn chain_get_validators(&self, height: Option<u64>) -> RpcResult<ValidatorsInfo> {
         let chain = self.node.chain();
-        let height = at_height(chain.store(), height)?;
-        // The set is the genesis set at every height (it does not change
-        // yet; a header's validators_hash names it).
-        let set = &chain.context().validators;
+        let store = chain.store();
+        let tip = store.tip().map_err(unavailable)?.map_or(0, |t| t.height);
+        let height = height.unwrap_or(tip);
+        // Height 0 is genesis: the set that signs block 1.
+        let set = store
+            .validator_set_at(height.max(1))
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                error(
+                    codes::UNKNOWN_BLOCK,
+                    "unknown_block",
+                    format!(
+                        "the validator set of height {height} is not known yet (the chain is at height {tip}; sets are known up to {})",
+                        tip + 2
+                    ),
+                )
+            })?;
         Ok(ValidatorsInfo {
             height,
             validators_hash: set.hash(),
-            validators: set
-                .validators()
-                .iter()
-                .map(|v| ValidatorInfo {
-                    name: v.name.clone(),
-                    address: v.address,
-                    power: v.power,
-                })
-                .collect(),
+            validators: validator_infos(set.validators()),
             total_power: set.total_power(),
             quorum_power: set.quorum_power(),
+        })
+    }
+
+    async fn validator_pending_changes(&self) -> RpcResult<PendingChangesInfo> {
+        let chain = self.node.chain();
+        let state = chain.validators().get();
+        let expiry = chain.context().genesis.params.validator_vote_expiry;
+        let current = &state.current;
+        let info = |address: &tally_ledger::Address| {
+            current
+                .validators()
+                .iter()
+                .find(|v| &v.address == address)
+                .cloned()
+        };
+        let open = state
+            .open
+            .iter()
+            .map(|c| {
+                let voted: std::collections::BTreeSet<_> =
+                    c.votes.iter().map(|v| v.validator).collect();
+                let details: Vec<ChangeVoteInfo> = c
+                    .votes
+                    .iter()
+                    .map(|v| {
+                        let member = info(&v.validator);
+                        ChangeVoteInfo {
+                            validator: v.validator,
+                            name: member.as_ref().map(|m| m.name.clone()),
+                            power: member.map_or(0, |m| m.power),
+                            height: v.height,
+                            counts_through: v.height.saturating_add(expiry).saturating_sub(1),
+                        }
+                    })
+                    .collect();
+                let votes: Vec<_> = c.votes.iter().filter_map(|v| info(&v.validator)).collect();
+                let missing: Vec<_> = current
+                    .validators()
+                    .iter()
+                    .filter(|v| !voted.contains(&v.address))
+                    .cloned()
+                    .collect();
+                PendingChangeInfo {
+                    id: c.id,
+                    change: c.change.clone(),
+                    opened_at: c.opened_at,
+                    votes: validator_infos(&votes),
+                    vote_details: details,
+                    voted_power: state.power_for(c),
+                    quorum_power: current.quorum_power(),
+                    missing: validator_infos(&missing),
+                }
+            })
+            .collect();
+        let recent = state
+            .recent
+            .iter()
+            .map(|o| FinishedChangeInfo {
+                id: o.id,
+                change: o.change.clone(),
+                height: o.height,
+                result: o.result.clone(),
+            })
+            .collect();
+        Ok(PendingChangesInfo {
+            height: state.height,
+            vote_expiry: expiry,
+            open,
+            recent,
         })
     }
 
@@ -708,4 +782,15 @@ impl AsyncWrite for LimitedStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
+}
+
+fn validator_infos(validators: &[tally_ledger::GenesisValidator]) -> Vec<ValidatorInfo> {
+    validators
+        .iter()
+        .map(|v| ValidatorInfo {
+            name: v.name.clone(),
+            address: v.address,
+            power: v.power,
+        })
+        .collect()
 }

@@ -357,9 +357,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let context = ChainContext::new(home.load_genesis()?);
     let key = home.load_validator_key(&config)?;
-    let is_validator = key
-        .as_ref()
-        .is_some_and(|k| context.validators.power_of(&k.address()).is_some());
     let node_key = home.load_or_create_node_key(&config)?;
     let store = {
         let (home, config, context) = (home.clone(), config.clone(), context.clone());
@@ -367,17 +364,8 @@ pub async fn run(
             .await
             .context("store task failed")??
     };
-    if let (Some(key), false) = (&key, is_validator) {
-        warn!(
-            address = %key.address(),
-            "the configured key is not a validator in this genesis: running as a full node that \
-             follows and serves the chain and relays transactions, but does not vote"
-        );
-    }
-    let validator = if is_validator { key } else { None };
     let max_message_bytes =
         context.genesis.params.max_block_bytes as usize + PROPOSAL_OVERHEAD_BYTES;
-    let validators = context.validators.validators().len();
     let (sign_slots, sign_state) = load_sign_state(&home.sign_state())?;
     let (valid_slots, valid_block) =
         load_valid_block(&home.valid_block(), max_message_bytes + MAX_POLKA_BYTES)?;
@@ -397,6 +385,22 @@ pub async fn run(
         config.mempool.max_remembered_outcomes,
         Box::new(events),
     ));
+    // The key signs from the first height of a set that holds it (the set
+    // changes by vote), so the host always has it; the node counts itself a
+    // validator when the set in force or the next one holds it.
+    let sets = chain.validators().get();
+    let is_validator = key.as_ref().is_some_and(|k| {
+        sets.current.power_of(&k.address()).is_some() || sets.next.power_of(&k.address()).is_some()
+    });
+    if let (Some(key), false) = (&key, is_validator) {
+        warn!(
+            address = %key.address(),
+            "the configured key is not in the validator set in force: running as a full node that \
+             follows and serves the chain and relays transactions, and signs from the first \
+             height of a set that holds this key (validator-set changes, OPERATIONS.md)"
+        );
+    }
+    let validator = if is_validator { key.clone() } else { None };
     let node = Node::new(
         chain.clone(),
         changes,
@@ -412,7 +416,9 @@ pub async fn run(
     // catch-up request votes only (its asker gets proposals in answers).
     let max_response_bytes = max_message_bytes.max(8 * 1024 * 1024);
     let max_request_bytes =
-        REQUEST_FRAMING_BYTES + host_sync::max_catchup_messages(validators) * VOTE_BYTES;
+        // Sized for the largest set a vote may make, not the genesis one.
+        REQUEST_FRAMING_BYTES
+            + host_sync::max_catchup_messages(tally_ledger::Genesis::MAX_VALIDATORS) * VOTE_BYTES;
     let genesis_hash = chain.context().genesis_hash;
     let net_config = tally_gossip::Config {
         listen: config.network.listen_address()?,
@@ -478,7 +484,7 @@ pub async fn run(
         host_config(&config, max_response_bytes),
         chain.clone(),
         world,
-        validator,
+        key,
         recovered,
     );
     let host_thread = crate::shell::spawn(host, host_rx, host_tx.clone())

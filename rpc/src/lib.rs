@@ -28,6 +28,7 @@ pub use types::{
     ConsensusInfo, FullTx, GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo,
     TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
 };
+pub use types::{ChangeVoteInfo, FinishedChangeInfo, PendingChangeInfo, PendingChangesInfo};
 
 /// Most transactions in one `tx_submitBatch` call (about 450 KB of JSON,
 /// within the default 1 MiB body limit).
@@ -78,10 +79,15 @@ pub trait TallyApi {
     #[method(name = "chain_status")]
     async fn chain_status(&self) -> RpcResult<ChainStatus>;
 
-    /// The validator set in force at `height` (the tip when absent), with
-    /// its hash.
+    /// The validator set in force at `height` (the tip when absent; up to
+    /// two heights past the tip are known), with its hash.
     #[method(name = "chain_getValidators")]
     async fn chain_get_validators(&self, height: Option<u64>) -> RpcResult<ValidatorsInfo>;
+
+    /// Open validator-set changes with their votes, and the latest finished
+    /// ones.
+    #[method(name = "validator_pendingChanges")]
+    async fn validator_pending_changes(&self) -> RpcResult<PendingChangesInfo>;
 
     /// The genesis document and its hash.
     #[method(name = "chain_getGenesis")]

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use tally_ledger::merkle::InclusionProof;
 use tally_ledger::{
-    amount_string, Address, ChainId, Commit, Evidence, Genesis, Hash, Header, SignedTransaction,
+    amount_string, Address, ChainId, ChangeResult, Commit, Evidence, Genesis, Hash, Header,
+    SignedTransaction, ValidatorChange,
 };
 
 /// How long `tx_submit` waits before answering.
@@ -346,6 +347,71 @@ pub struct ValidatorsInfo {
     pub total_power: u64,
     /// Power a commit certificate must carry (more than two thirds).
     pub quorum_power: u64,
+}
+
+/// One vote for an open validator-set change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeVoteInfo {
+    /// The voter.
+    pub validator: Address,
+    /// Its name in the set in force (none if it has left the set).
+    pub name: Option<String>,
+    /// Its power in the set in force (0 if it has left the set).
+    pub power: u64,
+    /// The block that holds the vote.
+    pub height: u64,
+    /// The last block at whose end the vote still counts.
+    pub counts_through: u64,
+}
+
+/// An open validator-set change and its votes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChangeInfo {
+    /// The change id (PROTOCOL.md, "Validator-set changes").
+    pub id: Hash,
+    /// The change.
+    pub change: ValidatorChange,
+    /// The block with its first vote.
+    pub opened_at: u64,
+    /// Its votes.
+    pub votes: Vec<ValidatorInfo>,
+    /// Details of each vote, in the order of `votes`.
+    pub vote_details: Vec<ChangeVoteInfo>,
+    /// Power of the set in force that voted for it.
+    pub voted_power: u64,
+    /// Power it needs to complete (the quorum of the set in force).
+    pub quorum_power: u64,
+    /// Validators of the set in force that have not voted for it.
+    pub missing: Vec<ValidatorInfo>,
+}
+
+/// A finished validator-set change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedChangeInfo {
+    /// The change id.
+    pub id: Hash,
+    /// The change.
+    pub change: ValidatorChange,
+    /// The block whose end finished it.
+    pub height: u64,
+    /// `completed` (with `effective_height`), `refused` (with `reason`)
+    /// or `expired`.
+    #[serde(flatten)]
+    pub result: ChangeResult,
+}
+
+/// The answer of `validator_pendingChanges`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChangesInfo {
+    /// The tip the answer is for.
+    pub height: u64,
+    /// Blocks a vote counts for (genesis `validator_vote_expiry`).
+    pub vote_expiry: u64,
+    /// Open changes, in the order they were opened (the first with a
+    /// quorum completes first).
+    pub open: Vec<PendingChangeInfo>,
+    /// The latest finished changes, oldest first.
+    pub recent: Vec<FinishedChangeInfo>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tally_client::Client;
+use tally_client::{BlockId, Client};
+use tally_ledger::Hash;
 
 /// The `tally` binary under test: the one cargo built, or `TALLY_TEST_BIN`
 /// (to run a test against another build, e.g. a release or an older one).
@@ -290,5 +291,85 @@ impl tally_gossip::MessageFilter for DeafFilter {
     type Message = ();
     fn check(&self, _: tally_gossip::Topic, _: &[u8]) -> tally_gossip::Verdict<()> {
         tally_gossip::Verdict::Ignore
+    }
+}
+
+/// The nodes of a `tally devnet init` layout by name, and those running.
+pub struct Devnet {
+    pub homes: std::collections::HashMap<String, PathBuf>,
+    pub urls: std::collections::HashMap<String, String>,
+    pub running: std::collections::HashMap<String, NodeProcess>,
+}
+
+impl Devnet {
+    /// The layout `devnet_init` made under `root`, nothing running.
+    pub fn laid_out(root: &Path) -> Devnet {
+        let mut net = Devnet {
+            homes: Default::default(),
+            urls: Default::default(),
+            running: Default::default(),
+        };
+        for node in devnet_init(root) {
+            let name = node["name"].as_str().expect("a name").to_owned();
+            let home = PathBuf::from(node["home"].as_str().expect("a home"));
+            let url = node["rpc_url"].as_str().expect("an RPC URL").to_owned();
+            net.homes.insert(name.clone(), home);
+            net.urls.insert(name, url);
+        }
+        net
+    }
+
+    pub fn start(&mut self, name: &str) {
+        let node = NodeProcess::run_configured(&self.homes[name]);
+        assert_eq!(
+            node.url, self.urls[name],
+            "{name} serves where devnet init said"
+        );
+        self.running.insert(name.to_owned(), node);
+    }
+
+    pub fn kill9(&mut self, name: &str) {
+        self.running.remove(name).unwrap().kill9();
+    }
+
+    pub fn client(&self, name: &str) -> Client {
+        Client::new(&self.urls[name]).unwrap()
+    }
+
+    pub async fn height(&self, name: &str) -> u64 {
+        self.client(name).status().await.unwrap().height
+    }
+
+    /// Waits until `name`'s committed height reaches `height`.
+    pub async fn wait_height(&self, name: &str, height: u64) {
+        let deadline = tokio::time::Instant::now() + STEP_DEADLINE;
+        loop {
+            if let Ok(status) = self.client(name).status().await {
+                if status.height >= height {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not reach height {height} within {STEP_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The block hash at every height 1..=to, as `name` reports it.
+    pub async fn hashes(&self, name: &str, to: u64) -> Vec<Hash> {
+        let client = self.client(name);
+        let mut hashes = Vec::new();
+        for height in 1..=to {
+            hashes.push(
+                client
+                    .block(BlockId::Height(height), false)
+                    .await
+                    .unwrap()
+                    .hash,
+            );
+        }
+        hashes
     }
 }

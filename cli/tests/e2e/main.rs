@@ -15,3 +15,4 @@ mod replication;
 mod rpc_e2e;
 mod rpc_errors;
 mod sync_liar;
+mod validator_sets;

@@ -17,76 +17,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::NodeProcess;
-use tally_client::{BlockId, Client, TxState, WaitMode};
+use common::Devnet;
+use tally_client::{BlockId, TxState, WaitMode};
 use tally_ledger::devnet::{DEV_ACCOUNTS, DEV_ACCOUNT_BALANCE};
 use tally_ledger::{devnet_key, Address, ChainContext, Genesis, Hash, Keypair};
-use tokio::time::Instant;
-
-/// Longest any one step may take (catching up, resuming).
-const STEP_DEADLINE: Duration = Duration::from_secs(90);
-
-struct Devnet {
-    homes: HashMap<String, PathBuf>,
-    urls: HashMap<String, String>,
-    running: HashMap<String, NodeProcess>,
-}
-
-impl Devnet {
-    fn start(&mut self, name: &str) {
-        let node = NodeProcess::run_configured(&self.homes[name]);
-        assert_eq!(
-            node.url, self.urls[name],
-            "{name} serves where devnet init said"
-        );
-        self.running.insert(name.to_owned(), node);
-    }
-
-    fn kill9(&mut self, name: &str) {
-        self.running.remove(name).unwrap().kill9();
-    }
-
-    fn client(&self, name: &str) -> Client {
-        Client::new(&self.urls[name]).unwrap()
-    }
-
-    async fn height(&self, name: &str) -> u64 {
-        self.client(name).status().await.unwrap().height
-    }
-
-    /// Waits until `name`'s committed height reaches `height`.
-    async fn wait_height(&self, name: &str, height: u64) {
-        let deadline = Instant::now() + STEP_DEADLINE;
-        loop {
-            if let Ok(status) = self.client(name).status().await {
-                if status.height >= height {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not reach height {height} within {STEP_DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The block hash at every height 1..=to, as `name` reports it.
-    async fn hashes(&self, name: &str, to: u64) -> Vec<Hash> {
-        let client = self.client(name);
-        let mut hashes = Vec::new();
-        for height in 1..=to {
-            hashes.push(
-                client
-                    .block(BlockId::Height(height), false)
-                    .await
-                    .unwrap()
-                    .hash,
-            );
-        }
-        hashes
-    }
-}
 
 async fn transfer_via(net: &Devnet, node: &str, from: &Keypair, to: Address) -> (Hash, u64) {
     let (tx, result) = net

@@ -333,10 +333,15 @@ impl<W: World> Host<W> {
                     },
                 ));
             }
-            // Each certificate against the set of its height, which the
-            // state after the block before it knows (the view moves with
-            // each commit).
-            let Some(set) = self.chain.validators().set_at(height) else {
+            // Each certificate against the set of its height: the state
+            // after the tip knows the next ones; a block consensus committed
+            // meanwhile has its set in the store (the commit path then
+            // answers it as committed, or as a conflict).
+            let set = match self.chain.validators().set_at(height) {
+                Some(set) => Some(set),
+                None => self.chain.store().validator_set_at(height)?,
+            };
+            let Some(set) = set else {
                 return Err(CommitFailure::Storage(tally_ledger::StorageError::Corrupt(
                     format!("the validator state does not know the set of height {height}"),
                 )));
