@@ -990,7 +990,8 @@ impl Chain {
     }
 
     /// Equivocations seen here, newest first, as block evidence (the
-    /// builder leaves out those already recorded or invalid).
+    /// builder leaves out those already recorded or invalid; they stay in
+    /// the list `chain_getEvidence` serves).
     fn evidence_candidates(&self) -> Vec<Evidence> {
         lock(&self.evidence)
             .iter()
@@ -1067,16 +1068,6 @@ impl Chain {
         *lock(&self.failure) = None;
         self.validators.set(executed.validators.clone());
         *lock(&self.last_commit) = Some(stored.commit.clone());
-        if !stored.block.evidence.is_empty() {
-            let recorded: HashSet<_> = stored
-                .block
-                .evidence
-                .iter()
-                .map(Evidence::offence)
-                .collect();
-            lock(&self.evidence)
-                .retain(|e| !recorded.contains(&Evidence::DuplicateVote(e.clone()).offence()));
-        }
         for outcome in &executed.validator_outcomes {
             info!(height = header.height, change = ?outcome.change, result = ?outcome.result, "validator-set change finished");
         }
