@@ -360,10 +360,15 @@ impl Chain {
     ) -> Chain {
         let tip_height = store.tip().ok().flatten().map_or(0, |t| t.height);
         // A store checks its validator state when it opens; one that cannot
-        // be read now fails the first execution, which says why.
-        let validators = store
-            .validator_state()
-            .unwrap_or_else(|_| ValidatorState::genesis(context.validators.clone()));
+        // be read now is reported (the genesis state in its place knows no
+        // height past 2, so nothing is built or signed on it).
+        let (validators, state_failure) = match store.validator_state() {
+            Ok(state) => (state, None),
+            Err(e) => (
+                ValidatorState::genesis(context.validators.clone()),
+                Some(format!("cannot read the validator state: {e}")),
+            ),
+        };
         // The tip's certificate is the next block's last commit; without it
         // every block this node builds would be invalid, so say why.
         let (last_commit, failure) = match tip_height {
@@ -390,7 +395,7 @@ impl Chain {
                 capacity: max_remembered_outcomes,
             }),
             commit_lock: Mutex::new(()),
-            failure: Mutex::new(failure),
+            failure: Mutex::new(state_failure.or(failure)),
             executed: Mutex::new(HashMap::new()),
             evidence: Mutex::new(VecDeque::new()),
             status: Mutex::new(HostStatus::default()),
