@@ -452,6 +452,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validator(crate::validator::ValidatorCommand::Votes { common }) => {
             runtime()?.block_on(crate::validator::votes(common))
         }
+        Command::Validator(crate::validator::ValidatorCommand::Evidence { from, common }) => {
+            runtime()?.block_on(crate::validator::evidence(from, common))
+        }
         Command::Validators { height, common } => {
             runtime()?.block_on(crate::validator::validators(height, common))
         }
@@ -582,7 +585,8 @@ fn init(
                 );
                 if !is_validator {
                     println!(
-                        "this key is not a validator in the genesis: the node will run as a full node"
+                        "this key is not in the genesis set: the node follows the chain as a full \
+                         node and signs from the height a validator-set change adds it"
                     );
                 }
             }

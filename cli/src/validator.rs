@@ -11,6 +11,8 @@ use crate::cli::RpcArgs;
 use crate::wallet::describe;
 
 /// `tally validator …`.
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ValidatorCommand {
     /// Propose a change to the validator set, or vote for one already
@@ -24,11 +26,21 @@ pub enum ValidatorCommand {
         #[command(flatten)]
         common: RpcArgs,
     },
+    /// Show equivocation evidence: recorded on chain (with the block that
+    /// records it) and held by the node, not yet recorded. A removal vote
+    /// cites an id with `propose --remove ADDRESS --evidence ID`.
+    Evidence {
+        /// Recorded evidence from this height on.
+        #[arg(long, value_name = "HEIGHT")]
+        from: Option<u64>,
+        #[command(flatten)]
+        common: RpcArgs,
+    },
 }
 
 /// `tally validator propose`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("change").required(true).args(["add", "remove", "power", "rotate"])))]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["add", "remove", "power", "rotate", "change_id"])))]
 pub struct ProposeArgs {
     /// The voting validator's consensus key: a key file, or `devnet:NAME`.
     #[arg(long)]
@@ -56,6 +68,11 @@ pub struct ProposeArgs {
     /// key once the change is in force.
     #[arg(long, value_name = "NEW_KEY")]
     pub rotate: Option<String>,
+    /// Vote for an open change by its id (`tally validator votes` lists
+    /// them): how the other validators vote for a key rotation, whose
+    /// change carries the rotating validator's signatures.
+    #[arg(long = "change", value_name = "CHANGE_ID")]
+    pub change_id: Option<String>,
     /// Fee (votes may pay 0).
     #[arg(long, default_value_t = 0)]
     pub fee: u64,
@@ -127,7 +144,19 @@ pub async fn propose(args: ProposeArgs) -> anyhow::Result<()> {
     let key = resolve_key(&args.key).context("--key")?;
     let client = Client::new(&args.common.rpc)?;
     let status = client.status().await?;
-    let change = change_of(&args, key.address(), &status.genesis_hash)?;
+    let change = match &args.change_id {
+        Some(text) => {
+            let id: Hash = text.parse().map_err(|e| anyhow::anyhow!("--change: {e}"))?;
+            let pending = client.pending_changes().await?;
+            match pending.open.into_iter().find(|c| c.id == id) {
+                Some(open) => open.change,
+                None => bail!(
+                    "no open change has id {id} (`tally validator votes` lists the open ones)"
+                ),
+            }
+        }
+        None => change_of(&args, key.address(), &status.genesis_hash)?,
+    };
     change
         .check_shape()
         .map_err(|e| anyhow::anyhow!("the change is malformed: {e}"))?;
@@ -251,6 +280,38 @@ pub async fn votes(common: RpcArgs) -> anyhow::Result<()> {
             done.height,
             result_text(&done.result)
         );
+    }
+    Ok(())
+}
+
+/// `tally validator evidence [--from H]`.
+pub async fn evidence(from: Option<u64>, common: RpcArgs) -> anyhow::Result<()> {
+    let client = Client::new(&common.rpc)?;
+    let list = client.evidence(from).await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    const STEPS: [&str; 3] = ["proposal", "prevote", "precommit"];
+    let line = |e: &tally_rpc::EvidenceInfo| {
+        let step = STEPS.get(e.step as usize).copied().unwrap_or("?");
+        format!(
+            "{} {} signed two {step}s at height {} round {}",
+            e.id, e.validator, e.height, e.round
+        )
+    };
+    if list.recorded.is_empty() && list.pending.is_empty() {
+        println!("no evidence");
+    }
+    for e in &list.recorded {
+        let at = e.included_height.unwrap_or_default();
+        println!("{}, recorded in block {at}", line(e));
+    }
+    if let Some(next) = list.next_height {
+        println!("(more: --from {next})");
+    }
+    for e in &list.pending {
+        println!("{}, not recorded yet", line(e));
     }
     Ok(())
 }

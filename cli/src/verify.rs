@@ -1,7 +1,18 @@
 //! `tally verify`: checks saved JSON-RPC answers offline against a genesis
 //! — blocks with their certificates, validator sets, account and
 //! transaction proofs — trusting nothing but the genesis file.
+//!
+//! The verifier follows the validator set from the genesis: a header is
+//! checked against the latest set it has proven at or below the header's
+//! height, and a new set is proven by a `chain_getValidators` answer whose
+//! hash a checked header announced (`next_validators_hash` of the block
+//! before the change takes effect). Answers are taken in the order given,
+//! so a chain that changed its set is verified by giving, for each change,
+//! the announcing block and then the new set, before what they certify.
+//! The trust is the usual one of a light client: more than two thirds of
+//! the power of every set followed signs only the true chain.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -10,7 +21,8 @@ use serde_json::Value;
 use tally_client::{AccountProofInfo, BlockInfo, BlockTxs, TxProofInfo, ValidatorsInfo};
 use tally_ledger::state_tree::{genesis_tree, verify_account, AccountProof};
 use tally_ledger::{
-    decode_strict, parse_hex, tx_root, Account, ChainContext, Commit, Hash, Header, BLOCK_VERSION,
+    decode_strict, parse_hex, tx_root, verify_commit, Account, ChainContext, Commit,
+    GenesisValidator, Hash, Header, ValidatorSet, BLOCK_VERSION,
 };
 
 /// Largest proof accepted: a leaf and 256 inner-node siblings.
@@ -36,6 +48,9 @@ pub enum Proven {
         hash: Hash,
         /// Validators in it.
         count: usize,
+        /// The height of the checked header that announced it, if it is a
+        /// change (else it is the set followed so far).
+        announced_by: Option<u64>,
     },
     /// An account's state at a height.
     Account {
@@ -70,10 +85,19 @@ impl std::fmt::Display for Proven {
                 height,
                 hash,
                 count,
-            } => write!(
-                f,
-                "the {count} validators in force at height {height} hash to {hash}"
-            ),
+                announced_by,
+            } => match announced_by {
+                Some(by) => write!(
+                    f,
+                    "the {count} validators in force from height {height} hash to {hash}, \
+                     as block {by} announced"
+                ),
+                None => write!(
+                    f,
+                    "the {count} validators in force at height {height} hash to {hash}, \
+                     the set followed so far"
+                ),
+            },
             Proven::Account {
                 address,
                 balance,
@@ -99,199 +123,295 @@ fn parse<T: DeserializeOwned>(value: Value, what: &str) -> anyhow::Result<T> {
     serde_json::from_value(value).with_context(|| format!("not a well-formed {what} answer"))
 }
 
-/// Checks one saved answer (a JSON-RPC response, or its `result`) of
-/// `chain_getBlock`, `chain_getValidators`, `account_getProof` or
-/// `tx_getProof` against `chain`.
-pub fn verify_answer(chain: &ChainContext, value: Value) -> anyhow::Result<Proven> {
-    let value = match value {
-        Value::Object(mut map) if map.contains_key("jsonrpc") => {
-            if let Some(error) = map.remove("error") {
-                anyhow::bail!("the saved answer is an error, not a result: {error}");
-            }
-            map.remove("result")
-                .context("a JSON-RPC response without a result")?
+/// Checks saved answers against a genesis, following the validator set
+/// through the changes the answers prove (module docs).
+pub struct Verifier {
+    chain: ChainContext,
+    /// The sets proven, by the first height each is in force from.
+    sets: BTreeMap<u64, ValidatorSet>,
+    /// Changes announced by checked headers: the hash of the set in force
+    /// from each height.
+    announced: BTreeMap<u64, Hash>,
+}
+
+impl Verifier {
+    /// A verifier that knows only the genesis (its set signs block 1).
+    pub fn new(chain: ChainContext) -> Verifier {
+        let sets = [(1, chain.validators.clone())].into_iter().collect();
+        Verifier {
+            chain,
+            sets,
+            announced: BTreeMap::new(),
         }
-        other => other,
-    };
-    let has = |key: &str| value.get(key).is_some();
-    if has("proof") && has("address") {
-        verify_account_answer(chain, parse(value, "account_getProof")?)
-    } else if has("proof") && has("hash") {
-        verify_tx_answer(chain, parse(value, "tx_getProof")?)
-    } else if has("validators") {
-        verify_validators(chain, parse(value, "chain_getValidators")?)
-    } else if has("header") && has("commit") && has("txs") {
-        verify_block(chain, parse(value, "chain_getBlock")?)
-    } else {
-        anyhow::bail!(
-            "not an answer of chain_getBlock, chain_getValidators, account_getProof or tx_getProof"
-        )
     }
-}
 
-/// The header is of this chain and version, names the validator set that
-/// signs it, and `commit` proves it final under that set.
-fn check_certified(chain: &ChainContext, header: &Header, commit: &Commit) -> anyhow::Result<Hash> {
-    let chain_id = &chain.genesis.chain_id;
-    anyhow::ensure!(
-        &header.chain_id == chain_id,
-        "header {} is of chain {}, the genesis is of {chain_id}",
-        header.height,
-        header.chain_id
-    );
-    anyhow::ensure!(
-        header.version == BLOCK_VERSION,
-        "header {} has version {}; this verifier checks version {BLOCK_VERSION}",
-        header.height,
-        header.version
-    );
-    // The set does not change yet: every height is signed by the genesis set.
-    let set_hash = chain.validators.hash();
-    anyhow::ensure!(
-        header.validators_hash == set_hash,
-        "header {} names validator set {}, but the genesis set hashes to {set_hash}",
-        header.height,
-        header.validators_hash
-    );
-    let hash = header.hash();
-    chain
-        .verify_commit(commit, header.height, &hash)
-        .with_context(|| format!("the certificate of block {} ({hash})", header.height))?;
-    Ok(hash)
-}
+    /// The chain being verified.
+    pub fn chain(&self) -> &ChainContext {
+        &self.chain
+    }
 
-fn verify_block(chain: &ChainContext, block: BlockInfo) -> anyhow::Result<Proven> {
-    let hash = check_certified(chain, &block.header, &block.commit)?;
-    anyhow::ensure!(
-        hash == block.hash,
-        "block {} claims hash {}, its header hashes to {hash}",
-        block.header.height,
-        block.hash
-    );
-    let ids: Vec<Hash> = match &block.txs {
-        BlockTxs::Ids(ids) => ids.clone(),
-        BlockTxs::Full(txs) => txs
-            .iter()
-            .map(|t| {
-                let id = t.tx.id();
-                anyhow::ensure!(
-                    id == t.hash,
-                    "transaction {} of block {} hashes to {id}",
-                    t.hash,
-                    block.header.height
-                );
-                Ok(id)
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
-    anyhow::ensure!(
-        ids.len() == block.header.tx_count as usize && tx_root(&ids) == block.header.tx_root,
-        "the transactions of block {} are not the ones its header commits to",
-        block.header.height
-    );
-    Ok(Proven::Block {
-        height: block.header.height,
-        hash,
-        txs: ids.len(),
-    })
-}
-
-fn verify_validators(chain: &ChainContext, info: ValidatorsInfo) -> anyhow::Result<Proven> {
-    let genesis = chain.validators.validators();
-    let matches = info.validators.len() == genesis.len()
-        && info
-            .validators
-            .iter()
-            .zip(genesis)
-            .all(|(got, want)| got.address == want.address && got.power == want.power);
-    anyhow::ensure!(
-        matches,
-        "the validator set at height {} is not the genesis set (the set does not change yet)",
-        info.height
-    );
-    let hash = chain.validators.hash();
-    anyhow::ensure!(
-        info.validators_hash == hash,
-        "the answer names validators_hash {}, the set hashes to {hash}",
-        info.validators_hash
-    );
-    Ok(Proven::Validators {
-        height: info.height,
-        hash,
-        count: genesis.len(),
-    })
-}
-
-fn verify_account_answer(chain: &ChainContext, info: AccountProofInfo) -> anyhow::Result<Proven> {
-    let root = match (&info.header, &info.commit) {
-        (Some(header), Some(commit)) => {
-            check_certified(chain, header, commit)?;
-            anyhow::ensure!(
-                header.height == info.height,
-                "the proof is for height {}, the header is of {}",
-                info.height,
-                header.height
-            );
-            header.state_root
-        }
-        (None, None) => {
-            anyhow::ensure!(
-                info.height == 0,
-                "a proof at height {} comes without the header and certificate that certify it",
-                info.height
-            );
-            genesis_tree(chain)?.root
-        }
-        _ => anyhow::bail!("a proof with a header but no certificate, or the other way round"),
-    };
-    anyhow::ensure!(
-        info.state_root == root,
-        "the answer names state root {}, the certified one is {root}",
-        info.state_root
-    );
-    anyhow::ensure!(
-        info.proof.len() <= 2 + 2 * MAX_PROOF_BYTES,
-        "the proof is {} hex digits, longer than any account proof ({MAX_PROOF_BYTES} bytes)",
-        info.proof.len()
-    );
-    let bytes = parse_hex(&info.proof).context("the proof is not 0x hex")?;
-    let proof: AccountProof = decode_strict(&bytes, MAX_PROOF_BYTES)
-        .map_err(|e| anyhow::anyhow!("the proof does not decode: {e}"))?;
-    let account = Account {
-        balance: info.balance,
-        nonce: info.nonce,
-    };
-    verify_account(&root, &info.address, &account, &proof)
-        .with_context(|| format!("{} at height {}", info.address, info.height))?;
-    Ok(Proven::Account {
-        address: info.address,
-        balance: info.balance,
-        nonce: info.nonce,
-        height: info.height,
-    })
-}
-
-fn verify_tx_answer(chain: &ChainContext, info: TxProofInfo) -> anyhow::Result<Proven> {
-    check_certified(chain, &info.header, &info.commit)?;
-    anyhow::ensure!(
-        info.header.height == info.height,
-        "the proof is for height {}, the header is of {}",
-        info.height,
-        info.header.height
-    );
-    info.proof
-        .verify(&info.hash, &info.header.tx_root, info.header.tx_count)
-        .with_context(|| {
-            format!(
-                "transaction {} against block {}'s tx_root",
-                info.hash, info.height
+    /// Checks one saved answer (a JSON-RPC response, or its `result`) of
+    /// `chain_getBlock`, `chain_getValidators`, `account_getProof` or
+    /// `tx_getProof`.
+    pub fn verify(&mut self, value: Value) -> anyhow::Result<Proven> {
+        let value = match value {
+            Value::Object(mut map) if map.contains_key("jsonrpc") => {
+                if let Some(error) = map.remove("error") {
+                    anyhow::bail!("the saved answer is an error, not a result: {error}");
+                }
+                map.remove("result")
+                    .context("a JSON-RPC response without a result")?
+            }
+            other => other,
+        };
+        let has = |key: &str| value.get(key).is_some();
+        if has("proof") && has("address") {
+            self.verify_account_answer(parse(value, "account_getProof")?)
+        } else if has("proof") && has("hash") {
+            self.verify_tx_answer(parse(value, "tx_getProof")?)
+        } else if has("validators") {
+            self.verify_validators(parse(value, "chain_getValidators")?)
+        } else if has("header") && has("commit") && has("txs") {
+            self.verify_block(parse(value, "chain_getBlock")?)
+        } else {
+            anyhow::bail!(
+                "not an answer of chain_getBlock, chain_getValidators, account_getProof or tx_getProof"
             )
-        })?;
-    Ok(Proven::Tx {
-        hash: info.hash,
-        height: info.height,
-        index: info.proof.index,
-    })
+        }
+    }
+
+    /// The latest set proven at or below `height`, with the height it is in
+    /// force from.
+    fn set_for(&self, height: u64) -> (u64, &ValidatorSet) {
+        let (from, set) = self
+            .sets
+            .range(..=height.max(1))
+            .next_back()
+            .expect("the genesis set is in force from height 1");
+        (*from, set)
+    }
+
+    /// The header is of this chain and version, names the set followed to
+    /// its height, and `commit` proves it final under that set; a change
+    /// it announces is noted.
+    fn check_certified(&mut self, header: &Header, commit: &Commit) -> anyhow::Result<Hash> {
+        let chain_id = &self.chain.genesis.chain_id;
+        let height = header.height;
+        anyhow::ensure!(
+            &header.chain_id == chain_id,
+            "header {height} is of chain {}, the genesis is of {chain_id}",
+            header.chain_id
+        );
+        anyhow::ensure!(
+            header.version == BLOCK_VERSION,
+            "header {height} has version {}; this verifier checks version {BLOCK_VERSION}",
+            header.version
+        );
+        let (from, set) = self.set_for(height);
+        let set_hash = set.hash();
+        if header.validators_hash != set_hash {
+            let pending = self
+                .announced
+                .range(from + 1..=height)
+                .next_back()
+                .map(|(at, hash)| format!("; block {} announced set {hash} from height {at}: give the chain_getValidators answer of height {at} before this one", at - 1))
+                .unwrap_or_else(|| "; if the set changed, give first the chain_getBlock answer of the block before the change took effect, then the chain_getValidators answer of the height it took effect".into());
+            anyhow::bail!(
+                "header {height} names validator set {}, but the set followed to height {height} \
+                 (in force from height {from}) hashes to {set_hash}{pending}",
+                header.validators_hash
+            );
+        }
+        let hash = header.hash();
+        verify_commit(
+            commit,
+            height,
+            &hash,
+            set,
+            chain_id,
+            &self.chain.genesis_hash,
+        )
+        .with_context(|| format!("the certificate of block {height} ({hash})"))?;
+        let next = height + 1;
+        let known_next = self.sets.get(&next).map(|s| s.hash());
+        match known_next {
+            Some(known) if known != header.next_validators_hash => anyhow::bail!(
+                "header {height} announces set {} for height {next}, but set {known} was proven for it",
+                header.next_validators_hash
+            ),
+            Some(_) => {}
+            None if header.next_validators_hash != set_hash => {
+                self.announced.insert(next, header.next_validators_hash);
+            }
+            None => {}
+        }
+        Ok(hash)
+    }
+
+    fn verify_block(&mut self, block: BlockInfo) -> anyhow::Result<Proven> {
+        let hash = self.check_certified(&block.header, &block.commit)?;
+        anyhow::ensure!(
+            hash == block.hash,
+            "block {} claims hash {}, its header hashes to {hash}",
+            block.header.height,
+            block.hash
+        );
+        let ids: Vec<Hash> = match &block.txs {
+            BlockTxs::Ids(ids) => ids.clone(),
+            BlockTxs::Full(txs) => txs
+                .iter()
+                .map(|t| {
+                    let id = t.tx.id();
+                    anyhow::ensure!(
+                        id == t.hash,
+                        "transaction {} of block {} hashes to {id}",
+                        t.hash,
+                        block.header.height
+                    );
+                    Ok(id)
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        anyhow::ensure!(
+            ids.len() == block.header.tx_count as usize && tx_root(&ids) == block.header.tx_root,
+            "the transactions of block {} are not the ones its header commits to",
+            block.header.height
+        );
+        Ok(Proven::Block {
+            height: block.header.height,
+            hash,
+            txs: ids.len(),
+        })
+    }
+
+    /// A set answer is proven when a checked header announced its hash for
+    /// its height, or when it is the set followed to its height.
+    fn verify_validators(&mut self, info: ValidatorsInfo) -> anyhow::Result<Proven> {
+        let height = info.height.max(1);
+        let set = ValidatorSet::new(
+            info.validators
+                .iter()
+                .map(|v| GenesisValidator {
+                    name: v.name.clone(),
+                    address: v.address,
+                    power: v.power,
+                })
+                .collect(),
+        );
+        anyhow::ensure!(
+            set.is_well_formed(),
+            "the validator set at height {height} breaks the set rules (1 to 256 validators, \
+             distinct keys and names, power at least 1)"
+        );
+        let hash = set.hash();
+        anyhow::ensure!(
+            info.validators_hash == hash,
+            "the answer names validators_hash {}, the set hashes to {hash}",
+            info.validators_hash
+        );
+        let count = set.validators().len();
+        // The change that made the set: announced for `since` (the answer
+        // says which height that is; the announcement proves it).
+        let since = info.since.clamp(1, height);
+        if self.announced.get(&since) == Some(&hash) {
+            self.announced.remove(&since);
+            self.sets.insert(since, set);
+            return Ok(Proven::Validators {
+                height: since,
+                hash,
+                count,
+                announced_by: Some(since - 1),
+            });
+        }
+        let (from, followed) = self.set_for(height);
+        anyhow::ensure!(
+            followed.hash() == hash,
+            "the validator set at height {height} hashes to {hash}, but no checked header announces \
+             it and the set followed to height {height} (in force from height {from}) hashes to {}: \
+             give first the chain_getBlock answer of height {} (the answer's `since` minus 1), \
+             whose header announces the change",
+            followed.hash(),
+            info.since.max(2) - 1
+        );
+        Ok(Proven::Validators {
+            height,
+            hash,
+            count,
+            announced_by: None,
+        })
+    }
+
+    fn verify_account_answer(&mut self, info: AccountProofInfo) -> anyhow::Result<Proven> {
+        let root = match (&info.header, &info.commit) {
+            (Some(header), Some(commit)) => {
+                self.check_certified(header, commit)?;
+                anyhow::ensure!(
+                    header.height == info.height,
+                    "the proof is for height {}, the header is of {}",
+                    info.height,
+                    header.height
+                );
+                header.state_root
+            }
+            (None, None) => {
+                anyhow::ensure!(
+                    info.height == 0,
+                    "a proof at height {} comes without the header and certificate that certify it",
+                    info.height
+                );
+                genesis_tree(&self.chain)?.root
+            }
+            _ => anyhow::bail!("a proof with a header but no certificate, or the other way round"),
+        };
+        anyhow::ensure!(
+            info.state_root == root,
+            "the answer names state root {}, the certified one is {root}",
+            info.state_root
+        );
+        anyhow::ensure!(
+            info.proof.len() <= 2 + 2 * MAX_PROOF_BYTES,
+            "the proof is {} hex digits, longer than any account proof ({MAX_PROOF_BYTES} bytes)",
+            info.proof.len()
+        );
+        let bytes = parse_hex(&info.proof).context("the proof is not 0x hex")?;
+        let proof: AccountProof = decode_strict(&bytes, MAX_PROOF_BYTES)
+            .map_err(|e| anyhow::anyhow!("the proof does not decode: {e}"))?;
+        let account = Account {
+            balance: info.balance,
+            nonce: info.nonce,
+        };
+        verify_account(&root, &info.address, &account, &proof)
+            .with_context(|| format!("{} at height {}", info.address, info.height))?;
+        Ok(Proven::Account {
+            address: info.address,
+            balance: info.balance,
+            nonce: info.nonce,
+            height: info.height,
+        })
+    }
+
+    fn verify_tx_answer(&mut self, info: TxProofInfo) -> anyhow::Result<Proven> {
+        self.check_certified(&info.header, &info.commit)?;
+        anyhow::ensure!(
+            info.header.height == info.height,
+            "the proof is for height {}, the header is of {}",
+            info.height,
+            info.header.height
+        );
+        info.proof
+            .verify(&info.hash, &info.header.tx_root, info.header.tx_count)
+            .with_context(|| {
+                format!(
+                    "transaction {} against block {}'s tx_root",
+                    info.hash, info.height
+                )
+            })?;
+        Ok(Proven::Tx {
+            hash: info.hash,
+            height: info.height,
+            index: info.proof.index,
+        })
+    }
 }
 
 /// Largest answer file read.
@@ -301,6 +421,7 @@ const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// fails at the first that does not check out, naming it.
 pub fn run(genesis: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
     let chain = ChainContext::new(tally_node::home::load_genesis(genesis)?);
+    let mut verifier = Verifier::new(chain.clone());
     println!(
         "genesis {} (chain {}, hash {})",
         genesis.display(),
@@ -320,7 +441,8 @@ pub fn run(genesis: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", file.display()))?;
         let value: Value =
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
-        let proven = verify_answer(&chain, value)
+        let proven = verifier
+            .verify(value)
             .with_context(|| format!("{} does not check out", file.display()))?;
         println!("{}: {proven}", file.display());
     }

@@ -85,6 +85,41 @@ async fn proving_chain(
     }
 }
 
+/// Most validator-set changes followed back from a proof's height.
+const MAX_FOLLOWED_CHANGES: usize = 10_000;
+
+/// Feeds `verifier` the node's answers that prove every validator-set
+/// change up to `height`: for each change, the block before it took effect
+/// (whose header announces the new set) and the new set. The node's
+/// `since` of each set says where the previous change was.
+async fn follow_sets(
+    client: &Client,
+    verifier: &mut crate::verify::Verifier,
+    height: u64,
+) -> anyhow::Result<()> {
+    let mut changes = Vec::new();
+    let mut at = height.max(1);
+    loop {
+        let since = client.validators(Some(at)).await?.since;
+        if since <= 1 {
+            break;
+        }
+        anyhow::ensure!(
+            since <= at && changes.len() < MAX_FOLLOWED_CHANGES,
+            "the node says the set at height {at} is in force since height {since}"
+        );
+        changes.push(since);
+        at = since - 1;
+    }
+    for since in changes.into_iter().rev() {
+        let block = client.block(BlockId::Height(since - 1), false).await?;
+        verifier.verify(serde_json::to_value(block)?)?;
+        let set = client.validators(Some(since)).await?;
+        verifier.verify(serde_json::to_value(set)?)?;
+    }
+    Ok(())
+}
+
 /// Verifies a proof `answer` against the `--prove` genesis, then prints what
 /// it proves (or, with `--json`, the answer itself).
 async fn print_proven<T: Serialize>(
@@ -95,7 +130,14 @@ async fn print_proven<T: Serialize>(
     root: &str,
 ) -> anyhow::Result<()> {
     let (chain, source) = proving_chain(client, prove).await?;
-    let proven = crate::verify::verify_answer(&chain, serde_json::to_value(answer)?)
+    let answer_value = serde_json::to_value(answer)?;
+    let mut verifier = crate::verify::Verifier::new(chain);
+    let height = answer_value["height"].as_u64().unwrap_or(0);
+    follow_sets(client, &mut verifier, height)
+        .await
+        .context("the node's validator-set history does not check out")?;
+    let proven = verifier
+        .verify(answer_value)
         .context("the node's proof does not check out")?;
     if args.json {
         return print_json(answer);

@@ -201,10 +201,14 @@ impl Client {
             .map_err(|e| self.map(e))
     }
 
-    /// Equivocations the node has seen.
-    pub async fn evidence(&self) -> Result<Vec<tally_ledger::DuplicateVoteEvidence>, ClientError> {
+    /// Evidence recorded on chain from `from_height` on (one page), and
+    /// the evidence the node holds that no block records yet.
+    pub async fn evidence(
+        &self,
+        from_height: Option<u64>,
+    ) -> Result<tally_rpc::EvidenceList, ClientError> {
         self.http
-            .chain_get_evidence()
+            .chain_get_evidence(from_height, None)
             .await
             .map_err(|e| self.map(e))
     }

@@ -10,7 +10,8 @@
 //! is known already.
 
 use tally_ledger::{
-    ConsensusMessage, Hash, SignedProposal, SignedVote, Verified, VerifiedMessage, VoteKind,
+    ConsensusMessage, DuplicateProposalEvidence, Evidence, Hash, ProposalCore, SignedProposal,
+    SignedVote, Verified, VerifiedMessage, VoteKind,
 };
 
 use crate::machine::{Consensus, ProposalInfo};
@@ -28,6 +29,8 @@ impl Consensus {
             match &*message {
                 ConsensusMessage::Vote(v) => v.vote.chain_id == self.chain_id,
                 ConsensusMessage::Proposal(p) => p.core.chain_id == self.chain_id,
+                // The host keeps evidence; it never reaches this machine.
+                ConsensusMessage::Evidence(_) => true,
             },
             "a message verified for another chain"
         );
@@ -49,6 +52,7 @@ impl Consensus {
         match message.into_kind() {
             VerifiedMessage::Proposal(p) => self.on_proposal(*p, out),
             VerifiedMessage::Vote(v) => self.on_vote(v, out),
+            VerifiedMessage::Evidence(_) => {}
         }
     }
 
@@ -58,6 +62,7 @@ impl Consensus {
     fn buffer_future(&mut self, message: Verified<ConsensusMessage>) {
         let (plausible, bytes) = match &*message {
             ConsensusMessage::Vote(_) => (true, std::mem::size_of::<SignedVote>()),
+            ConsensusMessage::Evidence(_) => (false, 0),
             // A proposal of the next height from its round's proposer; when
             // the next height has another set (a validator-set change; its
             // header names it), the proposer is checked once that height
@@ -84,11 +89,13 @@ impl Consensus {
     fn on_proposal(&mut self, proposal: Verified<SignedProposal>, out: &mut Vec<Action>) {
         let core = &proposal.core;
         let (round, hash) = (core.round, core.block_hash);
-        let acceptable = self.round_in_range(round)
-            && proposal.proposer == proposer(&self.validators, self.height, round)
-            && core.valid_round.is_none_or(|vr| vr < round)
-            && !self.proposals.contains_key(&(round, hash));
-        if !acceptable {
+        let from_proposer = self.round_in_range(round)
+            && proposal.proposer == proposer(&self.validators, self.height, round);
+        if !from_proposer || self.proposals.contains_key(&(round, hash)) {
+            return;
+        }
+        self.note_proposal_equivocation(&proposal, out);
+        if core.valid_round.is_some_and(|vr| vr >= round) {
             return;
         }
         let power = self.power_of_member(&proposal.proposer);
@@ -101,6 +108,41 @@ impl Consensus {
         if near && (room || self.vouched(round, &hash)) {
             self.accept_proposal(proposal, out);
         }
+    }
+
+    /// A second block proposed for a round by its proposer: both signed
+    /// proposals are evidence (reported once a round).
+    fn note_proposal_equivocation(
+        &mut self,
+        proposal: &Verified<SignedProposal>,
+        out: &mut Vec<Action>,
+    ) {
+        let round = proposal.core.round;
+        let Some(first_hash) = self.first_proposal.get(&round).copied() else {
+            return;
+        };
+        let Some(first) = self.proposals.get(&(round, first_hash)) else {
+            return;
+        };
+        if first_hash == proposal.core.block_hash || !self.proposal_equivocations.insert(round) {
+            return;
+        }
+        let first_core = ProposalCore {
+            chain_id: proposal.core.chain_id.clone(),
+            height: self.height,
+            round,
+            valid_round: first.valid_round,
+            block_hash: first_hash,
+        };
+        out.push(Action::Evidence(Evidence::DuplicateProposal(
+            DuplicateProposalEvidence {
+                proposer: proposal.proposer,
+                first: first_core,
+                first_signature: first.signature,
+                second: proposal.core.clone(),
+                second_signature: proposal.signature,
+            },
+        )));
     }
 
     /// Whether more than a third of the power voted for `hash` in `round`:
@@ -172,7 +214,7 @@ impl Consensus {
     pub(crate) fn count_vote(&mut self, vote: Verified<SignedVote>, out: &mut Vec<Action>) {
         let power = self.power_of_member(&vote.validator);
         if let VoteOutcome::Equivocation(evidence) = self.votes.add(vote, power) {
-            out.push(Action::Evidence(*evidence));
+            out.push(Action::Evidence(Evidence::DuplicateVote(*evidence)));
         }
     }
 }

@@ -4,7 +4,7 @@
 //! is Algorithm 1, [`signing`](crate::signing) guards every signature and
 //! [`recovery`](crate::recovery) resumes a height after a restart.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use tally_ledger::{
     Address, Block, ChainId, ConsensusMessage, Hash, Keypair, ProposalCore, SignedProposal,
@@ -52,6 +52,9 @@ pub struct Consensus {
     pub(crate) proposals: BTreeMap<(u32, Hash), ProposalInfo>,
     /// The first proposal received in each round (lines 22 and 28 act on it).
     pub(crate) first_proposal: BTreeMap<u32, Hash>,
+    /// Rounds whose proposer was caught proposing two blocks (reported
+    /// once a round).
+    pub(crate) proposal_equivocations: BTreeSet<u32>,
     pub(crate) blocks: HashMap<Hash, Block>,
     pub(crate) validity: HashMap<Hash, bool>,
     pub(crate) validation_requested: HashSet<Hash>,
@@ -102,6 +105,7 @@ impl Consensus {
             valid: None,
             proposals: BTreeMap::new(),
             first_proposal: BTreeMap::new(),
+            proposal_equivocations: BTreeSet::new(),
             blocks: HashMap::new(),
             validity: HashMap::new(),
             validation_requested: HashSet::new(),

@@ -29,6 +29,7 @@ impl Consensus {
         self.validators = validators;
         self.proposals.clear();
         self.first_proposal.clear();
+        self.proposal_equivocations.clear();
         self.blocks.clear();
         self.validity.clear();
         self.validation_requested.clear();

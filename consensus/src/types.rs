@@ -1,9 +1,7 @@
 //! The state machine's vocabulary: its configuration, what the host tells
 //! it ([`Input`]) and what it asks the host to do ([`Action`]).
 
-use tally_ledger::{
-    Block, Commit, ConsensusMessage, DuplicateVoteEvidence, Hash, ValidatorSet, Verified,
-};
+use tally_ledger::{Block, Commit, ConsensusMessage, Evidence, Hash, ValidatorSet, Verified};
 
 use crate::guard::{SignState, ValidBlockRecord};
 
@@ -170,6 +168,7 @@ pub enum Action {
         /// not check them again).
         commit: Verified<Commit>,
     },
-    /// A validator equivocated.
-    Evidence(DuplicateVoteEvidence),
+    /// A validator equivocated: two votes of one step, or (a proposer)
+    /// two proposals of one round, both signatures verified.
+    Evidence(Evidence),
 }

@@ -9,8 +9,8 @@ use tally_consensus::{
 };
 use tally_ledger::devnet::devnet_genesis;
 use tally_ledger::{
-    devnet_key, Block, ChainContext, ConsensusMessage, Hash, Header, Keypair, ProposalCore,
-    SignedProposal, SignedVote, Verified, Vote, VoteKind, BLOCK_VERSION,
+    devnet_key, Block, ChainContext, ConsensusMessage, Evidence, Hash, Header, Keypair,
+    ProposalCore, SignedProposal, SignedVote, Verified, Vote, VoteKind, BLOCK_VERSION,
 };
 
 struct Net {
@@ -620,11 +620,20 @@ fn an_equivocating_validator_is_caught_with_both_signed_votes() {
     let evidence = actions
         .iter()
         .find_map(|x| match x {
-            Action::Evidence(e) => Some(e.clone()),
+            Action::Evidence(e @ Evidence::DuplicateVote(_)) => Some(e.clone()),
             _ => None,
         })
         .unwrap();
-    assert!(evidence.is_valid(&net.chain.validators, &net.chain.genesis_hash));
+    let chain = &net.chain;
+    assert_eq!(
+        evidence.check(
+            &chain.validators,
+            &chain.genesis.chain_id,
+            &chain.genesis_hash
+        ),
+        Ok(())
+    );
+    assert_eq!(evidence.offence().validator, net.key(2).address());
     assert_eq!(
         node.votes().total(0, VoteKind::Prevote),
         1,
@@ -635,6 +644,47 @@ fn an_equivocating_validator_is_caught_with_both_signed_votes() {
         !again.iter().any(|x| matches!(x, Action::Evidence(_))),
         "reported once"
     );
+}
+
+#[test]
+fn a_proposer_that_proposes_two_blocks_in_a_round_is_caught() {
+    let net = Net::new();
+    let (a, b, c) = (net.block("a"), net.block("b"), net.block("c"));
+    let mut node = net.started(0);
+    node.handle(net.proposal(0, &a, None));
+    let actions = node.handle(net.proposal(0, &b, None));
+    let evidence: Vec<&Evidence> = actions
+        .iter()
+        .filter_map(|x| match x {
+            Action::Evidence(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evidence.len(), 1, "{actions:?}");
+    let chain = &net.chain;
+    assert_eq!(
+        evidence[0].check(
+            &chain.validators,
+            &chain.genesis.chain_id,
+            &chain.genesis_hash
+        ),
+        Ok(())
+    );
+    let offence = evidence[0].offence();
+    assert_eq!((offence.height, offence.round, offence.step), (1, 0, 0));
+    assert_eq!(
+        offence.validator,
+        net.key(1).address(),
+        "round 0's proposer"
+    );
+    let again = node.handle(net.proposal(0, &c, None));
+    assert!(
+        !again.iter().any(|x| matches!(x, Action::Evidence(_))),
+        "reported once a round"
+    );
+    // The same proposal again is no offence.
+    let same = node.handle(net.proposal(0, &a, None));
+    assert!(!same.iter().any(|x| matches!(x, Action::Evidence(_))));
 }
 
 /// The state machine takes only `Verified` messages, and a message from an

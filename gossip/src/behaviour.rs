@@ -50,10 +50,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// state root, a Merkle tx root and validator-set hashes; the ZIP-215
 /// signature rule), whose blocks a version-2 node cannot check. 4: protocol
 /// version 3 (transactions carry an action: transfers and validator-set
-/// votes; blocks carry the last commit and evidence). A node of another
+/// votes; blocks carry the last commit and evidence). 5: evidence of
+/// equivocation travels on the consensus topic, which version-4 nodes
+/// cannot decode (and would count against the sender). A node of another
 /// version is dropped when it identifies itself, with a log line that says
 /// which side to upgrade.
-pub const NETWORK_VERSION: u32 = 4;
+pub const NETWORK_VERSION: u32 = 5;
 
 /// The topic names of a chain: `/tally/<genesis hash>/<topic>/<version>`.
 pub(crate) fn topic_of(genesis_hash: &Hash, topic: Topic) -> IdentTopic {

@@ -493,11 +493,11 @@ mod tests {
     #[test]
     fn a_refused_peer_is_told_what_to_do() {
         let genesis = Hash::digest(b"genesis");
-        let older = format!("/tally/3/{}", genesis.to_hex());
-        assert!(refusal(&older, &genesis).contains("version 3 (this node: 4): upgrade that node"));
-        let newer = format!("/tally/5/{}", genesis.to_hex());
+        let older = format!("/tally/4/{}", genesis.to_hex());
+        assert!(refusal(&older, &genesis).contains("version 4 (this node: 5): upgrade that node"));
+        let newer = format!("/tally/6/{}", genesis.to_hex());
         assert!(refusal(&newer, &genesis).contains("upgrade this node"));
-        let other = format!("/tally/4/{}", Hash::digest(b"other").to_hex());
+        let other = format!("/tally/5/{}", Hash::digest(b"other").to_hex());
         assert!(refusal(&other, &genesis).contains("another chain"));
     }
 }

@@ -329,7 +329,12 @@ impl<W: World> Host<W> {
                 continue;
             };
             match Verified::<ConsensusMessage>::check(message, &chain.context().signers_with(set)) {
-                Ok(verified) => self.feed(Input::Message(verified)),
+                Ok(verified) => match &*verified {
+                    ConsensusMessage::Evidence(evidence) => {
+                        self.keep_evidence((**evidence).clone(), false)
+                    }
+                    _ => self.feed(Input::Message(verified)),
+                },
                 Err(e) => {
                     self.ban(
                         peer,
@@ -568,6 +573,7 @@ mod tests {
         let signed_here = |m: &ConsensusMessage| match m {
             ConsensusMessage::Vote(v) => v.validator == own,
             ConsensusMessage::Proposal(p) => p.proposer == own,
+            ConsensusMessage::Evidence(_) => false,
         };
         assert!(
             !handed_out.iter().any(signed_here),

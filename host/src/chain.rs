@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tally_ledger::{
     build_block, execute_block, Account, Action, Address, Block, BlockError, BlockInputs,
-    BlockMeta, BlockWrite, ChainContext, ChainWrite, Commit, CommitError, DuplicateVoteEvidence,
-    Evidence, ExecutedBlock, Hash, LiveSigners, SigCheck, SignedTransaction, Signers, StorageError,
-    StoredBlock, TxError, TxLocation, ValidatorChangeError, ValidatorSet, ValidatorState, Verified,
+    BlockMeta, BlockWrite, ChainContext, ChainWrite, Commit, CommitError, Evidence, ExecutedBlock,
+    Hash, LiveSigners, Offence, SigCheck, SignedTransaction, Signers, StorageError, StoredBlock,
+    TxError, TxLocation, ValidatorChangeError, ValidatorSet, ValidatorState, Verified,
 };
 use tally_mempool::{Mempool, MempoolError, PoolState, Removal};
 use tracing::{info, warn};
@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use crate::checked::CheckedTxs;
 
 /// Most equivocations kept for `chain_getEvidence`.
-pub const MAX_EVIDENCE: usize = 10_000;
+pub const MAX_EVIDENCE: usize = 1_000;
 
 /// Most kept executions of candidate blocks (one per round at most).
 const MAX_CACHED_EXECUTIONS: usize = 64;
@@ -313,8 +313,10 @@ pub struct Chain {
     /// Executions of candidate blocks of the next height (own proposals and
     /// validated ones), so that the decided block is executed only once.
     executed: Mutex<HashMap<Hash, ExecutedBlock>>,
-    /// Equivocations seen, oldest first (at most `MAX_EVIDENCE`).
-    evidence: Mutex<VecDeque<DuplicateVoteEvidence>>,
+    /// Equivocations seen and not yet recorded on chain, oldest first (at
+    /// most `MAX_EVIDENCE`, one per offence).
+    evidence: Mutex<VecDeque<Evidence>>,
+    evidence_kept: AtomicU64,
     status: Mutex<HostStatus>,
     /// The committed height, readable without the store (the network
     /// intake asks for every message).
@@ -398,6 +400,7 @@ impl Chain {
             failure: Mutex::new(state_failure.or(failure)),
             executed: Mutex::new(HashMap::new()),
             evidence: Mutex::new(VecDeque::new()),
+            evidence_kept: AtomicU64::new(0),
             status: Mutex::new(HostStatus::default()),
             checked: Arc::new(CheckedTxs::default()),
             last_commit_ms: AtomicU64::new(0),
@@ -548,17 +551,46 @@ impl Chain {
         Ok(())
     }
 
-    /// Keeps proof that a validator equivocated.
-    pub fn record_evidence(&self, evidence: DuplicateVoteEvidence) {
+    /// Keeps proof that a validator equivocated (checked by whoever hands
+    /// it in: the consensus machine from verified messages, the network
+    /// intake against the set of its height) until a block records it.
+    /// `false` if its offence is already pending or on chain. A store that
+    /// cannot be read does not lose it: it is kept, and the block builder
+    /// leaves it out if it turns out to be recorded.
+    pub fn add_evidence(&self, evidence: Evidence) -> bool {
+        let offence = evidence.offence();
+        if lock(&self.evidence).iter().any(|e| e.offence() == offence) {
+            return false;
+        }
+        if let Ok(Some(_)) = self.store.recorded_offence(&offence) {
+            return false;
+        }
         let mut kept = lock(&self.evidence);
+        if kept.iter().any(|e| e.offence() == offence) {
+            return false;
+        }
         if kept.len() >= MAX_EVIDENCE {
             kept.pop_front();
         }
         kept.push_back(evidence);
+        self.evidence_kept.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
-    /// The equivocations seen, oldest first.
-    pub fn evidence(&self) -> Vec<DuplicateVoteEvidence> {
+    /// Whether this node holds evidence of `offence`: pending, or recorded
+    /// on chain.
+    pub fn knows_offence(&self, offence: &Offence) -> bool {
+        lock(&self.evidence).iter().any(|e| &e.offence() == offence)
+            || matches!(self.store.recorded_offence(offence), Ok(Some(_)))
+    }
+
+    /// How many pieces of evidence this node has kept since it started.
+    pub fn evidence_kept(&self) -> u64 {
+        self.evidence_kept.load(Ordering::Relaxed)
+    }
+
+    /// The equivocations seen and not yet recorded on chain, oldest first.
+    pub fn pending_evidence(&self) -> Vec<Evidence> {
         lock(&self.evidence).iter().cloned().collect()
     }
 
@@ -908,6 +940,11 @@ impl Chain {
         match committed {
             Ok(meta) => {
                 lock(&self.executed).clear();
+                if !stored.block.evidence.is_empty() {
+                    let recorded: Vec<_> =
+                        stored.block.evidence.iter().map(|e| e.offence()).collect();
+                    lock(&self.evidence).retain(|e| !recorded.contains(&e.offence()));
+                }
                 self.events.statuses_changed();
                 self.events.committed(&stored, &executed);
                 Ok(meta)
@@ -994,16 +1031,13 @@ impl Chain {
             .collect()
     }
 
-    /// Equivocations seen here, newest first, as block evidence (the
-    /// builder leaves out those already recorded or invalid; they stay in
-    /// the list `chain_getEvidence` serves).
+    /// Pending equivocations, oldest first, as block evidence (the builder
+    /// leaves out any already recorded or no longer valid).
     fn evidence_candidates(&self) -> Vec<Evidence> {
         lock(&self.evidence)
             .iter()
-            .rev()
             .take(tally_ledger::MAX_BLOCK_EVIDENCE * 4)
             .cloned()
-            .map(Evidence::DuplicateVote)
             .collect()
     }
 

@@ -246,6 +246,12 @@ impl<W: World> Host<W> {
     /// A proposal or vote from gossip, verified by the network intake;
     /// `from` is the peer that delivered it.
     pub fn on_message(&mut self, from: W::Peer, message: Verified<ConsensusMessage>) {
+        if let ConsensusMessage::Evidence(evidence) = &*message {
+            // Checked by the intake against the set of its height; kept
+            // for a block, not fed to consensus.
+            self.keep_evidence((**evidence).clone(), false);
+            return;
+        }
         self.heard_from(from, message.height());
         if let ConsensusMessage::Vote(vote) = &*message {
             if vote.vote.height == self.chain.tip_height() {
@@ -427,10 +433,22 @@ impl<W: World> Host<W> {
         }
     }
 
-    fn record_evidence(&mut self, evidence: tally_ledger::DuplicateVoteEvidence) {
-        let first = &evidence.first;
-        warn!(validator = %first.validator, height = first.vote.height, round = first.vote.round, "validator signed two conflicting votes");
-        self.chain.record_evidence(evidence);
+    fn record_evidence(&mut self, evidence: tally_ledger::Evidence) {
+        self.keep_evidence(evidence, true);
+    }
+
+    /// Keeps evidence for a block; evidence this node found itself (`own`)
+    /// is passed on, so that a node that saw only one of the two messages
+    /// holds it too and any next proposer can record it.
+    pub(crate) fn keep_evidence(&mut self, evidence: tally_ledger::Evidence, own: bool) {
+        let offence = evidence.offence();
+        if self.chain.add_evidence(evidence.clone()) {
+            warn!(validator = %offence.validator, height = offence.height, round = offence.round, step = offence.step, "validator signed two conflicting messages (step 0: proposal, 1: prevote, 2: precommit)");
+            if own {
+                self.world
+                    .publish(&ConsensusMessage::Evidence(Box::new(evidence)));
+            }
+        }
     }
 
     /// Carries out pending actions in order. An action whose effect fails

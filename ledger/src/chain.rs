@@ -83,7 +83,14 @@ pub trait ChainHistory {
     fn validator_state(&self) -> Result<ValidatorState, StorageError>;
     /// The set that signed (or signs) block `height`, for every height up
     /// to two past the last committed block.
-    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, StorageError>;
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, StorageError> {
+        Ok(self.validator_set_since(height)?.map(|(_, set)| set))
+    }
+    /// As [`ChainHistory::validator_set_at`], with the first height of the
+    /// run of heights that set has signed without a break up to `height`
+    /// (the height a change made it take effect, or 1).
+    fn validator_set_since(&self, height: u64)
+        -> Result<Option<(u64, ValidatorSet)>, StorageError>;
     /// The id of the evidence that recorded `offence`, if any did.
     fn recorded_offence(&self, offence: &Offence) -> Result<Option<Hash>, StorageError>;
     /// Recorded evidence by id.
@@ -106,6 +113,13 @@ pub trait ChainRead: AccountRead + TreeReader + ChainHistory + Send + Sync {
     fn height_of(&self, block_hash: &Hash) -> Result<Option<u64>, StorageError>;
     /// Where the committed transaction with this id is.
     fn tx_location(&self, tx_id: &Hash) -> Result<Option<TxLocation>, StorageError>;
+    /// The evidence recorded in blocks from `from_height` on, in chain
+    /// order (by height, then position in the block), at most `limit`.
+    fn evidence_from(
+        &self,
+        from_height: u64,
+        limit: usize,
+    ) -> Result<Vec<EvidenceRecord>, StorageError>;
 }
 
 /// Everything one block changes, written atomically by [`ChainWrite::commit`].

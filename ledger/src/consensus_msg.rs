@@ -112,14 +112,18 @@ pub enum ConsensusMessage {
     Proposal(Box<SignedProposal>),
     /// A prevote or precommit.
     Vote(SignedVote),
+    /// Proof that a validator equivocated, passed on so that every node
+    /// holds it and the next proposer records it in a block.
+    Evidence(Box<Evidence>),
 }
 
 impl ConsensusMessage {
-    /// Height the message is for.
+    /// Height the message is for (evidence: the offence's height).
     pub fn height(&self) -> u64 {
         match self {
             ConsensusMessage::Proposal(p) => p.core.height,
             ConsensusMessage::Vote(v) => v.vote.height,
+            ConsensusMessage::Evidence(e) => e.offence().height,
         }
     }
 }

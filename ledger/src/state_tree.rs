@@ -428,7 +428,10 @@ impl crate::ChainHistory for MemoryState {
     fn validator_state(&self) -> Result<crate::ValidatorState, StorageError> {
         Ok(self.validators.clone())
     }
-    fn validator_set_at(&self, height: u64) -> Result<Option<crate::ValidatorSet>, StorageError> {
+    fn validator_set_since(
+        &self,
+        height: u64,
+    ) -> Result<Option<(u64, crate::ValidatorSet)>, StorageError> {
         if height == 0 || height > self.version + 2 {
             return Ok(None);
         }
@@ -436,7 +439,7 @@ impl crate::ChainHistory for MemoryState {
             .sets
             .range(..=height)
             .next_back()
-            .map(|(_, set)| set.clone()))
+            .map(|(since, set)| (*since, set.clone())))
     }
     fn recorded_offence(&self, offence: &crate::Offence) -> Result<Option<Hash>, StorageError> {
         Ok(self.offences.get(offence).copied())

@@ -24,7 +24,7 @@
 use std::ops::Deref;
 
 use crate::block::{Block, Commit, CommitError, CommitSignature, Vote, VoteKind};
-use crate::consensus_msg::{ConsensusMessage, ProposalCore, SignedProposal, SignedVote};
+use crate::consensus_msg::{ConsensusMessage, Evidence, ProposalCore, SignedProposal, SignedVote};
 use crate::crypto::Keypair;
 use crate::genesis::{ChainContext, ValidatorSet};
 use crate::types::{Address, ChainId, Hash};
@@ -79,6 +79,9 @@ pub enum SignatureError {
     /// not match its header.
     #[error("the proposal's block is not the one its signature names")]
     WrongBlock,
+    /// Evidence that does not prove what it claims.
+    #[error("invalid evidence: {0}")]
+    Evidence(#[from] crate::consensus_msg::EvidenceError),
 }
 
 /// A `T` whose signatures were checked (see the module docs). Nothing
@@ -198,23 +201,46 @@ pub enum VerifiedMessage {
     Proposal(Box<Verified<SignedProposal>>),
     /// A vote.
     Vote(Verified<SignedVote>),
+    /// Equivocation evidence, checked against the set of its height.
+    Evidence(Box<Verified<Evidence>>),
 }
 
 impl Verified<ConsensusMessage> {
-    /// Checks a proposal or a vote.
+    /// Checks a proposal, a vote or evidence (`signers` holds the set of
+    /// the message's height).
     pub fn check(message: ConsensusMessage, signers: &Signers<'_>) -> Result<Self, SignatureError> {
         Ok(match message {
             ConsensusMessage::Proposal(p) => Verified::<SignedProposal>::check(*p, signers)?.into(),
             ConsensusMessage::Vote(v) => Verified::<SignedVote>::check(v, signers)?.into(),
+            ConsensusMessage::Evidence(e) => {
+                e.check(signers.validators, signers.chain_id, signers.genesis_hash)?;
+                Verified(ConsensusMessage::Evidence(e))
+            }
         })
     }
 
-    /// The proposal or the vote, still verified.
+    /// The proposal, the vote or the evidence, still verified.
     pub fn into_kind(self) -> VerifiedMessage {
         match self.0 {
             ConsensusMessage::Proposal(p) => VerifiedMessage::Proposal(Box::new(Verified(*p))),
             ConsensusMessage::Vote(v) => VerifiedMessage::Vote(Verified(v)),
+            ConsensusMessage::Evidence(e) => VerifiedMessage::Evidence(Box::new(Verified(*e))),
         }
+    }
+}
+
+impl Verified<Evidence> {
+    /// Checks that `evidence` proves an offence of a member of `signers`'
+    /// set (the set of the offence's height).
+    pub fn check(evidence: Evidence, signers: &Signers<'_>) -> Result<Self, SignatureError> {
+        evidence.check(signers.validators, signers.chain_id, signers.genesis_hash)?;
+        Ok(Verified(evidence))
+    }
+}
+
+impl From<Verified<Evidence>> for Verified<ConsensusMessage> {
+    fn from(evidence: Verified<Evidence>) -> Self {
+        Verified(ConsensusMessage::Evidence(Box::new(evidence.0)))
     }
 }
 

@@ -24,9 +24,10 @@ use tally_mempool::{MempoolError, PoolState};
 use tally_rpc::codes::{self, error};
 use tally_rpc::{
     AccountInfo, AccountProofInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus,
-    ChangeVoteInfo, ConsensusInfo, FinishedChangeInfo, FullTx, GenesisInfo, NodeRole, PeerEntry,
-    PeersInfo, PendingChangeInfo, PendingChangesInfo, SubmitResult, TallyApiServer, TxInfo,
-    TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode, MAX_SUBMIT_BATCH,
+    ChangeVoteInfo, ConsensusInfo, EvidenceInfo, EvidenceList, FinishedChangeInfo, FullTx,
+    GenesisInfo, NodeRole, PeerEntry, PeersInfo, PendingChangeInfo, PendingChangesInfo,
+    SubmitResult, TallyApiServer, TxInfo, TxProofInfo, TxRejection, TxState, ValidatorInfo,
+    ValidatorsInfo, WaitMode, MAX_EVIDENCE_PAGE, MAX_SUBMIT_BATCH,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -514,8 +515,8 @@ impl TallyApiServer for Api {
         let tip = store.tip().map_err(unavailable)?.map_or(0, |t| t.height);
         let height = height.unwrap_or(tip);
         // Height 0 is genesis: the set that signs block 1.
-        let set = store
-            .validator_set_at(height.max(1))
+        let (since, set) = store
+            .validator_set_since(height.max(1))
             .map_err(unavailable)?
             .ok_or_else(|| {
                 error(
@@ -529,6 +530,7 @@ impl TallyApiServer for Api {
             })?;
         Ok(ValidatorsInfo {
             height,
+            since,
             validators_hash: set.hash(),
             validators: validator_infos(set.validators()),
             total_power: set.total_power(),
@@ -605,8 +607,48 @@ impl TallyApiServer for Api {
         })
     }
 
-    async fn chain_get_evidence(&self) -> RpcResult<Vec<tally_ledger::DuplicateVoteEvidence>> {
-        Ok(self.node.chain().evidence())
+    async fn chain_get_evidence(
+        &self,
+        from_height: Option<u64>,
+        limit: Option<u32>,
+    ) -> RpcResult<EvidenceList> {
+        // A page holds at least one block's most, so that a page always
+        // ends at a whole block and the next starts at the following one.
+        let least = tally_ledger::MAX_BLOCK_EVIDENCE as u32;
+        let limit = limit.unwrap_or(MAX_EVIDENCE_PAGE);
+        if !(least..=MAX_EVIDENCE_PAGE).contains(&limit) {
+            return Err(ErrorObjectOwned::owned(
+                jsonrpsee::types::error::INVALID_PARAMS_CODE,
+                format!("limit {limit}: ask for {least} to {MAX_EVIDENCE_PAGE}"),
+                None::<()>,
+            ));
+        }
+        let chain = self.node.chain();
+        // One more than asked for says whether a next page exists.
+        let mut records = chain
+            .store()
+            .evidence_from(from_height.unwrap_or(1), limit as usize + 1)
+            .map_err(unavailable)?;
+        let next_height = match records.len() > limit as usize {
+            true => records.pop().map(|r| r.height),
+            false => None,
+        };
+        // A page ends at a whole block: the next one starts at its height.
+        if let Some(next) = next_height {
+            records.retain(|r| r.height < next);
+        }
+        Ok(EvidenceList {
+            recorded: records
+                .into_iter()
+                .map(|r| EvidenceInfo::new(r.evidence, Some((r.height, r.index))))
+                .collect(),
+            next_height,
+            pending: chain
+                .pending_evidence()
+                .into_iter()
+                .map(|e| EvidenceInfo::new(e, None))
+                .collect(),
+        })
     }
 
     async fn chain_get_genesis(&self) -> RpcResult<GenesisInfo> {

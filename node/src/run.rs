@@ -500,6 +500,11 @@ pub async fn run(
         max_message_bytes,
         stop_rx.clone(),
     ));
+    tasks.spawn(dial_validators(
+        chain.clone(),
+        network.clone(),
+        stop_rx.clone(),
+    ));
 
     let serve_node = node.clone();
     let on_shutdown = async move {
@@ -596,6 +601,47 @@ async fn relay(
                 let unsent = publish_batches(&network, &waiting, max_message_bytes).await;
                 let unsent: std::collections::HashSet<Vec<u8>> = unsent.into_iter().collect();
                 retry.retain(|(tx, _)| unsent.contains(tx));
+            }
+        }
+    }
+}
+
+/// How often the node looks for validators it is not connected to.
+const VALIDATOR_DIAL_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps this node connected to the validators of the sets in force and
+/// announced: a validator added by vote is known by the node address its
+/// addition names (the validator state's `peers`), which the node dials
+/// while no connection to that node id is open. An address that does not
+/// parse or names this node is skipped; a failed dial is tried again
+/// every `VALIDATOR_DIAL_EVERY`.
+async fn dial_validators(
+    chain: Arc<Chain>,
+    network: tally_gossip::Handle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(VALIDATOR_DIAL_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticker.tick() => {}
+        }
+        let state = chain.validators().get();
+        let connected: std::collections::HashSet<tally_gossip::NodeId> =
+            network.peers().iter().map(|p| p.id).collect();
+        for (validator, address) in &state.peers {
+            let Ok(address) = address.parse::<tally_gossip::PeerAddress>() else {
+                continue;
+            };
+            let Some(id) = tally_gossip::peer_id_of(&address) else {
+                continue;
+            };
+            if id == network.peer_id() || connected.contains(&id) {
+                continue;
+            }
+            info!(%validator, %address, "dialling a validator of the set");
+            if network.dial(address).await.is_err() {
+                return;
             }
         }
     }

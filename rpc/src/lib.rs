@@ -20,7 +20,6 @@ mod types;
 
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
-use tally_ledger::DuplicateVoteEvidence;
 
 pub use codes::{error, tx_error, tx_error_code};
 pub use types::{
@@ -29,6 +28,10 @@ pub use types::{
     TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
 };
 pub use types::{ChangeVoteInfo, FinishedChangeInfo, PendingChangeInfo, PendingChangesInfo};
+pub use types::{EvidenceInfo, EvidenceList};
+
+/// Most pieces of recorded evidence in one `chain_getEvidence` answer.
+pub const MAX_EVIDENCE_PAGE: u32 = 100;
 
 /// Most transactions in one `tx_submitBatch` call (about 450 KB of JSON,
 /// within the default 1 MiB body limit).
@@ -93,9 +96,16 @@ pub trait TallyApi {
     #[method(name = "chain_getGenesis")]
     async fn chain_get_genesis(&self) -> RpcResult<GenesisInfo>;
 
-    /// Equivocations this node has seen: pairs of conflicting signed votes.
+    /// Equivocation evidence recorded on chain from `from_height` on (at
+    /// most `limit`, default and most [`MAX_EVIDENCE_PAGE`]), with the
+    /// height each was included at, and the evidence this node holds that
+    /// no block records yet.
     #[method(name = "chain_getEvidence")]
-    async fn chain_get_evidence(&self) -> RpcResult<Vec<DuplicateVoteEvidence>>;
+    async fn chain_get_evidence(
+        &self,
+        from_height: Option<u64>,
+        limit: Option<u32>,
+    ) -> RpcResult<EvidenceList>;
 
     /// This node's peer id and address, and its connected peers.
     #[method(name = "node_peers")]

@@ -338,6 +338,11 @@ pub struct ValidatorInfo {
 pub struct ValidatorsInfo {
     /// The height the set is in force at (the tip when not asked).
     pub height: u64,
+    /// The first height of the unbroken run of heights this set has
+    /// signed up to `height`: the height the change that made it took
+    /// effect, or 1. The header of `since - 1` announces it (its
+    /// `next_validators_hash`); a verifier follows the sets back this way.
+    pub since: u64,
     /// The hash a header names for this set (`validators_hash`,
     /// PROTOCOL.md "Validator-set hash").
     pub validators_hash: Hash,
@@ -412,6 +417,60 @@ pub struct PendingChangesInfo {
     pub open: Vec<PendingChangeInfo>,
     /// The latest finished changes, oldest first.
     pub recent: Vec<FinishedChangeInfo>,
+}
+
+/// One piece of equivocation evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceInfo {
+    /// Its id: blake3("tally/evidence/v1" ‖ borsh(evidence)), what a
+    /// removal vote cites.
+    pub id: Hash,
+    /// The validator it convicts.
+    pub validator: Address,
+    /// Height, round and step of the offence (step 0 proposal, 1
+    /// prevote, 2 precommit).
+    pub height: u64,
+    /// Round of the offence.
+    pub round: u32,
+    /// Step of the offence.
+    pub step: u8,
+    /// The height of the block that records it; `null` while pending.
+    pub included_height: Option<u64>,
+    /// Its position in that block's evidence; `null` while pending.
+    pub included_index: Option<u32>,
+    /// The two signed messages.
+    pub evidence: Evidence,
+}
+
+impl EvidenceInfo {
+    /// `evidence`, recorded at `included` (height, position) or pending.
+    pub fn new(evidence: Evidence, included: Option<(u64, u32)>) -> Self {
+        let offence = evidence.offence();
+        EvidenceInfo {
+            id: evidence.id(),
+            validator: offence.validator,
+            height: offence.height,
+            round: offence.round,
+            step: offence.step,
+            included_height: included.map(|(h, _)| h),
+            included_index: included.map(|(_, i)| i),
+            evidence,
+        }
+    }
+}
+
+/// The answer of `chain_getEvidence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceList {
+    /// Evidence recorded on chain from the requested height on, in chain
+    /// order.
+    pub recorded: Vec<EvidenceInfo>,
+    /// Where the next page starts (`from_height` to ask with), if the page
+    /// is full.
+    pub next_height: Option<u64>,
+    /// Evidence this node holds that no block records yet, oldest first
+    /// (the next proposer includes it).
+    pub pending: Vec<EvidenceInfo>,
 }
 
 #[cfg(test)]

@@ -235,6 +235,7 @@ impl Checker {
         match message {
             ConsensusMessage::Vote(v) if v.validator != signer => {}
             ConsensusMessage::Proposal(p) if p.proposer != signer => {}
+            ConsensusMessage::Evidence(_) => {}
             ConsensusMessage::Vote(v) => {
                 let slot = (signer, v.vote.height, v.vote.round, v.vote.kind);
                 let value = v.vote.block_hash;

@@ -123,7 +123,7 @@ impl Sim {
         if let Some(host) = node.host.take() {
             node.synced_before += host.synced_blocks();
         }
-        node.evidence_before += node.chain.evidence().len() as u64;
+        node.evidence_before += node.chain.evidence_kept();
         node.up = false;
         node.crash_pending = false;
         node.epoch += 1;

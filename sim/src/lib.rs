@@ -162,6 +162,9 @@ pub struct Stats {
     pub unavailable: u64,
     /// Evidence records made by any node.
     pub evidence: u64,
+    /// Offences recorded on chain (in the blocks of the longest honest
+    /// chain at the end).
+    pub evidence_on_chain: u64,
     /// Blocks committed through sync.
     pub synced_blocks: u64,
     /// Peers banned by a host (forged or conflicting blocks, bad answers).

@@ -174,7 +174,7 @@ fn batch(args: &Args, template: &Options) -> ExitCode {
 /// One row per cluster size: runs, failures, and what the runs went through.
 fn print_table(outcomes: &[Outcome]) {
     println!(
-        "{:>10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8} {:>7} {:>10} {:>9} {:>8} {:>8}",
+        "{:>10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8} {:>7} {:>10} {:>9} {:>9} {:>8} {:>8}",
         "validators",
         "runs",
         "failed",
@@ -185,6 +185,7 @@ fn print_table(outcomes: &[Outcome]) {
         "splits",
         "dropped",
         "evidence",
+        "recorded",
         "synced",
         "sim s"
     );
@@ -195,7 +196,7 @@ fn print_table(outcomes: &[Outcome]) {
         let rows: Vec<&Outcome> = outcomes.iter().filter(|o| o.validators == n).collect();
         let sum = |f: &dyn Fn(&Outcome) -> u64| rows.iter().map(|o| f(o)).sum::<u64>();
         println!(
-            "{:>10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8} {:>7} {:>10} {:>9} {:>8} {:>8}",
+            "{:>10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8} {:>7} {:>10} {:>9} {:>9} {:>8} {:>8}",
             n,
             rows.len(),
             rows.iter().filter(|o| o.violation.is_some()).count(),
@@ -206,6 +207,7 @@ fn print_table(outcomes: &[Outcome]) {
             sum(&|o| o.stats.partitions),
             sum(&|o| o.stats.dropped),
             sum(&|o| o.stats.evidence),
+            sum(&|o| o.stats.evidence_on_chain),
             sum(&|o| o.stats.synced_blocks),
             sum(&|o| o.sim_ms) / 1_000,
         );

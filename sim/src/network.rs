@@ -321,9 +321,15 @@ impl Sim {
 
     /// Whether node `i` holds evidence of `slot`'s equivocation.
     fn reported(&self, i: usize, slot: &VoteSlot) -> bool {
-        self.nodes[i].chain.evidence().iter().any(|e| {
-            let v = &e.first;
-            (v.validator, v.vote.height, v.vote.round, v.vote.kind) == *slot
-        })
+        let offence = tally_ledger::Offence {
+            validator: slot.0,
+            height: slot.1,
+            round: slot.2,
+            step: match slot.3 {
+                tally_ledger::VoteKind::Prevote => 1,
+                tally_ledger::VoteKind::Precommit => 2,
+            },
+        };
+        self.nodes[i].chain.knows_offence(&offence)
     }
 }

@@ -377,8 +377,18 @@ impl Sim {
         self.stats.evidence = self
             .nodes
             .iter()
-            .map(|n| n.evidence_before + n.chain.evidence().len() as u64)
+            .map(|n| n.evidence_before + n.chain.evidence_kept())
             .sum();
+        self.stats.evidence_on_chain = (0..self.nodes.len())
+            .filter(|i| self.honest(*i))
+            .map(|i| {
+                let store = self.nodes[i].chain.store();
+                store
+                    .evidence_from(1, usize::MAX)
+                    .map_or(0, |e| e.len() as u64)
+            })
+            .max()
+            .unwrap_or(0);
         let longest_gap_ms = self.longest_gap_while_paused();
         Outcome {
             seed: self.opts.seed,

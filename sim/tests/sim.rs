@@ -299,3 +299,28 @@ fn a_random_batch_of_seeds_holds_every_invariant() {
         outcomes.len()
     );
 }
+
+/// Byzantine validators that equivocate send each half of the cluster one
+/// of the two messages: the evidence reaches a block only because honest
+/// nodes pass on what they caught. Runs of such clusters record it on chain.
+#[test]
+fn equivocation_evidence_reaches_the_chain() {
+    let faults = FaultSet::parse("byzantine").unwrap_or_else(|e| panic!("{e}"));
+    let (mut caught, mut recorded) = (0, 0);
+    for seed in 0..12 {
+        let options = Options {
+            validators: Some(4),
+            faults,
+            ..Options::seed(seed)
+        };
+        let outcome = run(&options);
+        check(&outcome, &options);
+        caught += outcome.stats.evidence;
+        recorded += outcome.stats.evidence_on_chain;
+    }
+    assert!(caught > 0, "no equivocation was caught in 12 runs");
+    assert!(
+        recorded > 0,
+        "{caught} pieces of evidence caught, none recorded on chain"
+    );
+}

@@ -131,6 +131,23 @@ impl ChainRead for MemoryStore {
     fn tx_location(&self, tx_id: &Hash) -> Result<Option<TxLocation>, StorageError> {
         Ok(self.read()?.txs.get(tx_id).copied())
     }
+
+    fn evidence_from(
+        &self,
+        from_height: u64,
+        limit: usize,
+    ) -> Result<Vec<EvidenceRecord>, StorageError> {
+        let mut found: Vec<EvidenceRecord> = self
+            .read()?
+            .evidence
+            .values()
+            .filter(|r| r.height >= from_height)
+            .cloned()
+            .collect();
+        found.sort_by_key(|r| (r.height, r.index));
+        found.truncate(limit);
+        Ok(found)
+    }
 }
 
 impl ChainWrite for MemoryStore {
@@ -202,7 +219,10 @@ impl ChainHistory for MemoryStore {
     fn validator_state(&self) -> Result<ValidatorState, StorageError> {
         Ok(self.read()?.validators.clone())
     }
-    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, StorageError> {
+    fn validator_set_since(
+        &self,
+        height: u64,
+    ) -> Result<Option<(u64, ValidatorSet)>, StorageError> {
         let inner = self.read()?;
         let tip = inner.tip.map_or(0, |t| t.height);
         if height == 0 || height > tip + 2 {
@@ -212,7 +232,7 @@ impl ChainHistory for MemoryStore {
             .sets
             .range(..=height)
             .next_back()
-            .map(|(_, s)| s.clone()))
+            .map(|(since, s)| (*since, s.clone())))
     }
     fn recorded_offence(&self, offence: &Offence) -> Result<Option<Hash>, StorageError> {
         Ok(self.read()?.offences.get(offence).copied())

@@ -37,7 +37,8 @@ const CF_TREE_STALE: &str = "tree_stale";
 /// Validator sets by first height (`s` ‖ height, big-endian) and the
 /// validator state (`state`).
 const CF_VALIDATORS: &str = "validators";
-/// Recorded evidence: `o` ‖ borsh(offence) → id, `e` ‖ id → record.
+/// Recorded evidence: `o` ‖ borsh(offence) → id, `e` ‖ id → record,
+/// `i` ‖ BE height ‖ BE position → id.
 const CF_EVIDENCE: &str = "evidence";
 const KEY_VALIDATOR_STATE: &[u8] = b"state";
 const COLUMN_FAMILIES: [&str; 11] = [
@@ -418,6 +419,36 @@ impl ChainRead for RocksStore {
             .map(|b| decode("tx location", &b))
             .transpose()
     }
+
+    fn evidence_from(
+        &self,
+        from_height: u64,
+        limit: usize,
+    ) -> Result<Vec<EvidenceRecord>, StorageError> {
+        let start = included_key(from_height, 0);
+        let iter = self.db.iterator_cf(
+            &self.cf(CF_EVIDENCE)?,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut found = Vec::new();
+        for item in iter {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, id) = item.map_err(io)?;
+            if key.first() != Some(&b'i') {
+                break;
+            }
+            let id = Hash(id.as_ref().try_into().map_err(|_| {
+                StorageError::Corrupt("a stored evidence id is not 32 bytes".into())
+            })?);
+            let record = self.recorded_evidence(&id)?.ok_or_else(|| {
+                StorageError::Corrupt(format!("evidence {id} is indexed but not stored"))
+            })?;
+            found.push(record);
+        }
+        Ok(found)
+    }
 }
 
 impl ChainWrite for RocksStore {
@@ -487,6 +518,7 @@ impl ChainWrite for RocksStore {
             };
             batch.put_cf(&evidence, offence_key(&piece.offence())?, id.0);
             batch.put_cf(&evidence, evidence_key(&id), encode(&record)?);
+            batch.put_cf(&evidence, included_key(height, index as u32), id.0);
         }
         self.write_synced(batch)
     }
@@ -502,6 +534,14 @@ fn offence_key(offence: &Offence) -> Result<Vec<u8>, StorageError> {
     let mut key = b"o".to_vec();
     key.extend(encode(offence)?);
     Ok(key)
+}
+
+/// `i` ‖ BE height ‖ BE position: evidence in chain order.
+fn included_key(height: u64, index: u32) -> Vec<u8> {
+    let mut key = b"i".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key.extend_from_slice(&index.to_be_bytes());
+    key
 }
 
 fn evidence_key(id: &Hash) -> Vec<u8> {
@@ -533,7 +573,10 @@ impl ChainHistory for RocksStore {
         Ok(stored.advanced(tip))
     }
 
-    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, StorageError> {
+    fn validator_set_since(
+        &self,
+        height: u64,
+    ) -> Result<Option<(u64, ValidatorSet)>, StorageError> {
         let tip = self.tip()?.map_or(0, |t| t.height);
         if height == 0 || height > tip + 2 {
             return Ok(None);
@@ -551,7 +594,9 @@ impl ChainHistory for RocksStore {
                         "the stored validator set for height {height} breaks the set rules"
                     )));
                 }
-                Ok(Some(set))
+                let mut since = [0u8; 8];
+                since.copy_from_slice(&found[1..]);
+                Ok(Some((u64::from_be_bytes(since), set)))
             }
             Some(Err(e)) => Err(io(e)),
             _ => Err(StorageError::Corrupt(format!(

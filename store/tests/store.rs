@@ -6,8 +6,9 @@
 use tally_ledger::state_tree::{prove_account, tree_root, verify_account};
 use tally_ledger::{
     build_block, devnet_key, execute_block, AccountRead, Address, BlockInputs, BlockMeta,
-    BlockWrite, ChainContext, ChainId, ChainRead, ChainWrite, Commit, CommitSignature, Genesis,
-    GenesisBalance, GenesisValidator, Params, SigCheck, StoredBlock, Transaction, Vote, VoteKind,
+    BlockWrite, ChainContext, ChainId, ChainRead, ChainWrite, Commit, CommitSignature,
+    DuplicateVoteEvidence, Evidence, Genesis, GenesisBalance, GenesisValidator, Params, SigCheck,
+    SignedVote, StoredBlock, Transaction, Vote, VoteKind,
 };
 use tally_store::{MemoryStore, OpenError, RocksConfig, RocksStore};
 
@@ -34,6 +35,35 @@ fn bob() -> Address {
 
 /// Builds, signs and commits one block moving 10 from alice to bob.
 fn commit_transfer<S: ChainWrite>(store: &S, chain: &ChainContext, nonce: u64) -> StoredBlock {
+    commit_with_evidence(store, chain, nonce, Vec::new())
+}
+
+/// Two different prevotes (or precommits) of validator-0 at `height`.
+fn double_vote(chain: &ChainContext, height: u64, kind: VoteKind) -> Evidence {
+    let key = devnet_key("validator-0");
+    let vote = |tag: &[u8]| {
+        let vote = Vote {
+            chain_id: chain.genesis.chain_id.clone(),
+            height,
+            round: 0,
+            kind,
+            block_hash: Some(tally_ledger::Hash::digest(tag)),
+        };
+        SignedVote::sign(vote, &key, &chain.genesis_hash)
+    };
+    Evidence::DuplicateVote(DuplicateVoteEvidence {
+        first: vote(b"a"),
+        second: vote(b"b"),
+    })
+}
+
+/// As [`commit_transfer`], the block also recording `evidence`.
+fn commit_with_evidence<S: ChainWrite>(
+    store: &S,
+    chain: &ChainContext,
+    nonce: u64,
+    evidence: Vec<Evidence>,
+) -> StoredBlock {
     let alice = devnet_key("alice");
     let tx = Transaction::transfer(
         chain.genesis.chain_id.clone(),
@@ -55,11 +85,12 @@ fn commit_transfer<S: ChainWrite>(store: &S, chain: &ChainContext, nonce: u64) -
             now_ms: parent.timestamp_ms + 1,
             candidates: vec![tx],
             last_commit: store.block(parent.height).unwrap().map(|b| b.commit),
-            evidence: Vec::new(),
+            evidence: evidence.clone(),
         },
     )
     .unwrap();
     assert!(built.rejected.is_empty());
+    assert_eq!(built.block.evidence, evidence, "all of it is valid and new");
     let executed = execute_block(store, chain, &parent, &built.block, SigCheck::Verify).unwrap();
     let vote = Vote {
         chain_id: chain.genesis.chain_id.clone(),
@@ -234,6 +265,64 @@ fn rocks_store_commits_reopens_and_reads_back() {
     let mut blocks = blocks;
     blocks.push(commit_transfer(&store, &chain, 3));
     check_contents(&store, &blocks);
+}
+
+/// Evidence is read back by id, by offence and in chain order from a
+/// height, with the height and position of the block that records it.
+fn check_evidence<S: ChainWrite>(store: &S, chain: &ChainContext) -> Vec<Evidence> {
+    commit_transfer(store, chain, 0);
+    let first = double_vote(chain, 1, VoteKind::Prevote);
+    commit_with_evidence(store, chain, 1, vec![first.clone()]);
+    let (second, third) = (
+        double_vote(chain, 2, VoteKind::Prevote),
+        double_vote(chain, 2, VoteKind::Precommit),
+    );
+    commit_with_evidence(store, chain, 2, vec![second.clone(), third.clone()]);
+    commit_transfer(store, chain, 3);
+    let all = vec![first, second, third];
+    read_evidence_back(store, &all);
+    all
+}
+
+fn read_evidence_back<S: ChainRead>(store: &S, all: &[Evidence]) {
+    let placed = |from, limit| -> Vec<(u64, u32, Evidence)> {
+        store
+            .evidence_from(from, limit)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.height, r.index, r.evidence))
+            .collect()
+    };
+    let expected = vec![
+        (2, 0, all[0].clone()),
+        (3, 0, all[1].clone()),
+        (3, 1, all[2].clone()),
+    ];
+    assert_eq!(placed(1, 10), expected);
+    assert_eq!(placed(3, 10), expected[1..].to_vec());
+    assert_eq!(placed(1, 2), expected[..2].to_vec());
+    assert_eq!(placed(4, 10), vec![]);
+    for (height, index, evidence) in expected {
+        let record = store.recorded_evidence(&evidence.id()).unwrap().unwrap();
+        assert_eq!((record.height, record.index), (height, index));
+        assert_eq!(
+            store.recorded_offence(&evidence.offence()).unwrap(),
+            Some(evidence.id())
+        );
+    }
+}
+
+#[test]
+fn stores_record_evidence_in_chain_order() {
+    let chain = chain("evidence");
+    check_evidence(&MemoryStore::new(&chain), &chain);
+    let dir = tempfile::tempdir().unwrap();
+    let all = {
+        let store = RocksStore::open(dir.path(), &chain, &RocksConfig::default()).unwrap();
+        check_evidence(&store, &chain)
+    };
+    let store = RocksStore::open(dir.path(), &chain, &RocksConfig::default()).unwrap();
+    read_evidence_back(&store, &all);
 }
 
 #[test]

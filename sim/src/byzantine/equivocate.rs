@@ -33,6 +33,7 @@ pub(super) fn alternative(
             };
             ConsensusMessage::Proposal(Box::new(SignedProposal::sign(core, block, liar.key, &gh)))
         }
+        ConsensusMessage::Evidence(_) => return None,
     })
 }
 
