@@ -153,6 +153,14 @@ impl Consensus {
         out: &mut Vec<Action>,
     ) {
         let Some(key) = &self.key else { return };
+        // A key outside this height's set signs nothing. The guard lets a
+        // recorded vote be sent again after a restart, and the record may
+        // be another key's: a validator restarted with its rotated key
+        // while it still catches up to the height the rotation takes
+        // effect holds its old key's record.
+        if self.validators.power_of(&key.address()).is_none() {
+            return;
+        }
         let vote = Vote {
             chain_id: self.chain_id.clone(),
             height: self.height,

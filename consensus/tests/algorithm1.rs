@@ -1361,3 +1361,41 @@ fn a_validator_restarted_in_a_later_round_sends_its_earlier_precommit_again() {
         "nothing new is signed for round 0"
     );
 }
+
+/// A validator restarted with its rotated key before the rotation takes
+/// effect holds its old key's record of this height: the new key, not in
+/// this height's set, sends nothing (the recorded vote is the old key's to
+/// send).
+#[test]
+fn a_key_outside_the_set_sends_no_recorded_vote_after_a_restart() {
+    let net = Net::new();
+    let a = net.block("a");
+    let record = SignState {
+        height: 1,
+        round: 0,
+        step: SignStep::Prevote,
+        block_hash: Some(a.hash()),
+        valid_round: None,
+        locked: None,
+        valid: None,
+        prevote: None,
+        earlier: None,
+    };
+    let rotated = devnet_key("rotated-key");
+    let mut node = Consensus::new(
+        Config::default(),
+        net.chain.genesis.chain_id.clone(),
+        net.chain.genesis_hash,
+        net.chain.validators.clone(),
+        Some(rotated),
+        Some(record),
+        None,
+    );
+    let actions = node.handle(net.start(1));
+    assert!(
+        !actions
+            .iter()
+            .any(|x| matches!(x, Action::Broadcast(ConsensusMessage::Vote(_)))),
+        "{actions:?}"
+    );
+}

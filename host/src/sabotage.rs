@@ -22,6 +22,9 @@ pub enum Sabotage {
     /// No catch-up exchange: decisions are not told, a stuck round is not
     /// repaired point to point (only block sync and timeouts remain).
     NoCatchup,
+    /// Consensus runs every height with the genesis set, whatever the
+    /// chain's validator-set changes made it.
+    GenesisSetForever,
 }
 
 thread_local! {

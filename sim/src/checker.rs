@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tally_ledger::state_tree::{prove_account, verify_account, MemoryState};
 use tally_ledger::{
-    execute_block, Address, BlockMeta, ChainContext, ChainRead, ConsensusMessage, ExecutedBlock,
-    Hash, Header, SigCheck, StoredBlock, VoteKind,
+    execute_block, verify_commit, Address, BlockMeta, ChainContext, ChainHistory, ChainRead,
+    ChangeResult, ConsensusMessage, ExecutedBlock, Hash, Header, SigCheck, StoredBlock,
+    ValidatorSet, ValidatorState, VoteKind,
 };
 
 /// Key of one vote slot: who, height, round, kind.
@@ -33,6 +34,11 @@ pub struct Checker {
     proposals: BTreeMap<(Address, u64, u32), Hash>,
     /// Each honest node's own chain: its last committed height and block.
     chains: BTreeMap<usize, (u64, Hash)>,
+    /// The validator state after each height of the reference chain, by
+    /// hash: every honest node's must be the same.
+    validator_states: BTreeMap<u64, Hash>,
+    /// Validator-set changes completed on the reference chain.
+    completed_changes: u64,
     /// The first violation seen; the run stops there.
     pub violation: Option<String>,
 }
@@ -52,6 +58,8 @@ impl Checker {
             votes: BTreeMap::new(),
             proposals: BTreeMap::new(),
             chains: BTreeMap::new(),
+            validator_states: BTreeMap::new(),
+            completed_changes: 0,
             violation: None,
         }
     }
@@ -75,6 +83,22 @@ impl Checker {
     /// Transactions committed so far.
     pub fn committed_txs(&self) -> usize {
         self.committed_txs.len()
+    }
+
+    /// The validator state after the reference tip.
+    pub fn validator_state(&self) -> Option<ValidatorState> {
+        self.state.validator_state().ok()
+    }
+
+    /// The set that signs `height` on the reference chain (known up to two
+    /// past its tip).
+    pub fn set_at(&self, height: u64) -> Option<ValidatorSet> {
+        self.state.validator_set_at(height).ok().flatten()
+    }
+
+    /// Validator-set changes completed on the reference chain.
+    pub fn completed_changes(&self) -> u64 {
+        self.completed_changes
     }
 
     /// A client built `id` to be invalid.
@@ -108,10 +132,32 @@ impl Checker {
                 header.state_root, executed.tree.root, executed.tree.version
             ));
         }
-        if let Err(e) = self.chain.verify_commit(&stored.commit, height, &hash) {
-            self.fail(format!(
-                "node {node} committed block {height} without a valid certificate: {e}"
-            ));
+        // Against the set of its height on the reference chain (known up to
+        // two past the reference tip; a commit further ahead fails below).
+        match self.set_at(height) {
+            Some(set) => {
+                let genesis = &self.chain.genesis;
+                let checked = verify_commit(
+                    &stored.commit,
+                    height,
+                    &hash,
+                    &set,
+                    &genesis.chain_id,
+                    &self.chain.genesis_hash,
+                );
+                if let Err(e) = checked {
+                    self.fail(format!(
+                        "node {node} committed block {height} without a valid certificate \
+                         for the set of that height: {e}"
+                    ));
+                }
+            }
+            None if height <= self.tip.height + 1 => {
+                self.fail(format!(
+                    "the reference chain knows no set for height {height}"
+                ));
+            }
+            None => {}
         }
         if let Some(first) = self.committed.get(&height) {
             if *first != hash {
@@ -119,6 +165,16 @@ impl Checker {
                     "agreement: node {node} committed {hash} at height {height}, \
                      another honest node committed {first}"
                 ));
+            }
+            let state = state_hash(&executed.validators);
+            if let Some(reference) = self.validator_states.get(&height) {
+                if *reference != state {
+                    self.fail(format!(
+                        "node {node}'s validator state after block {height} differs from the \
+                         reference chain's: {:?}",
+                        executed.validators
+                    ));
+                }
             }
             return;
         }
@@ -167,6 +223,30 @@ impl Checker {
             }
             next_nonce.insert(from, expected + 1);
         }
+        let before = self.validator_state();
+        for outcome in &executed.validator_outcomes {
+            if let ChangeResult::Completed { .. } = outcome.result {
+                self.completed_changes += 1;
+                if let Some(before) = &before {
+                    let live: BTreeSet<Address> = block
+                        .last_commit
+                        .iter()
+                        .flat_map(|c| c.signatures.iter().map(|s| s.validator))
+                        .collect();
+                    let min = self.chain.genesis.params.min_validators.max(1) as usize;
+                    if let Err(why) =
+                        guard_holds(&before.next, &executed.validators.next, &live, min)
+                    {
+                        return self.fail(format!(
+                            "block {height} completed change {} breaking the guard: {why}",
+                            outcome.id
+                        ));
+                    }
+                }
+            }
+        }
+        self.validator_states
+            .insert(height, state_hash(&executed.validators));
         if let Err(e) = self.state.apply(block, &executed) {
             return self.fail(format!(
                 "the reference state cannot take block {height}: {e}"
@@ -269,4 +349,61 @@ impl Checker {
     pub fn violate(&mut self, what: String) {
         self.fail(what);
     }
+}
+
+fn state_hash(state: &ValidatorState) -> Hash {
+    Hash::digest(&borsh::to_vec(state).unwrap_or_default())
+}
+
+/// The liveness guard, computed here on its own from the sets before and
+/// after a completed change: at least `min` validators; at most a third of
+/// the old power moved (by name, so a key rotation moves nothing); and the
+/// validators that signed the block's last commit hold more than two
+/// thirds of the new set's power (a new key has signed nothing yet).
+fn guard_holds(
+    old: &ValidatorSet,
+    new: &ValidatorSet,
+    live: &BTreeSet<Address>,
+    min: usize,
+) -> Result<(), String> {
+    if new.validators().len() < min {
+        return Err(format!(
+            "{} validators, fewer than {min}",
+            new.validators().len()
+        ));
+    }
+    let by_name = |set: &ValidatorSet| -> BTreeMap<String, u64> {
+        set.validators()
+            .iter()
+            .map(|v| (v.name.clone(), v.power))
+            .collect()
+    };
+    let (before, after) = (by_name(old), by_name(new));
+    let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let moved: u64 = names
+        .iter()
+        .map(|n| {
+            let (a, b) = (before.get(*n).copied(), after.get(*n).copied());
+            a.unwrap_or(0).abs_diff(b.unwrap_or(0))
+        })
+        .sum();
+    if moved * 3 > old.total_power() {
+        return Err(format!(
+            "moved {moved} of {} voting power",
+            old.total_power()
+        ));
+    }
+    let live_power: u64 = new
+        .validators()
+        .iter()
+        .filter(|v| live.contains(&v.address))
+        .map(|v| v.power)
+        .sum();
+    if live_power * 3 <= new.total_power() * 2 {
+        return Err(format!(
+            "the live validators hold {live_power} of the new {} voting power",
+            new.total_power()
+        ));
+    }
+    Ok(())
 }

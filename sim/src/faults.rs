@@ -74,7 +74,11 @@ impl Sim {
                     .host
                     .as_ref()
                     .map_or(0, |h| h.consensus().round());
-                let proposer = tally_consensus::proposer(&self.chain.validators, height, round);
+                let set = self
+                    .checker
+                    .set_at(height)
+                    .unwrap_or_else(|| self.chain.validators.clone());
+                let proposer = tally_consensus::proposer(&set, height, round);
                 let i = self.nodes.iter().position(|nd| nd.address == proposer);
                 (i.into_iter().collect(), "proposer isolated")
             }

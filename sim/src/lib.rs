@@ -28,7 +28,11 @@
 //! - an honest node that counts two different votes of one validator for
 //!   the same slot records evidence;
 //! - once the faults stop (at most f Byzantine validators remain) every
-//!   honest node commits new blocks within a bounded simulated time.
+//!   honest node commits new blocks within a bounded simulated time;
+//! - with validator-set changes: every certificate is valid for the set of
+//!   its height, every honest node's validator state after each block is
+//!   the reference chain's, and every completed change keeps the guard
+//!   (checked here on its own from the sets before and after).
 //!
 //! # Not guaranteed
 //! - libp2p and RocksDB themselves are not simulated: the network here has
@@ -37,6 +41,7 @@
 //!   real ones.
 
 pub mod byzantine;
+mod changes;
 pub mod checker;
 pub mod faults;
 pub mod network;
@@ -169,6 +174,12 @@ pub struct Stats {
     pub synced_blocks: u64,
     /// Peers banned by a host (forged or conflicting blocks, bad answers).
     pub refused_sync: u64,
+    /// Validator-set changes the operators voted for.
+    pub changes_proposed: u64,
+    /// Validator-set changes completed on chain.
+    pub changes_completed: u64,
+    /// Nodes restarted with a rotated key.
+    pub rotations_applied: u64,
 }
 
 /// The result of one run.

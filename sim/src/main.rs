@@ -24,7 +24,7 @@ struct Args {
     /// Validators per cluster (default: the seed chooses 4, 7 or 10).
     #[arg(long)]
     validators: Option<usize>,
-    /// Fault classes: all, none, or a list of network,crash,pause,skew,byzantine,clients.
+    /// Fault classes: all, none, or a list of network,crash,pause,skew,byzantine,clients,changes.
     #[arg(long, default_value = "all", value_parser = FaultSet::parse)]
     faults: FaultSet,
     /// Threads (default: all cores).
@@ -150,6 +150,15 @@ fn batch(args: &Args, template: &Options) -> ExitCode {
     );
     bar.finish_and_clear();
     print_table(&outcomes);
+    let total = |f: &dyn Fn(&Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
+    if template.faults.changes {
+        println!(
+            "validator-set changes: {} voted for, {} completed, {} rotated nodes restarted",
+            total(&|o| o.stats.changes_proposed),
+            total(&|o| o.stats.changes_completed),
+            total(&|o| o.stats.rotations_applied)
+        );
+    }
     let failed: Vec<u64> = outcomes
         .iter()
         .filter(|o| o.violation.is_some())
@@ -174,7 +183,7 @@ fn batch(args: &Args, template: &Options) -> ExitCode {
 /// One row per cluster size: runs, failures, and what the runs went through.
 fn print_table(outcomes: &[Outcome]) {
     println!(
-        "{:>10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8} {:>7} {:>10} {:>9} {:>9} {:>8} {:>8}",
+        "{:>10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8} {:>7} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8}",
         "validators",
         "runs",
         "failed",
@@ -186,6 +195,7 @@ fn print_table(outcomes: &[Outcome]) {
         "dropped",
         "evidence",
         "recorded",
+        "changes",
         "synced",
         "sim s"
     );
@@ -196,7 +206,7 @@ fn print_table(outcomes: &[Outcome]) {
         let rows: Vec<&Outcome> = outcomes.iter().filter(|o| o.validators == n).collect();
         let sum = |f: &dyn Fn(&Outcome) -> u64| rows.iter().map(|o| f(o)).sum::<u64>();
         println!(
-            "{:>10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8} {:>7} {:>10} {:>9} {:>9} {:>8} {:>8}",
+            "{:>10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8} {:>7} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8}",
             n,
             rows.len(),
             rows.iter().filter(|o| o.violation.is_some()).count(),
@@ -208,6 +218,7 @@ fn print_table(outcomes: &[Outcome]) {
             sum(&|o| o.stats.dropped),
             sum(&|o| o.stats.evidence),
             sum(&|o| o.stats.evidence_on_chain),
+            sum(&|o| o.stats.changes_completed),
             sum(&|o| o.stats.synced_blocks),
             sum(&|o| o.sim_ms) / 1_000,
         );

@@ -139,7 +139,8 @@ impl Sim {
             }
             Some(lies) => {
                 let peers: Vec<usize> = (0..self.nodes.len()).filter(|&j| j != i).collect();
-                let (sends, garbage) = self.as_liar(i, |liar| {
+                let at_change = self.first_height_of_a_set(i, message.height());
+                let (sends, garbage) = self.as_liar(i, at_change, |liar| {
                     let sends = byzantine::outgoing(liar, &lies, &peers, message);
                     let garbage = match lies.contains(&crate::profile::Lie::Garbage) {
                         true => byzantine::garbage(liar).map(|bytes| {
@@ -270,7 +271,7 @@ impl Sim {
         lies: &[crate::profile::Lie],
         answer: SyncResponse,
     ) -> Option<Vec<u8>> {
-        self.as_liar(i, |liar| {
+        self.as_liar(i, false, |liar| {
             if lies.contains(&crate::profile::Lie::Garbage) {
                 if let Some(bytes) = byzantine::garbage(liar) {
                     return Some(bytes);
@@ -282,7 +283,7 @@ impl Sim {
 
     /// Runs `act` as node `i`'s Byzantine side: its key, the run's
     /// generator and the funded client keys it forges transfers with.
-    fn as_liar<T>(&mut self, i: usize, act: impl FnOnce(&mut Liar<'_>) -> T) -> T {
+    fn as_liar<T>(&mut self, i: usize, at_change: bool, act: impl FnOnce(&mut Liar<'_>) -> T) -> T {
         let key = self.nodes[i].key.clone();
         let (client, other) = (self.clients[0].clone(), self.clients[1].clone());
         let mut liar = Liar {
@@ -291,8 +292,19 @@ impl Sim {
             rng: &mut self.rng,
             client: &client,
             other_client: &other,
+            at_change,
         };
         act(&mut liar)
+    }
+
+    /// Whether, as node `i` knows the sets, `height` is signed by another
+    /// set than the height before.
+    fn first_height_of_a_set(&self, i: usize, height: u64) -> bool {
+        let state = self.nodes[i].chain.validators().get();
+        match (state.set_at(height), state.set_at(height.saturating_sub(1))) {
+            (Some(now), Some(before)) => now != before,
+            _ => false,
+        }
     }
 
     /// For the evidence invariant: a vote node `i`'s state machine is about

@@ -20,6 +20,9 @@ pub struct FaultSet {
     pub byzantine: bool,
     /// Invalid client transactions besides valid ones.
     pub bad_clients: bool,
+    /// Validator-set changes by vote (adds of spare nodes, removals, power
+    /// changes, key rotations), from a generator of their own.
+    pub changes: bool,
 }
 
 impl FaultSet {
@@ -31,6 +34,15 @@ impl FaultSet {
         skew: true,
         byzantine: true,
         bad_clients: true,
+        changes: true,
+    };
+
+    /// Every class but validator-set changes: what every run drew from
+    /// before changes existed (the seeds recorded then replay their
+    /// histories with it).
+    pub const BEFORE_CHANGES: FaultSet = FaultSet {
+        changes: false,
+        ..FaultSet::ALL
     };
 
     /// No faults: a healthy cluster with honest clients.
@@ -41,10 +53,11 @@ impl FaultSet {
         skew: false,
         byzantine: false,
         bad_clients: false,
+        changes: false,
     };
 
     /// Parses `all`, `none`, or a comma-separated list of
-    /// `network,crash,pause,skew,byzantine,clients`.
+    /// `network,crash,pause,skew,byzantine,clients,changes`.
     pub fn parse(text: &str) -> Result<FaultSet, String> {
         let mut set = FaultSet::NONE;
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -57,10 +70,11 @@ impl FaultSet {
                 "skew" => set.skew = true,
                 "byzantine" => set.byzantine = true,
                 "clients" => set.bad_clients = true,
+                "changes" => set.changes = true,
                 other => {
                     return Err(format!(
                         "unknown fault class {other:?}: use all, none, or a list of \
-                         network,crash,pause,skew,byzantine,clients"
+                         network,crash,pause,skew,byzantine,clients,changes"
                     ))
                 }
             }
@@ -80,6 +94,7 @@ impl FaultSet {
             (self.skew, "skew"),
             (self.byzantine, "byzantine"),
             (self.bad_clients, "clients"),
+            (self.changes, "changes"),
         ];
         let on: Vec<&str> = names.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect();
         if on.is_empty() {

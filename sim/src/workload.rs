@@ -90,22 +90,20 @@ impl Sim {
 
     /// What `tx_submit` does: decode, check, admit, gossip, and tell the
     /// host there is work.
-    fn submit(&mut self, i: usize, bytes: &[u8]) {
+    /// Returns why the node refused it, if it did.
+    pub(crate) fn submit(&mut self, i: usize, bytes: &[u8]) -> Option<String> {
         let Ok(tx) = SignedTransaction::decode(bytes) else {
-            return;
+            return Some("does not decode".into());
         };
         let now = self.local_now(i);
-        if self.nodes[i]
-            .chain
-            .admit(tx, Signature::Check, now)
-            .is_err()
-        {
-            return;
+        if let Err(e) = self.nodes[i].chain.admit(tx, Signature::Check, now) {
+            return Some(format!("{e:?}"));
         }
         self.stats.admitted += 1;
         let batch = tally_ledger::encode_tx_batch(&[bytes.to_vec()]);
         self.gossip(i, &To::All, Topic::Transactions, batch);
         self.with_host(i, |h| h.on_work());
+        None
     }
 }
 

@@ -85,6 +85,10 @@ pub(crate) enum Event {
     ScenarioPause {
         index: u64,
     },
+    /// Operators may vote for a validator-set change.
+    ProposeChange,
+    /// Operators tend their validators (restarts after a key rotation).
+    TendValidators,
     EndFaults,
     Deadline,
 }
@@ -182,6 +186,13 @@ pub struct Sim {
     pub(crate) first_commits: Vec<(u64, u64)>,
     /// The scenario's pauses: node, start, end (sim ms).
     pub(crate) pause_windows: Vec<(usize, u64, u64)>,
+    /// Validator-set changes draw from this generator, not the run's.
+    pub(crate) change_rng: ChaCha8Rng,
+    /// Key rotations voted for, until the node restarts with its new key.
+    pub(crate) rotations: Vec<crate::changes::Rotation>,
+    /// New keys of rotations being voted for, by address.
+    pub(crate) rotation_keys: BTreeMap<Address, Keypair>,
+    pub(crate) next_rotation: u64,
 }
 
 /// The host's settings in the simulation: the node's, with shorter
@@ -290,14 +301,27 @@ impl Sim {
     /// Lays out the cluster the seed describes.
     pub fn new(opts: Options) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-        let profile = Profile::draw(&mut rng, opts.validators, opts.faults);
+        let mut profile = Profile::draw(&mut rng, opts.validators, opts.faults);
         let chain = ChainContext::new(genesis(profile.validators));
-        let nodes = (0..profile.validators)
+        // Spare nodes (full nodes a change may add) only with changes: a
+        // run without them draws exactly what it drew before.
+        let spares = match opts.faults.changes {
+            true => crate::changes::SPARES,
+            false => 0,
+        };
+        profile
+            .clock_offset_ms
+            .extend(std::iter::repeat_n(0, spares));
+        profile
+            .timer_permille
+            .extend(std::iter::repeat_n(1_000, spares));
+        let nodes = (0..profile.validators + spares)
             .map(|i| {
                 let key = devnet_key(&tally_ledger::devnet::validator_name(i));
                 SimNode::new(&chain, key, profile.lies_of(i).map(<[Lie]>::to_vec))
             })
             .collect();
+        let change_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7a11_c4a9_6e5e_7000);
         let checker = Checker::new(&chain);
         let start_ms = chain.genesis.genesis_time_ms + 1_000;
         Sim {
@@ -324,6 +348,10 @@ impl Sim {
             recent: std::collections::VecDeque::new(),
             first_commits: Vec::new(),
             pause_windows: Vec::new(),
+            change_rng,
+            rotations: Vec::new(),
+            rotation_keys: BTreeMap::new(),
+            next_rotation: 0,
         }
     }
 
@@ -356,6 +384,11 @@ impl Sim {
             None => p.fault_ms,
         };
         self.schedule(fault_ms, Event::EndFaults);
+        if f.changes {
+            let first = self.change_rng.gen_range(1_000..=3_000);
+            self.schedule(first, Event::ProposeChange);
+            self.schedule(500, Event::TendValidators);
+        }
         while let Some(next) = self.queue.pop() {
             self.now = next.at;
             self.note_event(&next);
@@ -389,6 +422,7 @@ impl Sim {
             })
             .max()
             .unwrap_or(0);
+        self.stats.changes_completed = self.checker.completed_changes();
         let longest_gap_ms = self.longest_gap_while_paused();
         Outcome {
             seed: self.opts.seed,
@@ -431,6 +465,8 @@ impl Sim {
             Event::Heal { partition } => (7, *partition as usize, 0),
             Event::DiskRecovers { node } => (11, *node, 0),
             Event::ScenarioPause { index } => (10, *index as usize, 0),
+            Event::ProposeChange => (12, 0, 0),
+            Event::TendValidators => (13, 0, 0),
             Event::EndFaults => (8, 0, 0),
             Event::Deadline => (9, 0, 0),
         };
@@ -514,6 +550,19 @@ impl Sim {
                 }
             }
             Event::ScenarioPause { index } => self.scenario_pause(index),
+            Event::ProposeChange => {
+                if self.faulty {
+                    self.propose_change();
+                    let next = self.change_rng.gen_range(1_500..=4_000);
+                    self.schedule(next, Event::ProposeChange);
+                }
+            }
+            Event::TendValidators => {
+                self.tend_validators();
+                if !self.done {
+                    self.schedule(500, Event::TendValidators);
+                }
+            }
             Event::DiskRecovers { node } => {
                 self.nodes[node]
                     .disk_failing

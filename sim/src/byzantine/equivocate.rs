@@ -1,5 +1,6 @@
 //! Equivocation: a second, different proposal or vote for the same slot,
-//! the two sent to different halves of the cluster.
+//! the two sent to different halves of the cluster — half of the time, and
+//! always at the first height of a new validator set.
 
 use rand::Rng;
 use tally_ledger::{ConsensusMessage, Hash, ProposalCore, SignedProposal, SignedVote};
@@ -11,7 +12,7 @@ pub(super) fn alternative(
     liar: &mut Liar<'_>,
     message: &ConsensusMessage,
 ) -> Option<ConsensusMessage> {
-    if !liar.coin(0.5) {
+    if !liar.at_change && !liar.coin(0.5) {
         return None;
     }
     let gh = liar.chain.genesis_hash;

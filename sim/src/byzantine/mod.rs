@@ -32,6 +32,9 @@ pub struct Liar<'a> {
     pub client: &'a Keypair,
     /// Another client key.
     pub other_client: &'a Keypair,
+    /// The message is for the first height of a new validator set: an
+    /// equivocator always equivocates there.
+    pub at_change: bool,
 }
 
 /// Who gets a message: everyone, or these peers.
