@@ -207,18 +207,32 @@ impl Verifier {
             "header {height} has version {}; this verifier checks version {BLOCK_VERSION}",
             header.version
         );
+        anyhow::ensure!(height >= 1, "a header at height 0: the chain starts at 1");
         let (from, set) = self.set_for(height);
         let set_hash = set.hash();
-        if header.validators_hash != set_hash {
-            let pending = self
+        // A change announced for a height in (from, height] and not proven
+        // yet: the followed set said itself that it leaves there.
+        let announced = match from < height {
+            true => self
                 .announced
                 .range(from + 1..=height)
                 .next_back()
-                .map(|(at, hash)| format!("; block {} announced set {hash} from height {at}: give the chain_getValidators answer of height {at} before this one", at - 1))
-                .unwrap_or_else(|| "; if the set changed, give first the chain_getBlock answer of the block before the change took effect, then the chain_getValidators answer of the height it took effect".into());
+                .map(|(at, hash)| (*at, *hash)),
+            false => None,
+        };
+        if let Some((at, hash)) = announced {
+            anyhow::bail!(
+                "header {height} is past height {at}, where block {} announced validator set \
+                 {hash}: give the chain_getValidators answer of height {at} before this one",
+                at - 1
+            );
+        }
+        if header.validators_hash != set_hash {
             anyhow::bail!(
                 "header {height} names validator set {}, but the set followed to height {height} \
-                 (in force from height {from}) hashes to {set_hash}{pending}",
+                 (in force from height {from}) hashes to {set_hash}; if the set changed, give \
+                 first the chain_getBlock answer of the block before the change took effect, \
+                 then the chain_getValidators answer of the height it took effect",
                 header.validators_hash
             );
         }
@@ -324,6 +338,15 @@ impl Verifier {
             });
         }
         let (from, followed) = self.set_for(height);
+        if from < height {
+            if let Some((at, announced)) = self.announced.range(from + 1..=height).next_back() {
+                anyhow::bail!(
+                    "the validator set at height {height} hashes to {hash}, but block {} announced \
+                     set {announced} from height {at}",
+                    at - 1
+                );
+            }
+        }
         anyhow::ensure!(
             followed.hash() == hash,
             "the validator set at height {height} hashes to {hash}, but no checked header announces \
@@ -448,4 +471,62 @@ pub fn run(genesis: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
     }
     println!("all {} checked against the genesis", files.len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tally_ledger::devnet::devnet_genesis;
+
+    fn header(chain: &ChainContext, height: u64, validators_hash: Hash) -> Header {
+        Header {
+            version: BLOCK_VERSION,
+            chain_id: chain.genesis.chain_id.clone(),
+            height,
+            parent_hash: chain.genesis_hash,
+            timestamp_ms: 1,
+            proposer: chain.validators.validators()[0].address,
+            tx_root: tx_root(&[]),
+            tx_count: 0,
+            state_root: Hash::ZERO,
+            validators_hash,
+            next_validators_hash: validators_hash,
+            last_commit_hash: tally_ledger::last_commit_hash(&None),
+            evidence_hash: tally_ledger::evidence_hash(&[]),
+        }
+    }
+
+    fn unsigned(header: &Header) -> Commit {
+        Commit {
+            height: header.height,
+            round: 0,
+            block_hash: header.hash(),
+            signatures: vec![],
+        }
+    }
+
+    /// Crafted answers (a header at or below a proven set's first height,
+    /// after an announcement) are refused with a reason, not a panic.
+    #[test]
+    fn crafted_headers_are_refused_without_a_panic() {
+        let chain = ChainContext::new(devnet_genesis(4, "tally-devnet").unwrap());
+        let mut verifier = Verifier::new(chain.clone());
+        verifier.announced.insert(100, Hash::digest(b"a later set"));
+        for height in [0, 1] {
+            let h = header(&chain, height, Hash::digest(b"another set"));
+            assert!(verifier.check_certified(&h, &unsigned(&h)).is_err());
+        }
+        // Past an announced change whose set was not shown: refused even
+        // under the old set's hash.
+        let h = header(&chain, 150, chain.validators.hash());
+        let e = verifier.check_certified(&h, &unsigned(&h)).unwrap_err();
+        assert!(e.to_string().contains("announced validator set"), "{e}");
+        // Below it, the old set still signs (here: no signatures, refused
+        // for that).
+        let h = header(&chain, 50, chain.validators.hash());
+        let e = verifier.check_certified(&h, &unsigned(&h)).unwrap_err();
+        assert!(format!("{e:#}").contains("certificate"), "{e:#}");
+    }
 }

@@ -35,6 +35,11 @@ use crate::checked::CheckedTxs;
 /// Most equivocations kept for `chain_getEvidence`.
 pub const MAX_EVIDENCE: usize = 1_000;
 
+/// Most pending evidence kept against one validator: enough to cite for
+/// its removal, and a validator that equivocates at will cannot crowd
+/// out the evidence against others.
+pub const MAX_EVIDENCE_PER_VALIDATOR: usize = 4;
+
 /// Most kept executions of candidate blocks (one per round at most).
 const MAX_CACHED_EXECUTIONS: usize = 64;
 
@@ -554,33 +559,48 @@ impl Chain {
     /// Keeps proof that a validator equivocated (checked by whoever hands
     /// it in: the consensus machine from verified messages, the network
     /// intake against the set of its height) until a block records it.
-    /// `false` if its offence is already pending or on chain. A store that
+    /// `false` if its offence is already pending or on chain, if
+    /// [`MAX_EVIDENCE_PER_VALIDATOR`] pieces against its validator or
+    /// [`MAX_EVIDENCE`] in all are pending, or at height 0. A store that
     /// cannot be read does not lose it: it is kept, and the block builder
     /// leaves it out if it turns out to be recorded.
     pub fn add_evidence(&self, evidence: Evidence) -> bool {
         let offence = evidence.offence();
-        if lock(&self.evidence).iter().any(|e| e.offence() == offence) {
+        if offence.height == 0 || lock(&self.evidence).iter().any(|e| e.offence() == offence) {
             return false;
         }
         if let Ok(Some(_)) = self.store.recorded_offence(&offence) {
             return false;
         }
         let mut kept = lock(&self.evidence);
-        if kept.iter().any(|e| e.offence() == offence) {
+        let against = kept
+            .iter()
+            .filter(|e| e.offence().validator == offence.validator)
+            .count();
+        // Full: what is kept stays (it is older, and as good); the
+        // newcomer may come again by gossip once blocks make room.
+        if kept.iter().any(|e| e.offence() == offence)
+            || against >= MAX_EVIDENCE_PER_VALIDATOR
+            || kept.len() >= MAX_EVIDENCE
+        {
             return false;
-        }
-        if kept.len() >= MAX_EVIDENCE {
-            kept.pop_front();
         }
         kept.push_back(evidence);
         self.evidence_kept.fetch_add(1, Ordering::Relaxed);
         true
     }
 
-    /// Whether this node holds evidence of `offence`: pending, or recorded
-    /// on chain.
+    /// Whether this node holds evidence of `offence` (pending, or recorded
+    /// on chain), or holds the most it keeps against its validator.
     pub fn knows_offence(&self, offence: &Offence) -> bool {
-        lock(&self.evidence).iter().any(|e| &e.offence() == offence)
+        let kept = lock(&self.evidence);
+        let against = kept
+            .iter()
+            .filter(|e| e.offence().validator == offence.validator)
+            .count();
+        kept.iter().any(|e| &e.offence() == offence)
+            || against >= MAX_EVIDENCE_PER_VALIDATOR
+            || kept.len() >= MAX_EVIDENCE
             || matches!(self.store.recorded_offence(offence), Ok(Some(_)))
     }
 
@@ -1167,6 +1187,58 @@ mod tests {
         let pool = Mempool::new(config);
         let node = Chain::new(chain.clone(), store, pool, 10, Box::new(NoEvents));
         (node, failing, chain)
+    }
+
+    /// Two different prevotes of `signer` at `height` and `round`.
+    fn double_vote(chain: &ChainContext, signer: &str, height: u64, round: u32) -> Evidence {
+        let key = devnet_key(signer);
+        let vote = |tag: &[u8]| {
+            let vote = Vote {
+                chain_id: chain.genesis.chain_id.clone(),
+                height,
+                round,
+                kind: VoteKind::Prevote,
+                block_hash: Some(Hash::digest(tag)),
+            };
+            tally_ledger::SignedVote::sign(vote, &key, &chain.genesis_hash)
+        };
+        Evidence::DuplicateVote(tally_ledger::DuplicateVoteEvidence {
+            first: vote(b"a"),
+            second: vote(b"b"),
+        })
+    }
+
+    #[test]
+    fn pending_evidence_is_bounded_per_validator_and_kept_once() {
+        let (node, _, chain) = node();
+        for round in 0..MAX_EVIDENCE_PER_VALIDATOR as u32 {
+            assert!(node.add_evidence(double_vote(&chain, "validator-0", 1, round)));
+        }
+        // One validator equivocating at will cannot crowd out the rest.
+        let more = double_vote(&chain, "validator-0", 1, 99);
+        assert!(!node.add_evidence(more.clone()));
+        assert!(
+            node.knows_offence(&more.offence()),
+            "it holds the most it keeps"
+        );
+        assert!(node.add_evidence(double_vote(&chain, "validator-1", 1, 0)));
+        // The same offence again, in either order, is not kept twice.
+        let again = double_vote(&chain, "validator-1", 1, 0);
+        let Evidence::DuplicateVote(e) = again.clone() else {
+            unreachable!()
+        };
+        let swapped = Evidence::DuplicateVote(tally_ledger::DuplicateVoteEvidence {
+            first: e.second,
+            second: e.first,
+        });
+        assert!(!node.add_evidence(swapped.clone()));
+        assert_eq!(swapped.canonical().id(), again.canonical().id());
+        // No consensus runs at height 0.
+        assert!(!node.add_evidence(double_vote(&chain, "validator-2", 0, 0)));
+        assert_eq!(
+            node.pending_evidence().len(),
+            MAX_EVIDENCE_PER_VALIDATOR + 1
+        );
     }
 
     fn submit(node: &Chain, tx: SignedTransaction) -> Result<(), AdmitError> {

@@ -441,6 +441,7 @@ impl<W: World> Host<W> {
     /// is passed on, so that a node that saw only one of the two messages
     /// holds it too and any next proposer can record it.
     pub(crate) fn keep_evidence(&mut self, evidence: tally_ledger::Evidence, own: bool) {
+        let evidence = evidence.canonical();
         let offence = evidence.offence();
         if self.chain.add_evidence(evidence.clone()) {
             warn!(validator = %offence.validator, height = offence.height, round = offence.round, step = offence.step, "validator signed two conflicting messages (step 0: proposal, 1: prevote, 2: precommit)");
@@ -624,10 +625,12 @@ impl<W: World> Host<W> {
     /// (from the chain's validator state); `None`, with the host stopped,
     /// if the state does not know that height's set.
     fn start_input(&mut self, height: u64) -> Option<Input> {
-        let set = match crate::sabotage::active(crate::Sabotage::GenesisSetForever) {
-            true => Some(self.chain.context().validators.clone()),
-            false => self.chain.validators().set_at(height),
-        };
+        #[allow(unused_mut)]
+        let mut set = self.chain.validators().set_at(height);
+        #[cfg(feature = "sabotage")]
+        if crate::sabotage::active(crate::Sabotage::GenesisSetForever) {
+            set = Some(self.chain.context().validators.clone());
+        }
         match set {
             Some(validators) => Some(Input::StartHeight { height, validators }),
             None => {

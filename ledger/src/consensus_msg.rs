@@ -236,6 +236,40 @@ impl Evidence {
         Hash::digest_parts(&[EVIDENCE_DOMAIN, &borsh::to_vec(self).unwrap_or_default()])
     }
 
+    /// The same evidence with its two messages in canonical order (the one
+    /// with the smaller borsh encoding first), so that nodes that saw them
+    /// in different orders hold, gossip and record the same bytes: one
+    /// offence proven by one pair of messages has one id.
+    pub fn canonical(self) -> Evidence {
+        match self {
+            Evidence::DuplicateVote(e) => {
+                let (a, b) = (borsh::to_vec(&e.first), borsh::to_vec(&e.second));
+                match (a, b) {
+                    (Ok(a), Ok(b)) if a > b => Evidence::DuplicateVote(DuplicateVoteEvidence {
+                        first: e.second,
+                        second: e.first,
+                    }),
+                    _ => Evidence::DuplicateVote(e),
+                }
+            }
+            Evidence::DuplicateProposal(e) => {
+                let (a, b) = (borsh::to_vec(&e.first), borsh::to_vec(&e.second));
+                match (a, b) {
+                    (Ok(a), Ok(b)) if a > b => {
+                        Evidence::DuplicateProposal(DuplicateProposalEvidence {
+                            proposer: e.proposer,
+                            first: e.second,
+                            first_signature: e.second_signature,
+                            second: e.first,
+                            second_signature: e.first_signature,
+                        })
+                    }
+                    _ => Evidence::DuplicateProposal(e),
+                }
+            }
+        }
+    }
+
     /// The offence it proves (whether or not it is valid).
     pub fn offence(&self) -> Offence {
         match self {
@@ -268,6 +302,9 @@ impl Evidence {
         genesis_hash: &Hash,
     ) -> Result<(), EvidenceError> {
         let no = |why| Err(EvidenceError::NoConflict(why));
+        if self.offence().height == 0 {
+            return no("no consensus runs at height 0");
+        }
         match self {
             Evidence::DuplicateVote(e) => {
                 let (a, b) = (&e.first, &e.second);

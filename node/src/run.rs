@@ -639,7 +639,7 @@ async fn dial_validators(
             if id == network.peer_id() || connected.contains(&id) {
                 continue;
             }
-            info!(%validator, %address, "dialling a validator of the set");
+            tracing::debug!(%validator, %address, "dialling a validator of the set");
             if network.dial(address).await.is_err() {
                 return;
             }

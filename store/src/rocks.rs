@@ -204,6 +204,7 @@ impl RocksStore {
                 store
                     .check_tip()
                     .and_then(|()| store.validator_state().map(|_| ()))
+                    .and_then(|()| store.index_evidence_by_height())
                     .map_err(|e| match e {
                         StorageError::Corrupt(detail) => damaged(detail),
                         other => storage(other),
@@ -353,6 +354,32 @@ impl RocksStore {
 
     /// The tip must name a stored block with that hash: anything else means
     /// the directory was damaged outside RocksDB's guarantees.
+    /// Writes the by-height index of recorded evidence where it is missing
+    /// (stores of format 3 written before the index existed).
+    fn index_evidence_by_height(&self) -> Result<(), StorageError> {
+        let cf = self.cf(CF_EVIDENCE)?;
+        let iter = self.db.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(b"e", rocksdb::Direction::Forward),
+        );
+        let mut batch = WriteBatch::default();
+        for item in iter {
+            let (key, bytes) = item.map_err(io)?;
+            if key.first() != Some(&b'e') {
+                break;
+            }
+            let record: EvidenceRecord = decode("evidence", &bytes)?;
+            let index = included_key(record.height, record.index);
+            if self.get(CF_EVIDENCE, &index)?.is_none() {
+                batch.put_cf(&cf, index, &key[1..]);
+            }
+        }
+        match batch.is_empty() {
+            true => Ok(()),
+            false => self.write_synced(batch),
+        }
+    }
+
     fn check_tip(&self) -> Result<(), StorageError> {
         let Some(tip) = self.tip()? else {
             return Ok(());
