@@ -145,11 +145,6 @@ impl Verifier {
         }
     }
 
-    /// The chain being verified.
-    pub fn chain(&self) -> &ChainContext {
-        &self.chain
-    }
-
     /// Checks one saved answer (a JSON-RPC response, or its `result`) of
     /// `chain_getBlock`, `chain_getValidators`, `account_getProof` or
     /// `tx_getProof`.

@@ -40,6 +40,17 @@ pub const MAX_EVIDENCE: usize = 1_000;
 /// out the evidence against others.
 pub const MAX_EVIDENCE_PER_VALIDATOR: usize = 4;
 
+/// Whether pending evidence `kept` has no room for one more piece like
+/// `offence`'s: [`MAX_EVIDENCE_PER_VALIDATOR`] against its validator, or
+/// [`MAX_EVIDENCE`] in all.
+fn no_room_for(kept: &VecDeque<Evidence>, offence: &Offence) -> bool {
+    let against = kept
+        .iter()
+        .filter(|e| e.offence().validator == offence.validator)
+        .count();
+    against >= MAX_EVIDENCE_PER_VALIDATOR || kept.len() >= MAX_EVIDENCE
+}
+
 /// Most kept executions of candidate blocks (one per round at most).
 const MAX_CACHED_EXECUTIONS: usize = 64;
 
@@ -573,16 +584,9 @@ impl Chain {
             return false;
         }
         let mut kept = lock(&self.evidence);
-        let against = kept
-            .iter()
-            .filter(|e| e.offence().validator == offence.validator)
-            .count();
         // Full: what is kept stays (it is older, and as good); the
         // newcomer may come again by gossip once blocks make room.
-        if kept.iter().any(|e| e.offence() == offence)
-            || against >= MAX_EVIDENCE_PER_VALIDATOR
-            || kept.len() >= MAX_EVIDENCE
-        {
+        if kept.iter().any(|e| e.offence() == offence) || no_room_for(&kept, &offence) {
             return false;
         }
         kept.push_back(evidence);
@@ -594,13 +598,8 @@ impl Chain {
     /// on chain), or holds the most it keeps against its validator.
     pub fn knows_offence(&self, offence: &Offence) -> bool {
         let kept = lock(&self.evidence);
-        let against = kept
-            .iter()
-            .filter(|e| e.offence().validator == offence.validator)
-            .count();
         kept.iter().any(|e| &e.offence() == offence)
-            || against >= MAX_EVIDENCE_PER_VALIDATOR
-            || kept.len() >= MAX_EVIDENCE
+            || no_room_for(&kept, offence)
             || matches!(self.store.recorded_offence(offence), Ok(Some(_)))
     }
 

@@ -212,10 +212,7 @@ impl Verified<ConsensusMessage> {
         Ok(match message {
             ConsensusMessage::Proposal(p) => Verified::<SignedProposal>::check(*p, signers)?.into(),
             ConsensusMessage::Vote(v) => Verified::<SignedVote>::check(v, signers)?.into(),
-            ConsensusMessage::Evidence(e) => {
-                e.check(signers.validators, signers.chain_id, signers.genesis_hash)?;
-                Verified(ConsensusMessage::Evidence(e))
-            }
+            ConsensusMessage::Evidence(e) => Verified::<Evidence>::check(*e, signers)?.into(),
         })
     }
 

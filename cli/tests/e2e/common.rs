@@ -294,6 +294,15 @@ impl tally_gossip::MessageFilter for DeafFilter {
     }
 }
 
+/// A request handler for in-process test peers: they answer nothing.
+pub struct Mute;
+
+impl tally_gossip::RequestHandler for Mute {
+    fn answer(&self, _: tally_gossip::NodeId, _: Vec<u8>) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 /// The nodes of a `tally devnet init` layout by name, and those running.
 pub struct Devnet {
     pub homes: std::collections::HashMap<String, PathBuf>,

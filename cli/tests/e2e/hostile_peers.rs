@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{edit_config, init_dev_home, NodeProcess};
 use tally_client::WaitMode;
-use tally_gossip::{Config, Handle, NodeId, RequestHandler, Topic};
+use tally_gossip::{Config, Handle, Topic};
 use tally_ledger::{devnet_key, ChainContext, Genesis, Hash, Transaction};
 use tally_rpc::codes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,15 +33,6 @@ const RPC_FLOOD: usize = 2_000;
 
 /// Most the node's peak resident memory may grow over the whole catalogue.
 const MAX_RSS_GROWTH: u64 = 64 * 1024 * 1024;
-
-/// Serves nothing: the attacker is not asked for blocks in this test.
-struct Mute;
-
-impl RequestHandler for Mute {
-    fn answer(&self, _from: NodeId, _request: Vec<u8>) -> Option<Vec<u8>> {
-        None
-    }
-}
 
 /// `/ip4/127.0.0.1/tcp/PORT/p2p/ID` → `127.0.0.1:PORT`.
 fn socket_of(p2p: &str) -> SocketAddr {
@@ -109,7 +100,7 @@ async fn hostile_peer(
         Hash::digest(key.as_bytes()).0,
         chain.genesis_hash,
         common::DeafFilter,
-        Arc::new(Mute),
+        Arc::new(common::Mute),
     )
     .await
     .unwrap();

@@ -123,18 +123,12 @@ async fn double_sign(chain: &ChainContext, key: &Keypair, peer: &str, next: u64)
         redial_interval: Duration::from_millis(200),
         ..Config::default()
     };
-    struct Mute;
-    impl tally_gossip::RequestHandler for Mute {
-        fn answer(&self, _: tally_gossip::NodeId, _: Vec<u8>) -> Option<Vec<u8>> {
-            None
-        }
-    }
     let (gossip, _inbound) = tally_gossip::start(
         config,
         Hash::digest(b"double signer").0,
         chain.genesis_hash,
         common::DeafFilter,
-        Arc::new(Mute),
+        Arc::new(common::Mute),
     )
     .await
     .unwrap();
