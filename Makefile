@@ -19,6 +19,9 @@ dev: deps
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The node alone, without the features the simulator turns on for the
+	@# workspace: what `make devnet` builds must compile by itself.
+	$(CARGO) check --quiet -p tally-cli --bin tally
 	$(CARGO) test --workspace
 
 ## A batch of 1000 simulated cluster runs (docs/TESTING.md); SEEDS=N for more.

@@ -124,6 +124,11 @@ enum Command {
         /// The genesis file of the chain.
         #[arg(long)]
         genesis: PathBuf,
+        /// Trust an operator override of the validator set (the chain's
+        /// operators publish it; `chain_status` of a node that has it shows
+        /// it): HEIGHT:VALIDATORS_HASH. Repeatable.
+        #[arg(long = "override", value_name = "HEIGHT:HASH")]
+        overrides: Vec<String>,
         /// Files each holding one saved answer (the JSON-RPC response or
         /// its `result`).
         #[arg(required = true)]
@@ -153,6 +158,17 @@ enum Command {
     /// Propose or vote for validator-set changes, and see the votes.
     #[command(subcommand)]
     Validator(crate::validator::ValidatorCommand),
+    /// Ask several nodes (their JSON-RPC URLs) which chain they run and
+    /// with which operator overrides of the validator set, and say where
+    /// they disagree. Exits 1 when one does not answer or two disagree.
+    Doctor {
+        /// The nodes' JSON-RPC URLs.
+        #[arg(required = true, value_name = "URL")]
+        nodes: Vec<String>,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the validator set in force, with power and share.
     Validators {
         /// The height (the tip when omitted; up to two past the tip).
@@ -259,6 +275,10 @@ pub struct ProveArgs {
     /// chain only).
     #[arg(long, requires = "prove")]
     pub genesis: Option<PathBuf>,
+    /// With --prove: trust an operator override of the validator set,
+    /// HEIGHT:VALIDATORS_HASH (as `tally verify --override`). Repeatable.
+    #[arg(long = "override", value_name = "HEIGHT:HASH", requires = "prove")]
+    pub overrides: Vec<String>,
 }
 
 /// `tally transfer`.
@@ -449,6 +469,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validator(crate::validator::ValidatorCommand::Propose(args)) => {
             runtime()?.block_on(crate::validator::propose(args))
         }
+        Command::Validator(crate::validator::ValidatorCommand::Override {
+            drop,
+            add,
+            height,
+            common,
+        }) => runtime()?.block_on(crate::validator::override_entry(
+            &drop, &add, height, common,
+        )),
+        Command::Doctor { nodes, json } => runtime()?.block_on(crate::doctor::run(&nodes, json)),
         Command::Validator(crate::validator::ValidatorCommand::Votes { common }) => {
             runtime()?.block_on(crate::validator::votes(common))
         }
@@ -468,7 +497,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             prove,
             common,
         } => runtime()?.block_on(wallet::tx(&hash, &prove, &common)),
-        Command::Verify { genesis, files } => crate::verify::run(&genesis, &files),
+        Command::Verify {
+            genesis,
+            overrides,
+            files,
+        } => crate::verify::run(&genesis, &overrides, &files),
         Command::Block {
             block,
             full,

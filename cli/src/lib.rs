@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod devnet;
+mod doctor;
 mod validator;
 pub mod verify;
 mod wallet;

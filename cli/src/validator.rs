@@ -36,6 +36,26 @@ pub enum ValidatorCommand {
         #[command(flatten)]
         common: RpcArgs,
     },
+    /// Write the `[[validator_override]]` entry that replaces the set of a
+    /// halted chain (OPERATIONS.md, "When the chain halts"): the set in
+    /// force at the node's next height, without the `--drop`ped
+    /// validators and with the `--add`ed ones. Prints TOML for every
+    /// node's config.toml; it changes nothing itself.
+    Override {
+        /// Leave out this validator (its name, `tally1…` address or
+        /// `devnet:NAME`). Repeatable.
+        #[arg(long, value_name = "VALIDATOR")]
+        drop: Vec<String>,
+        /// Add a validator: `NAME:ADDRESS:POWER`. Repeatable.
+        #[arg(long, value_name = "NAME:ADDRESS:POWER")]
+        add: Vec<String>,
+        /// The first height the new set signs (default: the node's tip +
+        /// 1, the height the chain halted at). Must be above every tip.
+        #[arg(long)]
+        height: Option<u64>,
+        #[command(flatten)]
+        common: RpcArgs,
+    },
 }
 
 /// `tally validator propose`.
@@ -336,4 +356,90 @@ pub async fn validators(height: Option<u64>, common: RpcArgs) -> anyhow::Result<
         );
     }
     Ok(())
+}
+
+/// `tally validator override`: the TOML of an override entry built from
+/// the node's set in force.
+pub async fn override_entry(
+    drop: &[String],
+    add: &[String],
+    height: Option<u64>,
+    common: RpcArgs,
+) -> anyhow::Result<()> {
+    let client = Client::new(&common.rpc)?;
+    let status = client.status().await?;
+    let height = height.unwrap_or(status.height + 1);
+    anyhow::ensure!(
+        height > status.height,
+        "height {height} is committed already (the node is at {}): an override takes effect \
+         above the tip",
+        status.height
+    );
+    let base = client.validators(Some(status.height + 1)).await?;
+    let mut validators: Vec<tally_ledger::GenesisValidator> = base
+        .validators
+        .iter()
+        .map(|v| tally_ledger::GenesisValidator {
+            name: v.name.clone(),
+            address: v.address,
+            power: v.power,
+        })
+        .collect();
+    for gone in drop {
+        let by_address = resolve_address(gone).ok();
+        let before = validators.len();
+        validators.retain(|v| &v.name != gone && Some(v.address) != by_address);
+        anyhow::ensure!(
+            validators.len() < before,
+            "--drop {gone:?}: no validator of the set in force has that name or address"
+        );
+    }
+    for entry in add {
+        let (name, rest) = entry
+            .split_once(':')
+            .with_context(|| format!("--add {entry:?} is not NAME:ADDRESS:POWER"))?;
+        let (address, power) = address_and_power(rest).context("--add")?;
+        validators.push(tally_ledger::GenesisValidator {
+            name: name.to_owned(),
+            address,
+            power,
+        });
+    }
+    let set = tally_ledger::ValidatorSet::new(validators);
+    anyhow::ensure!(
+        set.is_well_formed(),
+        "the new set breaks the set rules (1 to 256 validators, distinct keys and names of 1 to \
+         64 bytes, power at least 1)"
+    );
+    let entry = ValidatorOverrideToml {
+        validator_override: vec![tally_node::config::ValidatorOverride {
+            height,
+            validators: set.validators().to_vec(),
+        }],
+    };
+    if common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entry.validator_override[0])?
+        );
+        return Ok(());
+    }
+    let power: u64 = set.total_power();
+    println!(
+        "# Operator override: from height {height} the validator set below signs ({} validators, \
+         total power {power}, validators_hash {}).",
+        set.validators().len(),
+        set.hash()
+    );
+    println!(
+        "# Add it to config.toml of EVERY node of the chain (validators and full nodes; keep any \
+         earlier [[validator_override]]), restart them, and compare with `tally doctor`."
+    );
+    print!("{}", toml::to_string(&entry)?);
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct ValidatorOverrideToml {
+    validator_override: Vec<tally_node::config::ValidatorOverride>,
 }

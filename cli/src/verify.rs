@@ -132,6 +132,25 @@ pub struct Verifier {
     /// Changes announced by checked headers: the hash of the set in force
     /// from each height.
     announced: BTreeMap<u64, Hash>,
+    /// Operator overrides the user trusts (`--override HEIGHT:HASH`): the
+    /// hash of the set that signs from each height, whatever the chain
+    /// announced before it.
+    trusted: BTreeMap<u64, Hash>,
+}
+
+/// Parses `--override HEIGHT:HASH`.
+pub fn parse_override(text: &str) -> anyhow::Result<(u64, Hash)> {
+    let (height, hash) = text
+        .split_once(':')
+        .context("an override is HEIGHT:VALIDATORS_HASH (chain_status of a node that has it)")?;
+    let height: u64 = height
+        .parse()
+        .with_context(|| format!("override height {height:?} is not a number"))?;
+    anyhow::ensure!(height >= 2, "an override takes effect at height 2 or later");
+    let hash: Hash = hash
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{hash:?} is not a 0x hash"))?;
+    Ok((height, hash))
 }
 
 impl Verifier {
@@ -142,7 +161,15 @@ impl Verifier {
             chain,
             sets,
             announced: BTreeMap::new(),
+            trusted: BTreeMap::new(),
         }
+    }
+
+    /// Trusts an operator override: from `height`, the set hashing to
+    /// `hash` signs (proven by its chain_getValidators answer with `since`
+    /// = `height`), although the header before it announced another.
+    pub fn trust_override(&mut self, height: u64, hash: Hash) {
+        self.trusted.insert(height, hash);
     }
 
     /// Checks one saved answer (a JSON-RPC response, or its `result`) of
@@ -227,7 +254,8 @@ impl Verifier {
                 "header {height} names validator set {}, but the set followed to height {height} \
                  (in force from height {from}) hashes to {set_hash}; if the set changed, give \
                  first the chain_getBlock answer of the block before the change took effect, \
-                 then the chain_getValidators answer of the height it took effect",
+                 then the chain_getValidators answer of the height it took effect (after an \
+                 operator override, pass --override HEIGHT:HASH and that height's answer)",
                 header.validators_hash
             );
         }
@@ -243,6 +271,10 @@ impl Verifier {
         .with_context(|| format!("the certificate of block {height} ({hash})"))?;
         let next = height + 1;
         let known_next = self.sets.get(&next).map(|s| s.hash());
+        if self.trusted.contains_key(&next) {
+            // An override replaces whatever this header announced.
+            return Ok(hash);
+        }
         match known_next {
             Some(known) if known != header.next_validators_hash => anyhow::bail!(
                 "header {height} announces set {} for height {next}, but set {known} was proven for it",
@@ -322,6 +354,19 @@ impl Verifier {
         // The change that made the set: announced for `since` (the answer
         // says which height that is; the announcement proves it).
         let since = info.since.clamp(1, height);
+        if self.trusted.get(&since) == Some(&hash) {
+            self.announced.remove(&since);
+            // What was proven past the override no longer holds.
+            self.sets.retain(|from, _| *from < since);
+            self.announced.retain(|at, _| *at < since);
+            self.sets.insert(since, set);
+            return Ok(Proven::Validators {
+                height: since,
+                hash,
+                count,
+                announced_by: None,
+            });
+        }
         if self.announced.get(&since) == Some(&hash) {
             self.announced.remove(&since);
             self.sets.insert(since, set);
@@ -337,7 +382,8 @@ impl Verifier {
             if let Some((at, announced)) = self.announced.range(from + 1..=height).next_back() {
                 anyhow::bail!(
                     "the validator set at height {height} hashes to {hash}, but block {} announced \
-                     set {announced} from height {at}",
+                     set {announced} from height {at} (if the chain's operators overrode the set \
+                     there, pass --override {at}:{hash} to trust it)",
                     at - 1
                 );
             }
@@ -347,9 +393,11 @@ impl Verifier {
             "the validator set at height {height} hashes to {hash}, but no checked header announces \
              it and the set followed to height {height} (in force from height {from}) hashes to {}: \
              give first the chain_getBlock answer of height {} (the answer's `since` minus 1), \
-             whose header announces the change",
+             whose header announces the change (or, if the chain's operators overrode the set \
+             there, pass --override {}:{hash} to trust it)",
             followed.hash(),
-            info.since.max(2) - 1
+            info.since.max(2) - 1,
+            info.since.max(2)
         );
         Ok(Proven::Validators {
             height,
@@ -437,9 +485,14 @@ const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// `tally verify --genesis G FILE...`: prints what each file proves;
 /// fails at the first that does not check out, naming it.
-pub fn run(genesis: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+pub fn run(genesis: &Path, overrides: &[String], files: &[PathBuf]) -> anyhow::Result<()> {
     let chain = ChainContext::new(tally_node::home::load_genesis(genesis)?);
     let mut verifier = Verifier::new(chain.clone());
+    for text in overrides {
+        let (height, hash) = parse_override(text)?;
+        println!("trusting the operator override at height {height}: validator set {hash}");
+        verifier.trust_override(height, hash);
+    }
     println!(
         "genesis {} (chain {}, hash {})",
         genesis.display(),

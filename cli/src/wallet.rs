@@ -132,6 +132,10 @@ async fn print_proven<T: Serialize>(
     let (chain, source) = proving_chain(client, prove).await?;
     let answer_value = serde_json::to_value(answer)?;
     let mut verifier = crate::verify::Verifier::new(chain);
+    for text in &prove.overrides {
+        let (height, hash) = crate::verify::parse_override(text)?;
+        verifier.trust_override(height, hash);
+    }
     let height = answer_value["height"].as_u64().unwrap_or(0);
     follow_sets(client, &mut verifier, height)
         .await
@@ -301,6 +305,15 @@ pub async fn status(args: &RpcArgs) -> anyhow::Result<()> {
         println!("validator {v}");
     }
     println!("version   {}", status.node_version);
+    for o in &status.validator_overrides {
+        println!(
+            "override  OPERATOR OVERRIDE from height {}: {} validator(s), validators_hash {}",
+            o.height, o.validators, o.validators_hash
+        );
+    }
+    if let Some(id) = &status.overrides_id {
+        println!("overrides id {id} (every node must show the same: tally doctor)");
+    }
     Ok(())
 }
 

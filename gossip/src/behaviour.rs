@@ -72,9 +72,18 @@ pub(crate) fn topic_of(genesis_hash: &Hash, topic: Topic) -> IdentTopic {
     IdentTopic::new(format!("/tally/{}/{name}/{version}", genesis_hash.to_hex()))
 }
 
-/// The identify protocol version of the chain with `genesis_hash`.
-pub(crate) fn identify_version(genesis_hash: &Hash) -> String {
-    format!("/tally/{NETWORK_VERSION}/{}", genesis_hash.to_hex())
+/// The identify protocol version of the chain with `genesis_hash`, and the
+/// node's validator-set overrides: `/tally/<network version>/<genesis
+/// hash>`, followed by `/override/<overrides id>` when it has any.
+pub(crate) fn identify_version(genesis_hash: &Hash, overrides: Option<&Hash>) -> String {
+    match overrides {
+        None => format!("/tally/{NETWORK_VERSION}/{}", genesis_hash.to_hex()),
+        Some(id) => format!(
+            "/tally/{NETWORK_VERSION}/{}/override/{}",
+            genesis_hash.to_hex(),
+            id.to_hex()
+        ),
+    }
 }
 
 /// Fails if a TCP listen address's port is taken. libp2p listens with
@@ -167,7 +176,7 @@ pub(crate) fn build_swarm(
     // The identify protocol version names the chain: a peer on another
     // genesis is told apart at once and dropped.
     let identify = identify::Behaviour::new(identify::Config::new(
-        identify_version(genesis_hash),
+        identify_version(genesis_hash, config.validator_overrides.as_ref()),
         keypair.public(),
     ));
     let kademlia = kademlia(local, genesis_hash, persistent)?;

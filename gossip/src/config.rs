@@ -39,6 +39,11 @@ pub struct Config {
     /// How often disconnected persistent peers are redialled and discovery
     /// looks for more peers.
     pub redial_interval: Duration,
+    /// What names the node's operator overrides of the validator set
+    /// (`ChainContext::overrides_id`), if it has any: part of the identify
+    /// protocol version, so that nodes with other overrides refuse each
+    /// other with a message saying so.
+    pub validator_overrides: Option<tally_ledger::Hash>,
 }
 
 impl Default for Config {
@@ -60,6 +65,7 @@ impl Default for Config {
             ban_duration: Duration::from_secs(600),
             inbound_queue: 4_096,
             redial_interval: Duration::from_secs(2),
+            validator_overrides: None,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
@@ -272,10 +272,25 @@ impl<M: Send + 'static> Task<M> {
     }
 
     fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
-        let ours = identify_version(&self.genesis_hash);
+        let overrides = self.config.validator_overrides;
+        let ours = identify_version(&self.genesis_hash, overrides.as_ref());
         if info.protocol_version != ours {
-            let reason = refusal(&info.protocol_version, &self.genesis_hash);
-            self.ban(peer, &reason);
+            let reason = refusal(
+                &info.protocol_version,
+                &self.genesis_hash,
+                overrides.as_ref(),
+            );
+            // A node of this chain with another release or other overrides
+            // is misconfigured, not hostile: refused for a short while, so
+            // that once its operator fixes it, it is taken at once.
+            let same_chain = info
+                .protocol_version
+                .contains(&format!("/{}", self.genesis_hash.to_hex()));
+            let duration = match same_chain {
+                true => REFUSAL_COOLDOWN.min(self.config.ban_duration),
+                false => self.config.ban_duration,
+            };
+            self.ban_for(peer, &reason, duration);
             return;
         }
         // What the peer says it listens on feeds discovery.
@@ -452,38 +467,62 @@ impl<M: Send + 'static> Task<M> {
     }
 
     fn ban(&mut self, peer: PeerId, reason: &str) {
-        warn!(%peer, reason, ban_secs = self.config.ban_duration.as_secs(), "banning a peer");
+        self.ban_for(peer, reason, self.config.ban_duration);
+    }
+
+    fn ban_for(&mut self, peer: PeerId, reason: &str, duration: Duration) {
+        warn!(%peer, reason, ban_secs = duration.as_secs(), "banning a peer");
         self.strikes.remove(&peer);
-        self.banned
-            .insert(peer, Instant::now() + self.config.ban_duration);
+        self.banned.insert(peer, Instant::now() + duration);
         self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
         self.swarm.behaviour_mut().kademlia.remove_peer(&peer);
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 }
 
+/// How long a node of this chain that runs another network version or
+/// other validator overrides is refused before it may try again.
+const REFUSAL_COOLDOWN: Duration = Duration::from_secs(10);
+
 /// Why a peer that identified itself as `theirs` is refused, and what to do.
-fn refusal(theirs: &str, genesis_hash: &Hash) -> String {
-    let ours = identify_version(genesis_hash);
+fn refusal(theirs: &str, genesis_hash: &Hash, overrides: Option<&Hash>) -> String {
+    let ours = identify_version(genesis_hash, overrides);
     let same_chain = format!("/{}", genesis_hash.to_hex());
-    let version = theirs
+    let Some((version, rest)) = theirs
         .strip_prefix("/tally/")
-        .and_then(|rest| rest.strip_suffix(same_chain.as_str()))
-        .and_then(|v| v.parse::<u32>().ok());
-    match version {
-        Some(v) if v < NETWORK_VERSION => format!(
-            "it runs network protocol version {v} (this node: {NETWORK_VERSION}): upgrade that \
-             node to this tally release"
-        ),
-        Some(v) => format!(
-            "it runs network protocol version {v} (this node: {NETWORK_VERSION}): upgrade this \
-             node to the peer's tally release"
-        ),
-        None => format!(
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(v, rest)| Some((v.parse::<u32>().ok()?, rest)))
+    else {
+        return format!("it is not a tally node of this chain ({theirs}; this node: {ours})");
+    };
+    let rest = format!("/{rest}");
+    let Some(their_overrides) = rest.strip_prefix(same_chain.as_str()) else {
+        return format!(
             "it is on another chain ({theirs}; this node: {ours}): check that both use the same \
              genesis.json"
-        ),
+        );
+    };
+    if version < NETWORK_VERSION {
+        return format!(
+            "it runs network protocol version {version} (this node: {NETWORK_VERSION}): upgrade \
+             that node to this tally release"
+        );
     }
+    if version > NETWORK_VERSION {
+        return format!(
+            "it runs network protocol version {version} (this node: {NETWORK_VERSION}): upgrade \
+             this node to the peer's tally release"
+        );
+    }
+    let theirs_named = their_overrides
+        .strip_prefix("/override/")
+        .map_or("none".to_owned(), str::to_owned);
+    let ours_named = overrides.map_or("none".to_owned(), Hash::to_hex);
+    format!(
+        "it has other validator-set overrides (its overrides id: {theirs_named}; this node's: \
+         {ours_named}): every node of the chain needs the same [[validator_override]] entries in \
+         config.toml (`tally doctor` compares nodes; OPERATIONS.md, \"When the chain halts\")"
+    )
 }
 
 #[cfg(test)]
@@ -494,10 +533,34 @@ mod tests {
     fn a_refused_peer_is_told_what_to_do() {
         let genesis = Hash::digest(b"genesis");
         let older = format!("/tally/4/{}", genesis.to_hex());
-        assert!(refusal(&older, &genesis).contains("version 4 (this node: 5): upgrade that node"));
+        assert!(
+            refusal(&older, &genesis, None).contains("version 4 (this node: 5): upgrade that node")
+        );
         let newer = format!("/tally/6/{}", genesis.to_hex());
-        assert!(refusal(&newer, &genesis).contains("upgrade this node"));
+        assert!(refusal(&newer, &genesis, None).contains("upgrade this node"));
         let other = format!("/tally/5/{}", Hash::digest(b"other").to_hex());
-        assert!(refusal(&other, &genesis).contains("another chain"));
+        assert!(refusal(&other, &genesis, None).contains("another chain"));
+        assert!(refusal("/ipfs/0.1.0", &genesis, None).contains("not a tally node"));
+        let id = Hash::digest(b"override");
+        let overridden = identify_version(&genesis, Some(&id));
+        let told = refusal(&overridden, &genesis, None);
+        assert!(
+            told.contains(&format!(
+                "its overrides id: {}; this node's: none",
+                id.to_hex()
+            )),
+            "{told}"
+        );
+        let plain = identify_version(&genesis, None);
+        let told = refusal(&plain, &genesis, Some(&id));
+        assert!(
+            told.contains(&format!(
+                "its overrides id: none; this node's: {}",
+                id.to_hex()
+            )),
+            "{told}"
+        );
+        let other_override = identify_version(&genesis, Some(&Hash::digest(b"other")));
+        assert!(refusal(&other_override, &genesis, Some(&id)).contains("[[validator_override]]"));
     }
 }

@@ -17,7 +17,7 @@
 //! only for a read or a write, never while taking another lock. No lock is
 //! held while a listener is told anything.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -348,6 +348,31 @@ pub struct Chain {
     validators: Arc<ValidatorView>,
     /// The tip's commit certificate: the next block's `last_commit`.
     last_commit: Mutex<Option<Commit>>,
+    /// The signers of the commit the tip block carries (of its parent).
+    tip_carried_signers: Mutex<BTreeSet<Address>>,
+}
+
+/// The validator state after a block as this node judges messages and
+/// runs consensus by: with the override of the next height applied
+/// ([`ChainContext::state_after`]), and the set of the height after that
+/// replaced by its override, if it has one, so that the intake takes that
+/// height's messages from the override's validators. (A block's header
+/// announces the set its own state names; the second replacement is not
+/// part of that.)
+fn view_of(context: &ChainContext, state: ValidatorState) -> ValidatorState {
+    let ahead = state.height + 2;
+    let mut state = context.state_after(state);
+    if let Some(set) = context.override_at(ahead) {
+        state.next = set.clone();
+    }
+    state
+}
+
+fn signers(commit: &Option<Commit>) -> BTreeSet<Address> {
+    commit
+        .iter()
+        .flat_map(|c| c.signatures.iter().map(|s| s.validator))
+        .collect()
 }
 
 /// What a refused client is told to wait before the first commit is seen.
@@ -381,7 +406,7 @@ impl Chain {
         // be read now is reported (the genesis state in its place knows no
         // height past 2, so nothing is built or signed on it).
         let (validators, state_failure) = match store.validator_state() {
-            Ok(state) => (state, None),
+            Ok(state) => (view_of(&context, state), None),
             Err(e) => (
                 ValidatorState::genesis(context.validators.clone()),
                 Some(format!("cannot read the validator state: {e}")),
@@ -389,10 +414,14 @@ impl Chain {
         };
         // The tip's certificate is the next block's last commit; without it
         // every block this node builds would be invalid, so say why.
+        let tip_carried = Mutex::new(BTreeSet::new());
         let (last_commit, failure) = match tip_height {
             0 => (None, None),
             h => match store.block(h) {
-                Ok(Some(b)) => (Some(b.commit), None),
+                Ok(Some(b)) => {
+                    *lock(&tip_carried) = signers(&b.block.last_commit);
+                    (Some(b.commit), None)
+                }
                 Ok(None) => (
                     None,
                     Some(format!("the tip block {h} is missing from the store")),
@@ -403,6 +432,7 @@ impl Chain {
         Chain {
             validators: Arc::new(ValidatorView::new(validators)),
             last_commit: Mutex::new(last_commit),
+            tip_carried_signers: tip_carried,
             tip_height: AtomicU64::new(tip_height),
             context,
             store,
@@ -522,6 +552,63 @@ impl Chain {
         }
     }
 
+    /// Checks that the operator overrides of the context fit the chain in
+    /// the store: an override at or below the tip must have been applied
+    /// there (its set stored as in force from its height). An override
+    /// added after its height was committed, or changed since, would make
+    /// this node judge blocks by another set than its peers did.
+    pub fn check_overrides(&self) -> Result<(), String> {
+        let tip = self.tip().map_err(|e| e.to_string())?.height;
+        for (&height, set) in self.context.overrides.range(..=tip) {
+            let stored = self
+                .store
+                .validator_set_since(height)
+                .map_err(|e| format!("cannot read the validator set of height {height}: {e}"))?;
+            match stored {
+                Some((since, stored)) if since == height && &stored == set => {}
+                Some((since, stored)) => {
+                    return Err(format!(
+                        "the [[validator_override]] at height {height} does not match this \
+                         node's chain (at height {tip}): its set at {height} has hash {} and \
+                         is in force since height {since}, the override names a set with hash \
+                         {}. An override takes effect only at a height above the tip when it \
+                         is first configured, and stays exactly as it was; remove or correct it",
+                        stored.hash(),
+                        set.hash()
+                    ))
+                }
+                None => return Err(format!("no validator set is stored for height {height}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the next block would judge a validator-set change by who
+    /// signed the tip's commit, and that commit still lacks a validator of
+    /// the tip's set: the pool holds a vote, or an open change has a
+    /// quorum and completes at the next block's end. A proposer then waits
+    /// a moment for late precommits ([`crate::HostConfig::live_wait_ms`]),
+    /// so that a commit made by the first quorum does not count the
+    /// others as gone.
+    pub fn wants_more_signers(&self) -> bool {
+        let state = self.validators.get();
+        let complete = lock(&self.last_commit).as_ref().is_none_or(|c| {
+            state
+                .last
+                .validators()
+                .iter()
+                .all(|v| c.signatures.iter().any(|s| s.validator == v.address))
+        });
+        if complete {
+            return false;
+        }
+        let ripe = state
+            .open
+            .iter()
+            .any(|c| state.power_for(c) >= state.current.quorum_power());
+        ripe || lock(&self.pool).holds_validator_votes()
+    }
+
     /// The signers of the tip's commit: who is live, for the guard on
     /// validator-set votes.
     pub fn live_signers(&self) -> LiveSigners {
@@ -533,7 +620,11 @@ impl Chain {
     /// A validator-set vote must pass the vote rules against the state
     /// after the tip (the block it would enter next): checked on every
     /// admission, so a vote the guard refuses is answered with its reason
-    /// at once. Transfers pass.
+    /// at once. Transfers pass. Admission counts as live the signers of
+    /// the tip's commit and of the commit the tip carries: a vote that
+    /// arrives just after a decision, before the late precommits, is not
+    /// refused for their absence (the block that takes it judges by its
+    /// own commit, waiting for them: [`Chain::wants_more_signers`]).
     fn check_vote(&self, tx: &SignedTransaction) -> Result<(), AdmitError> {
         let Action::Validator { change, evidence } = &tx.tx.action else {
             return Ok(());
@@ -544,7 +635,10 @@ impl Chain {
             .check_vote(
                 &tx.tx.from,
                 change,
-                &self.live_signers(),
+                &self.live_signers().map(|mut live| {
+                    live.extend(lock(&self.tip_carried_signers).iter().copied());
+                    live
+                }),
                 &context.genesis.params,
                 &context.genesis_hash,
             )
@@ -1117,6 +1211,7 @@ impl Chain {
             tree: &executed.tree,
             validators: &executed.validators,
             validators_changed: executed.validators_changed,
+            overridden: executed.overridden,
         };
         if let Err(e) = self.store.commit(&write) {
             warn!(height = header.height, error = %e, "block commit failed; retrying the same block until storage recovers");
@@ -1124,8 +1219,26 @@ impl Chain {
             return Err(e.into());
         }
         *lock(&self.failure) = None;
-        self.validators.set(executed.validators.clone());
+        if let Some(set) = self.context.override_at(header.height + 1) {
+            warn!(
+                next_height = header.height + 1,
+                validators = set.validators().len(),
+                validators_hash = %set.hash(),
+                "OPERATOR OVERRIDE: from the next height the validator set is the one \
+                 [[validator_override]] names, whatever the chain's votes made it; open \
+                 validator-set votes are dropped"
+            );
+        }
+        if executed.overridden {
+            warn!(
+                height = header.height,
+                "OPERATOR OVERRIDE in force: block committed by the override's validator set"
+            );
+        }
+        self.validators
+            .set(view_of(&self.context, executed.validators.clone()));
         *lock(&self.last_commit) = Some(stored.commit.clone());
+        *lock(&self.tip_carried_signers) = signers(&stored.block.last_commit);
         for outcome in &executed.validator_outcomes {
             info!(height = header.height, change = ?outcome.change, result = ?outcome.result, "validator-set change finished");
         }
@@ -1282,6 +1395,88 @@ mod tests {
             }],
         };
         StoredBlock { block, commit }
+    }
+
+    fn precommit_of(chain: &ChainContext, signer: &str, block: &Block) -> tally_ledger::SignedVote {
+        let vote = Vote {
+            chain_id: chain.genesis.chain_id.clone(),
+            height: block.header.height,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block_hash: Some(block.hash()),
+        };
+        tally_ledger::SignedVote::sign(vote, &devnet_key(signer), &chain.genesis_hash)
+    }
+
+    fn vote_tx(chain: &ChainContext, change: tally_ledger::ValidatorChange) -> SignedTransaction {
+        let key = devnet_key("validator-0");
+        Transaction::validator_vote(
+            chain.genesis.chain_id.clone(),
+            key.address(),
+            change,
+            None,
+            0,
+            0,
+        )
+        .sign(&key, &chain.genesis_hash)
+    }
+
+    /// Block 1 of four validators is committed by the first three: the
+    /// fourth's late precommit joins the commit, admission judges votes by
+    /// it, and a proposer is asked to wait for it only while a vote waits.
+    #[test]
+    fn late_precommits_count_as_live_and_a_vote_waits_for_them() {
+        let chain = ChainContext::new(devnet_genesis(4, "tally-dev").unwrap());
+        let store = Arc::new(MemoryStore::new(&chain));
+        let pool = Mempool::new(tally_mempool::Config::default());
+        let node = Chain::new(chain.clone(), store, pool, 10, Box::new(NoEvents));
+        let proposer = devnet_key("validator-0").address();
+        let block = node.build_proposal(proposer, 1, NOW_MS).unwrap().unwrap();
+        let first = ["validator-0", "validator-1", "validator-2"];
+        let commit = Commit {
+            height: 1,
+            round: 0,
+            block_hash: block.hash(),
+            signatures: first
+                .iter()
+                .map(|name| CommitSignature {
+                    validator: devnet_key(name).address(),
+                    signature: precommit_of(&chain, name, &block).signature,
+                })
+                .collect(),
+        };
+        let stored = StoredBlock {
+            block: block.clone(),
+            commit,
+        };
+        let certified = CertifiedBlock::check(stored, &chain.signers()).unwrap();
+        node.commit_block(certified).unwrap();
+        assert!(!node.wants_more_signers(), "no vote waits");
+
+        // With three of four live, a fifth validator would leave them 3 of 5.
+        let add = tally_ledger::ValidatorChange::Add {
+            name: "validator-4".into(),
+            address: devnet_key("validator-4").address(),
+            power: 1,
+            peer: "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
+                .into(),
+        };
+        let refused = submit(&node, vote_tx(&chain, add.clone()));
+        assert!(
+            matches!(&refused, Err(AdmitError::Tx(TxError::Validator(e)))
+                if matches!(**e, ValidatorChangeError::LivenessLost { live: 3, total: 5, .. })),
+            "{refused:?}"
+        );
+        // A removal keeps the three a quorum: admitted, and now a proposer
+        // waits for the fourth precommit.
+        let remove = tally_ledger::ValidatorChange::Remove {
+            address: devnet_key("validator-3").address(),
+        };
+        submit(&node, vote_tx(&chain, remove)).unwrap();
+        assert!(node.wants_more_signers());
+        node.add_late_precommit(&precommit_of(&chain, "validator-3", &block));
+        assert!(!node.wants_more_signers(), "every validator has signed");
+        assert_eq!(node.live_signers().unwrap().len(), 4);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use tally_consensus::{Action, Config, Consensus, Input, SignState, Step, ValidBlockRecord};
-use tally_ledger::{ConsensusMessage, Keypair, Verified};
+use tally_ledger::{ChainContext, ConsensusMessage, Keypair, Verified};
 use tracing::{debug, error, warn};
 
 use crate::chain::{CertifiedBlock, Chain, CommitFailure, Position};
@@ -24,6 +24,11 @@ pub struct HostConfig {
     /// proposes an empty one in round 0 (`None`: it waits for transactions
     /// and rounds time out meanwhile). In later rounds it proposes at once.
     pub empty_block_interval_ms: Option<u64>,
+    /// How long after the last block a proposer waits for late precommits
+    /// before it builds a block that judges a validator-set change by the
+    /// signers of the last commit ([`Chain::wants_more_signers`]); it
+    /// builds as soon as every validator of the last set has signed.
+    pub live_wait_ms: u64,
     /// The period of the host's tick.
     pub tick_ms: u64,
     /// A height not decided this long after this node started it counts as
@@ -54,6 +59,7 @@ impl Default for HostConfig {
         HostConfig {
             consensus: Config::default(),
             empty_block_interval_ms: Some(1_000),
+            live_wait_ms: 500,
             tick_ms: 250,
             stuck_after_ms: 1_000,
             catchup_grace_ms: 200,
@@ -75,6 +81,42 @@ pub struct Recovered {
     pub sign_state: Option<SignState>,
     /// The last valid-block record written.
     pub valid_block: Option<ValidBlockRecord>,
+}
+
+/// The records of a validator restarted at a height an operator override
+/// gave another set since they were written: a recorded valid block that
+/// names another set can never be committed at that height, so it is
+/// forgotten, and with it the lock and valid value of the signing record
+/// (taken while it was the latest polka: no later one exists). Kept, they
+/// would hold the override's validators on that block for good. The
+/// signing record itself stays: nothing conflicting is signed in the
+/// rounds it covers.
+fn forget_overridden(context: &ChainContext, recovered: Recovered) -> Recovered {
+    let Some(record) = &recovered.valid_block else {
+        return recovered;
+    };
+    let height = record.block.header.height;
+    let Some(set) = context.override_at(height) else {
+        return recovered;
+    };
+    if record.block.header.validators_hash == set.hash() {
+        return recovered;
+    }
+    warn!(
+        height,
+        "OPERATOR OVERRIDE: forgetting this validator's lock on a block of the replaced set"
+    );
+    let sign_state = recovered.sign_state.map(|mut s| {
+        if s.height == height {
+            s.locked = None;
+            s.valid = None;
+        }
+        s
+    });
+    Recovered {
+        sign_state,
+        valid_block: None,
+    }
 }
 
 /// Why a request of this host's was sent, to handle its answer.
@@ -134,6 +176,12 @@ pub struct Host<W: World> {
     stopped: bool,
     /// The block the state machine asked for, waiting for transactions.
     build: Option<(u64, u32)>,
+    /// The block asked for may be empty (its empty-block interval passed).
+    build_empty_ok: bool,
+    /// A wait for late precommits is scheduled for the block asked for.
+    live_wait_set: bool,
+    /// That wait is over.
+    live_waited: bool,
     /// The height being decided at the last tick, and for how many ticks
     /// since.
     pub(crate) deciding: u64,
@@ -165,6 +213,7 @@ impl<W: World> Host<W> {
         recovered: Recovered,
     ) -> Host<W> {
         let context = chain.context();
+        let recovered = forget_overridden(context, recovered);
         let machine = Consensus::new(
             config.consensus.clone(),
             context.genesis.chain_id.clone(),
@@ -185,6 +234,9 @@ impl<W: World> Host<W> {
             halted: false,
             stopped: false,
             build: None,
+            build_empty_ok: false,
+            live_wait_set: false,
+            live_waited: false,
             deciding: 0,
             still_ticks: 0,
             catchup_due: None,
@@ -258,6 +310,9 @@ impl<W: World> Host<W> {
                 // A precommit that arrived after this node decided: it
                 // joins the commit the next block carries.
                 self.chain.add_late_precommit(vote);
+                if self.live_wait_set {
+                    self.try_build(false);
+                }
             }
         }
         self.feed(Input::Message(message));
@@ -286,6 +341,12 @@ impl<W: World> Host<W> {
             Timer::EmptyBlock { height, round } => {
                 if self.build == Some((height, round)) {
                     self.try_build(true);
+                }
+            }
+            Timer::LiveSigners { height, round } => {
+                if self.build == Some((height, round)) {
+                    self.live_waited = true;
+                    self.try_build(false);
                 }
             }
             Timer::Tick => self.tick(),
@@ -647,6 +708,9 @@ impl<W: World> Host<W> {
     /// transactions arrive or the interval ends.
     fn request_build(&mut self, height: u64, round: u32) {
         self.build = Some((height, round));
+        self.build_empty_ok = false;
+        self.live_wait_set = false;
+        self.live_waited = false;
         let Some(interval) = self.config.empty_block_interval_ms else {
             self.try_build(false);
             return;
@@ -677,7 +741,16 @@ impl<W: World> Host<W> {
         let Some((height, round)) = self.build else {
             return;
         };
-        if !empty_ok && !self.chain.has_pending() {
+        self.build_empty_ok |= empty_ok;
+        if !self.build_empty_ok && !self.chain.has_pending() {
+            return;
+        }
+        if let Some(wait) = self.live_wait(round) {
+            if !self.live_wait_set {
+                self.live_wait_set = true;
+                self.world
+                    .schedule(wait, Timer::LiveSigners { height, round });
+            }
             return;
         }
         self.build = None;
@@ -697,6 +770,20 @@ impl<W: World> Host<W> {
             // The round's propose timeout moves consensus on.
             Err(e) => error!(height, round, error = %e, "could not build a block"),
         }
+    }
+
+    /// How much longer to wait for late precommits before building: only
+    /// in round 0, once per height, while the block would judge a
+    /// validator-set change by an incomplete commit, and at most
+    /// `live_wait_ms` after the last block.
+    fn live_wait(&self, round: u32) -> Option<u64> {
+        if round > 0 || self.live_waited || !self.chain.wants_more_signers() {
+            return None;
+        }
+        let since_tip = self.chain.tip().map_or(0, |tip| {
+            self.world.now_ms().saturating_sub(tip.timestamp_ms)
+        });
+        Some(self.config.live_wait_ms.saturating_sub(since_tip)).filter(|w| *w > 0)
     }
 
     /// The tip moved past the height being decided (block sync, catch-up):
@@ -733,5 +820,91 @@ impl<W: World> Host<W> {
         {
             self.chain.expire(self.world.now_ms());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tally_consensus::SignStep;
+    use tally_ledger::devnet::devnet_genesis;
+    use tally_ledger::{devnet_key, Block, GenesisValidator, Hash, Header, BLOCK_VERSION};
+
+    fn block_naming(chain: &ChainContext, height: u64, validators_hash: Hash) -> Block {
+        Block {
+            header: Header {
+                version: BLOCK_VERSION,
+                chain_id: chain.genesis.chain_id.clone(),
+                height,
+                parent_hash: Hash::ZERO,
+                timestamp_ms: 7,
+                proposer: devnet_key("validator-0").address(),
+                tx_root: tally_ledger::tx_root(&[]),
+                tx_count: 0,
+                state_root: Hash::ZERO,
+                validators_hash,
+                next_validators_hash: validators_hash,
+                last_commit_hash: tally_ledger::last_commit_hash(&None),
+                evidence_hash: tally_ledger::evidence_hash(&[]),
+            },
+            txs: vec![],
+            last_commit: None,
+            evidence: vec![],
+        }
+    }
+
+    fn locked_on(block: &Block) -> Recovered {
+        let hash = block.hash();
+        Recovered {
+            sign_state: Some(SignState {
+                height: block.header.height,
+                round: 2,
+                step: SignStep::Precommit,
+                block_hash: Some(hash),
+                valid_round: None,
+                locked: Some((1, hash)),
+                valid: Some((1, hash)),
+                prevote: Some(Some(hash)),
+                earlier: None,
+            }),
+            valid_block: Some(ValidBlockRecord {
+                block: block.clone(),
+                round: 1,
+                polka: Vec::new(),
+            }),
+        }
+    }
+
+    /// A lock on a block of the set an override replaced is forgotten at
+    /// the override's height, and only there, and only for such a block.
+    #[test]
+    fn a_lock_on_a_block_of_the_replaced_set_is_forgotten() {
+        let plain = ChainContext::new(devnet_genesis(4, "tally-dev").unwrap());
+        let two: Vec<GenesisValidator> = plain.validators.validators()[..2].to_vec();
+        let chain = plain.clone().with_overrides(vec![(5, two)]).unwrap();
+        let new_set = chain.override_at(5).unwrap().hash();
+        let old = block_naming(&chain, 5, plain.validators.hash());
+        let forgotten = forget_overridden(&chain, locked_on(&old));
+        assert!(forgotten.valid_block.is_none());
+        let state = forgotten.sign_state.unwrap();
+        assert_eq!((state.locked, state.valid), (None, None));
+        assert_eq!(
+            (state.height, state.round, state.step),
+            (5, 2, SignStep::Precommit),
+            "the signing record still guards what was signed"
+        );
+        // A lock taken under the override's own set is kept.
+        let new = block_naming(&chain, 5, new_set);
+        let kept = forget_overridden(&chain, locked_on(&new));
+        assert!(kept.valid_block.is_some());
+        assert!(kept.sign_state.unwrap().locked.is_some());
+        // Without an override at that height nothing changes.
+        let elsewhere = block_naming(&chain, 6, plain.validators.hash());
+        let kept = forget_overridden(&chain, locked_on(&elsewhere));
+        assert!(kept.valid_block.is_some());
+        let kept = forget_overridden(&plain, locked_on(&old));
+        assert!(kept.sign_state.unwrap().locked.is_some());
     }
 }

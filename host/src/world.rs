@@ -97,6 +97,14 @@ pub enum Timer {
         /// Round.
         round: u32,
     },
+    /// The proposer of this height and round has waited long enough for
+    /// late precommits ([`crate::HostConfig::live_wait_ms`]).
+    LiveSigners {
+        /// Height.
+        height: u64,
+        /// Round.
+        round: u32,
+    },
     /// The host's periodic tick: stuck checks, block sync, expiry.
     Tick,
     /// Ask the peer that decided a height this node is still deciding.

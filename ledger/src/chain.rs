@@ -140,6 +140,11 @@ pub struct BlockWrite<'a> {
     /// Whether it changed other than by moving on a height (the store
     /// writes it only then; [`ValidatorState::advanced`]).
     pub validators_changed: bool,
+    /// Whether an operator override put the block's set in force: the
+    /// store records `validators.last` as the set from this height on and
+    /// forgets a set announced for the next height
+    /// ([`crate::ExecutedBlock::overridden`]).
+    pub overridden: bool,
 }
 
 /// Write access: the single way blocks enter the store.

@@ -440,6 +440,29 @@ pub struct ChainContext {
     pub genesis_hash: Hash,
     /// Its validator set.
     pub validators: ValidatorSet,
+    /// Operator overrides of the validator set, by the first height each
+    /// set signs ([`ChainContext::with_overrides`]).
+    pub overrides: std::collections::BTreeMap<u64, ValidatorSet>,
+}
+
+/// Why a list of validator-set overrides is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideError {
+    /// Height 0 or 1 (the genesis set signs block 1: change genesis.json
+    /// before the chain starts instead).
+    #[error("validator override at height {0}: an override takes effect at height 2 or later")]
+    TooLow(u64),
+    /// Two overrides at one height, or at consecutive heights.
+    #[error("validator overrides at heights {0} and {1}: they must be at least 2 heights apart")]
+    TooClose(u64, u64),
+    /// A set that breaks the set rules.
+    #[error("validator override at height {height}: {reason}")]
+    BadSet {
+        /// Its height.
+        height: u64,
+        /// What rule it breaks.
+        reason: String,
+    },
 }
 
 impl ChainContext {
@@ -449,6 +472,88 @@ impl ChainContext {
             genesis_hash: genesis.hash(),
             validators: genesis.validator_set(),
             genesis,
+            overrides: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// This context with operator overrides: from each `height`, the set
+    /// made of `validators` signs, whatever the chain's votes made it
+    /// (docs/CONSENSUS.md, "Operator override"). Each set keeps the
+    /// genesis set rules; the heights are at least 2 and at least 2 apart
+    /// (so the set an override names is the next one its block announces).
+    pub fn with_overrides(
+        mut self,
+        overrides: Vec<(u64, Vec<GenesisValidator>)>,
+    ) -> Result<ChainContext, OverrideError> {
+        for (height, validators) in overrides {
+            if height < 2 {
+                return Err(OverrideError::TooLow(height));
+            }
+            let probe = Genesis {
+                validators: validators.clone(),
+                ..self.genesis.clone()
+            };
+            if let Err(e) = probe.validate_validators() {
+                return Err(OverrideError::BadSet {
+                    height,
+                    reason: e.to_string(),
+                });
+            }
+            let min = self.genesis.params.min_validators;
+            if validators.len() < min as usize {
+                return Err(OverrideError::BadSet {
+                    height,
+                    reason: format!(
+                        "{} validators, fewer than the genesis minimum {min} (votes could never \
+                         change such a set; add validators to the override)",
+                        validators.len()
+                    ),
+                });
+            }
+            let near = self
+                .overrides
+                .range(height.saturating_sub(1)..=height.saturating_add(1))
+                .next()
+                .map(|(h, _)| *h);
+            if let Some(other) = near {
+                return Err(OverrideError::TooClose(
+                    other.min(height),
+                    other.max(height),
+                ));
+            }
+            self.overrides.insert(height, ValidatorSet::new(validators));
+        }
+        Ok(self)
+    }
+
+    /// The set an operator override puts in force at `height`, if any.
+    pub fn override_at(&self, height: u64) -> Option<&ValidatorSet> {
+        self.overrides.get(&height)
+    }
+
+    /// What names this context's overrides, for nodes to compare:
+    /// blake3("tally/validator-override/v1" ‖ borsh(overrides as a list of
+    /// (height, validators) in height order)); `None` without overrides.
+    pub fn overrides_id(&self) -> Option<Hash> {
+        if self.overrides.is_empty() {
+            return None;
+        }
+        let list: Vec<(u64, &[GenesisValidator])> = self
+            .overrides
+            .iter()
+            .map(|(h, set)| (*h, set.validators()))
+            .collect();
+        let mut bytes = crate::domain::VALIDATOR_OVERRIDE.to_vec();
+        bytes.extend(borsh::to_vec(&list).unwrap_or_default());
+        Some(Hash::digest(&bytes))
+    }
+
+    /// The validator state after a block, as the next block sees it: with
+    /// the override of the next height applied, if there is one.
+    pub fn state_after(&self, state: crate::ValidatorState) -> crate::ValidatorState {
+        match self.override_at(state.height + 1) {
+            Some(set) => state.overridden(set),
+            None => state,
         }
     }
 

@@ -57,7 +57,8 @@ pub use crypto::{
     check_signature, devnet_key, verify_batch, Keypair, Signature, SignatureRejection,
 };
 pub use genesis::{
-    ChainContext, Genesis, GenesisBalance, GenesisError, GenesisValidator, Params, ValidatorSet,
+    ChainContext, Genesis, GenesisBalance, GenesisError, GenesisValidator, OverrideError, Params,
+    ValidatorSet,
 };
 pub use state::{
     apply_transaction, build_block, execute_block, Account, AccountRead, ApplyError, BlockError,
@@ -86,6 +87,9 @@ pub mod domain {
     pub const VOTE: &[u8] = b"tally/vote/v1";
     /// Prefix of the hash of a validator set.
     pub const VALIDATORS: &[u8] = b"tally/validators/v2";
+    /// Operator overrides of the validator set
+    /// ([`crate::ChainContext::overrides_id`]).
+    pub const VALIDATOR_OVERRIDE: &[u8] = b"tally/validator-override/v1";
     /// Prefix of the seed of a devnet key.
     pub const DEVNET_KEY: &[u8] = b"tally/devnet-key/v1";
     /// Prefix of the hash of a block's last commit.

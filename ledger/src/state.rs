@@ -260,6 +260,10 @@ pub struct ExecutedBlock {
     /// Whether the validator state changed other than by moving on a
     /// height ([`ValidatorState::advanced`]): a store writes it then.
     pub validators_changed: bool,
+    /// Whether an operator override put the block's set in force
+    /// ([`ChainContext::override_at`]): a store records that set as in
+    /// force from this height and drops any set announced for the next.
+    pub overridden: bool,
 }
 
 /// What a block's transactions are judged with besides the accounts.
@@ -460,7 +464,7 @@ pub fn execute_block<R: AccountRead + TreeReader + ChainHistory + ?Sized>(
     block: &Block,
     sig_check: SigCheck<'_>,
 ) -> Result<ExecutedBlock, BlockError> {
-    let mut validators = parent_validators(state, parent)?;
+    let mut validators = parent_validators(state, chain, parent)?;
     let unchanged = validators.advanced(block.header.height);
     check_header(chain, parent, &validators, block)?;
     let tx_ids: Vec<Hash> = block.txs.iter().map(SignedTransaction::id).collect();
@@ -533,6 +537,7 @@ pub fn execute_block<R: AccountRead + TreeReader + ChainHistory + ?Sized>(
         }
     }
     let validator_outcomes = validators.end_block(height, &live, &chain.genesis.params);
+    let overridden = chain.override_at(height).is_some();
     let accounts = overlay.into_changes();
     let tree = update_tree(state, height, &accounts)?;
     if tree.root != block.header.state_root {
@@ -546,15 +551,21 @@ pub fn execute_block<R: AccountRead + TreeReader + ChainHistory + ?Sized>(
         tx_ids,
         accounts,
         tree,
-        validators_changed: validators != unchanged,
+        // An override's state is always written: a store gives back its
+        // last written state carried on, which would not have it.
+        overridden,
+        validators_changed: validators != unchanged || overridden,
         validators,
         validator_outcomes,
     })
 }
 
-/// The validator state after `parent`, checked to be for it.
+/// The validator state after `parent`, checked to be for it, as the next
+/// block sees it (with an operator override of that height applied:
+/// [`ChainContext::state_after`]).
 fn parent_validators<H: ChainHistory + ?Sized>(
     state: &H,
+    chain: &ChainContext,
     parent: &BlockMeta,
 ) -> Result<ValidatorState, StorageError> {
     let validators = state.validator_state()?;
@@ -564,7 +575,7 @@ fn parent_validators<H: ChainHistory + ?Sized>(
             validators.height, parent.height
         )));
     }
-    Ok(validators)
+    Ok(chain.state_after(validators))
 }
 
 fn check_header(
@@ -685,7 +696,7 @@ pub fn build_block<R: AccountRead + TreeReader + ChainHistory + ?Sized>(
 ) -> Result<BuiltBlock, StorageError> {
     let params = &chain.genesis.params;
     let height = parent.height + 1;
-    let mut validators = parent_validators(state, parent)?;
+    let mut validators = parent_validators(state, chain, parent)?;
     let unchanged = validators.advanced(height);
     let last_commit = inputs.last_commit.filter(|_| parent.height > 0);
     let live: LiveSigners = last_commit
@@ -743,6 +754,7 @@ pub fn build_block<R: AccountRead + TreeReader + ChainHistory + ?Sized>(
         evidence_hash: evidence_hash(&evidence),
     };
     let validator_outcomes = validators.end_block(height, &live, params);
+    let overridden = chain.override_at(height).is_some();
     let accounts = overlay.into_changes();
     let tree = update_tree(state, header.height, &accounts)?;
     let mut block = Block {
@@ -757,7 +769,10 @@ pub fn build_block<R: AccountRead + TreeReader + ChainHistory + ?Sized>(
         tx_ids,
         accounts,
         tree,
-        validators_changed: validators != unchanged,
+        // An override's state is always written: a store gives back its
+        // last written state carried on, which would not have it.
+        overridden,
+        validators_changed: validators != unchanged || overridden,
         validators,
         validator_outcomes,
     };

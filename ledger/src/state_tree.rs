@@ -381,6 +381,11 @@ impl MemoryState {
         self.version = executed.tree.version;
         self.root = executed.tree.root;
         self.validators = executed.validators.clone();
+        if executed.overridden {
+            let height = executed.tree.version;
+            self.sets.insert(height, executed.validators.last.clone());
+            self.sets.remove(&(height + 1));
+        }
         for outcome in &executed.validator_outcomes {
             if let crate::ChangeResult::Completed { effective_height } = outcome.result {
                 self.sets

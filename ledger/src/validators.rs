@@ -433,6 +433,20 @@ impl ValidatorState {
         state
     }
 
+    /// This state with `set` signing the next block and the one after it,
+    /// by an operator override: the open votes (cast for changes to the
+    /// sets it replaces) are dropped, and so are the peer addresses of
+    /// validators not in `set`. The set that signed the last block stays:
+    /// the next block's last commit is still its.
+    pub fn overridden(&self, set: &ValidatorSet) -> ValidatorState {
+        let mut state = self.clone();
+        state.current = set.clone();
+        state.next = set.clone();
+        state.open.clear();
+        state.peers.retain(|(a, _)| set.power_of(a).is_some());
+        state
+    }
+
     /// The open change with this id.
     pub fn open_change(&self, id: &Hash) -> Option<&OpenChange> {
         self.open.iter().find(|c| &c.id == id)

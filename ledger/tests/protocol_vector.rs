@@ -193,3 +193,37 @@ fn protocol_md_worked_example() {
         assert!(verify_account(&header.state_root, &address, &other, &decoded).is_err());
     }
 }
+
+#[test]
+fn protocol_md_overrides_id() {
+    let chain = ChainContext::new(devnet_genesis(4, "tally-devnet").unwrap());
+    let two: Vec<tally_ledger::GenesisValidator> = ["validator-0", "validator-1"]
+        .iter()
+        .map(|name| tally_ledger::GenesisValidator {
+            name: (*name).to_owned(),
+            address: devnet_key(name).address(),
+            power: 1,
+        })
+        .collect();
+    // The preimage, as PROTOCOL.md spells it.
+    let mut bytes = b"tally/validator-override/v1".to_vec();
+    bytes.extend(1u32.to_le_bytes());
+    bytes.extend(58u64.to_le_bytes());
+    bytes.extend(2u32.to_le_bytes());
+    for v in &two {
+        bytes.extend((v.name.len() as u32).to_le_bytes());
+        bytes.extend(v.name.as_bytes());
+        bytes.extend(v.address.0);
+        bytes.extend(v.power.to_le_bytes());
+    }
+    let id = chain
+        .with_overrides(vec![(58, two)])
+        .unwrap()
+        .overrides_id()
+        .unwrap();
+    assert_eq!(id, tally_ledger::Hash::digest(&bytes));
+    assert_eq!(
+        id.to_hex(),
+        "0x202abd980485db6dc14e61b9e5a835e69c865043c132a7296f2d9ea7660a85e1"
+    );
+}

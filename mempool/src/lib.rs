@@ -184,6 +184,12 @@ pub struct Mempool {
     in_block: std::collections::HashSet<Hash>,
     bytes: usize,
     next_seq: u64,
+    /// How many held transactions are validator-set votes.
+    validator_votes: usize,
+}
+
+fn is_validator_vote(tx: &SignedTransaction) -> bool {
+    matches!(tx.tx.action, tally_ledger::Action::Validator { .. })
 }
 
 impl Mempool {
@@ -196,6 +202,7 @@ impl Mempool {
             in_block: std::collections::HashSet::new(),
             bytes: 0,
             next_seq: 0,
+            validator_votes: 0,
         }
     }
 
@@ -377,6 +384,7 @@ impl Mempool {
 
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.validator_votes += usize::from(is_validator_vote(&tx));
         let entry = Entry {
             tx,
             id,
@@ -392,6 +400,7 @@ impl Mempool {
         });
         let replaced = sender.txs.insert(nonce, entry).map(|old| {
             self.bytes -= old.size;
+            self.validator_votes -= usize::from(is_validator_vote(&old.tx));
             self.index.remove(&old.id);
             old.id
         });
@@ -428,6 +437,11 @@ impl Mempool {
         self.senders
             .get(address)
             .map_or(account.nonce, Sender::first_gap)
+    }
+
+    /// Whether the pool holds a validator-set vote (pending or queued).
+    pub fn holds_validator_votes(&self) -> bool {
+        self.validator_votes > 0
     }
 
     /// Whether any transaction is ready for a block.
@@ -548,6 +562,7 @@ impl Mempool {
             self.senders.remove(address);
         }
         self.bytes -= entry.size;
+        self.validator_votes -= usize::from(is_validator_vote(&entry.tx));
         self.index.remove(&entry.id);
         Some(entry.id)
     }

@@ -331,3 +331,60 @@ fn clients_may_fill_only_their_share() {
     assert!(pool.client_batch_room().is_err());
     assert!(pool.client_room(&next, &rich()).is_err());
 }
+
+#[test]
+fn the_pool_knows_when_it_holds_a_validator_set_vote() {
+    let mut pool = Mempool::new(Config::default());
+    assert!(!pool.holds_validator_votes());
+    let voter = key("voter");
+    let change = tally_ledger::ValidatorChange::Remove {
+        address: key("leaving").address(),
+    };
+    let vote = Transaction::validator_vote(
+        ChainId::new("pool").unwrap(),
+        voter.address(),
+        change,
+        None,
+        1,
+        0,
+    )
+    .sign(&voter, &Hash::ZERO);
+    let id = vote.id();
+    pool.insert(vote, id, rich(), 0).unwrap();
+    assert!(pool.holds_validator_votes());
+    // A transfer with a higher fee replaces the vote.
+    let replacement = Transaction::transfer(
+        ChainId::new("pool").unwrap(),
+        voter.address(),
+        key("sink").address(),
+        10,
+        5,
+        0,
+    )
+    .sign(&voter, &Hash::ZERO);
+    let replacement_id = replacement.id();
+    pool.insert(replacement, replacement_id, rich(), 0).unwrap();
+    assert!(!pool.holds_validator_votes());
+    // A vote that leaves the pool with its block leaves the count too.
+    let vote = Transaction::validator_vote(
+        ChainId::new("pool").unwrap(),
+        voter.address(),
+        tally_ledger::ValidatorChange::Remove {
+            address: key("leaving").address(),
+        },
+        None,
+        1,
+        1,
+    )
+    .sign(&voter, &Hash::ZERO);
+    let id = vote.id();
+    pool.insert(vote, id, rich(), 0).unwrap();
+    assert!(pool.holds_validator_votes());
+    let account = Account {
+        balance: 1_000_000,
+        nonce: 2,
+    };
+    pool.on_block_committed(&[replacement_id, id], &[(voter.address(), account)]);
+    assert!(!pool.holds_validator_votes());
+    assert!(pool.is_empty());
+}

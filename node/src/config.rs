@@ -25,6 +25,22 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     /// Peer-to-peer network and block sync.
     pub network: NetworkConfig,
+    /// Operator overrides of the validator set, for a chain halted because
+    /// too much voting power is gone (OPERATIONS.md, "When the chain
+    /// halts"). Every node of the chain needs the same list, forever.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validator_override: Vec<ValidatorOverride>,
+}
+
+/// One `[[validator_override]]`: from `height` on, `validators` sign,
+/// whatever the chain's votes made the set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorOverride {
+    /// The first height the set signs (above the tip when first set).
+    pub height: u64,
+    /// The set, as in genesis.json: name, address, power.
+    pub validators: Vec<tally_ledger::GenesisValidator>,
 }
 
 /// JSON-RPC server limits.
@@ -123,12 +139,19 @@ pub struct ProducerConfig {
     /// meanwhile). With transactions, the next block starts as soon as the
     /// last commits. Must be shorter than `consensus.propose_timeout_ms`.
     pub empty_block_interval_ms: u64,
+    /// Before building a block that would complete or admit a
+    /// validator-set vote while the last commit lacks some validators'
+    /// precommits, a proposer waits up to this long after the last block
+    /// for them: the liveness guard counts as live only the signers of
+    /// the last commit. Must be shorter than `consensus.propose_timeout_ms`.
+    pub live_wait_ms: u64,
 }
 
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             empty_block_interval_ms: 1_000,
+            live_wait_ms: 500,
         }
     }
 }
@@ -303,6 +326,14 @@ impl NodeConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The overrides as the chain context takes them.
+    pub fn validator_overrides(&self) -> Vec<(u64, Vec<tally_ledger::GenesisValidator>)> {
+        self.validator_override
+            .iter()
+            .map(|o| (o.height, o.validators.clone()))
+            .collect()
+    }
+
     /// Rejects limits that would make the node unusable.
     pub fn validate(&self) -> anyhow::Result<()> {
         let positive = [
@@ -368,6 +399,13 @@ impl NodeConfig {
             "config: producer.empty_block_interval_ms ({}) must be shorter than \
              consensus.propose_timeout_ms ({}), or idle rounds would time out",
             self.producer.empty_block_interval_ms,
+            self.consensus.propose_timeout_ms
+        );
+        anyhow::ensure!(
+            self.producer.live_wait_ms < self.consensus.propose_timeout_ms,
+            "config: producer.live_wait_ms ({}) must be shorter than \
+             consensus.propose_timeout_ms ({}), or a waiting proposer's round would time out",
+            self.producer.live_wait_ms,
             self.consensus.propose_timeout_ms
         );
         anyhow::ensure!(

@@ -25,9 +25,9 @@ use tally_rpc::codes::{self, error};
 use tally_rpc::{
     AccountInfo, AccountProofInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus,
     ChangeVoteInfo, ConsensusInfo, EvidenceInfo, EvidenceList, FinishedChangeInfo, FullTx,
-    GenesisInfo, NodeRole, PeerEntry, PeersInfo, PendingChangeInfo, PendingChangesInfo,
-    SubmitResult, TallyApiServer, TxInfo, TxProofInfo, TxRejection, TxState, ValidatorInfo,
-    ValidatorsInfo, WaitMode, MAX_EVIDENCE_PAGE, MAX_SUBMIT_BATCH,
+    GenesisInfo, NodeRole, OverrideInfo, PeerEntry, PeersInfo, PendingChangeInfo,
+    PendingChangesInfo, SubmitResult, TallyApiServer, TxInfo, TxProofInfo, TxRejection, TxState,
+    ValidatorInfo, ValidatorsInfo, WaitMode, MAX_EVIDENCE_PAGE, MAX_SUBMIT_BATCH,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -481,6 +481,16 @@ impl TallyApiServer for Api {
                 step: p.step.to_owned(),
             }),
             node_version: crate::VERSION.to_owned(),
+            validator_overrides: chain
+                .overrides
+                .iter()
+                .map(|(height, set)| OverrideInfo {
+                    height: *height,
+                    validators_hash: set.hash(),
+                    validators: set.validators().len() as u32,
+                })
+                .collect(),
+            overrides_id: chain.overrides_id(),
         })
     }
 
@@ -514,11 +524,25 @@ impl TallyApiServer for Api {
         let store = chain.store();
         let tip = store.tip().map_err(unavailable)?.map_or(0, |t| t.height);
         let height = height.unwrap_or(tip);
-        // Height 0 is genesis: the set that signs block 1.
-        let (since, set) = store
-            .validator_set_since(height.max(1))
-            .map_err(unavailable)?
-            .ok_or_else(|| {
+        // Height 0 is genesis: the set that signs block 1. An override not
+        // yet reached is not in the store: it replaces what the store says.
+        let pending_override = (height > tip && height <= tip + 2)
+            .then(|| {
+                chain
+                    .context()
+                    .overrides
+                    .range(tip + 1..=height)
+                    .next_back()
+            })
+            .flatten()
+            .map(|(since, set)| (*since, set.clone()));
+        let stored = match pending_override {
+            Some(found) => Some(found),
+            None => store
+                .validator_set_since(height.max(1))
+                .map_err(unavailable)?,
+        };
+        let (since, set) = stored.ok_or_else(|| {
                 error(
                     codes::UNKNOWN_BLOCK,
                     "unknown_block",

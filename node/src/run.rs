@@ -338,6 +338,7 @@ fn host_config(config: &NodeConfig, max_response_bytes: usize) -> HostConfig {
             0 => None,
             ms => Some(ms),
         },
+        live_wait_ms: config.producer.live_wait_ms,
         sync_interval_ms: config.network.sync_interval_ms,
         sync_batch_blocks: config.network.sync_batch_blocks,
         request_timeout_ms: config.network.sync_timeout_ms,
@@ -355,7 +356,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let context = ChainContext::new(home.load_genesis()?);
+    let context = ChainContext::new(home.load_genesis()?)
+        .with_overrides(config.validator_overrides())
+        .map_err(|e| anyhow::anyhow!("config: {e}"))?;
     let key = home.load_validator_key(&config)?;
     let node_key = home.load_or_create_node_key(&config)?;
     let store = {
@@ -385,6 +388,20 @@ pub async fn run(
         config.mempool.max_remembered_outcomes,
         Box::new(events),
     ));
+    chain
+        .check_overrides()
+        .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    for (height, set) in &chain.context().overrides {
+        warn!(
+            height,
+            validators = set.validators().len(),
+            validators_hash = %set.hash(),
+            overrides_id = %chain.context().overrides_id().map(|id| id.to_hex()).unwrap_or_default(),
+            "OPERATOR OVERRIDE configured: from this height the validator set is the one \
+             [[validator_override]] names; every node of the chain needs the same overrides \
+             (peers with other ones are refused)"
+        );
+    }
     // The key signs from the first height of a set that holds it (the set
     // changes by vote), so the host always has it; the node counts itself a
     // validator when the set in force or the next one holds it.
@@ -434,6 +451,7 @@ pub async fn run(
         max_invalid_messages: config.network.max_invalid_messages,
         ban_duration: Duration::from_millis(config.network.ban_duration_ms),
         inbound_queue: INBOUND_QUEUE,
+        validator_overrides: chain.context().overrides_id(),
         ..tally_gossip::Config::default()
     };
     let handler = NodeRequests {

@@ -28,7 +28,7 @@ pub use types::{
     TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode,
 };
 pub use types::{ChangeVoteInfo, FinishedChangeInfo, PendingChangeInfo, PendingChangesInfo};
-pub use types::{EvidenceInfo, EvidenceList};
+pub use types::{EvidenceInfo, EvidenceList, OverrideInfo};
 
 /// Most pieces of recorded evidence in one `chain_getEvidence` answer.
 pub const MAX_EVIDENCE_PAGE: u32 = 100;

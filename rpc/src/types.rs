@@ -266,6 +266,26 @@ pub struct ChainStatus {
     pub consensus: Option<ConsensusInfo>,
     /// The node's version.
     pub node_version: String,
+    /// The operator overrides of the validator set this node was given
+    /// (config.toml `[[validator_override]]`), oldest first; absent when
+    /// it has none. Every node of the chain must show the same list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validator_overrides: Vec<OverrideInfo>,
+    /// What names that list (compared by peers at identify and by
+    /// `tally doctor`); absent without overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides_id: Option<Hash>,
+}
+
+/// One operator override of the validator set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideInfo {
+    /// The first height its set signs.
+    pub height: u64,
+    /// The set's hash (what the header of that height names).
+    pub validators_hash: Hash,
+    /// How many validators it has.
+    pub validators: u32,
 }
 
 /// What a node does in the chain.

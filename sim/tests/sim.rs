@@ -177,7 +177,10 @@ fn the_simulator_finds_each_bug_planted_in_the_host() {
             Sabotage::GenesisSetForever,
             "changes",
             4,
-            &["certificate for the set"],
+            // Nodes that count votes by the genesis set either certify a
+            // block the set of its height did not sign, or stall once the
+            // genesis set has no quorum left among the live validators.
+            &["certificate for the set", "liveness"],
         ),
         (
             Sabotage::CommitUncheckedCertificate,

@@ -189,6 +189,12 @@ impl ChainWrite for MemoryStore {
         }
         inner.accounts.extend(write.accounts.iter().copied());
         inner.validators = write.validators.clone();
+        if write.overridden {
+            inner
+                .sets
+                .insert(header.height, write.validators.last.clone());
+            inner.sets.remove(&(header.height + 1));
+        }
         if write.validators.next != write.validators.current {
             inner
                 .sets

@@ -526,6 +526,16 @@ impl ChainWrite for RocksStore {
         if write.validators_changed {
             batch.put_cf(&validators, KEY_VALIDATOR_STATE, encode(write.validators)?);
         }
+        // An operator override: its set signs from this height on, and a
+        // set a change announced for the next height never takes effect.
+        if write.overridden {
+            batch.put_cf(
+                &validators,
+                set_key(height),
+                encode(&write.validators.last)?,
+            );
+            batch.delete_cf(&validators, set_key(height + 1));
+        }
         // A change completed by this block: the set it makes signs from
         // height + 2 on.
         if write.validators.next != write.validators.current {

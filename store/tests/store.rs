@@ -121,6 +121,7 @@ fn commit_with_evidence<S: ChainWrite>(
             tree: &executed.tree,
             validators: &executed.validators,
             validators_changed: executed.validators_changed,
+            overridden: executed.overridden,
         })
         .unwrap();
     stored

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod crash_recovery;
 mod hostile_peers;
+mod operator_override;
 mod pause;
 mod replication;
 mod rpc_e2e;

@@ -446,3 +446,181 @@ fn a_removal_may_cite_evidence_against_the_validator_it_removes_only() {
         ChangeResult::Completed { .. }
     ));
 }
+
+fn set_of(names: &[&str]) -> Vec<tally_ledger::GenesisValidator> {
+    names
+        .iter()
+        .map(|name| tally_ledger::GenesisValidator {
+            name: (*name).to_owned(),
+            address: devnet_key(name).address(),
+            power: 1,
+        })
+        .collect()
+}
+
+#[test]
+fn an_operator_override_replaces_the_set_at_its_height_and_drops_what_votes_scheduled() {
+    let mut run = Run::new();
+    let first = run.build(vec![], vec![]);
+    run.apply(first, &ALL);
+    // Block 2 completes the addition of validator-4 (in force at 4) and
+    // opens a removal with one vote.
+    let change = add_validator_4();
+    let removal = ValidatorChange::Remove {
+        address: devnet_key("validator-3").address(),
+    };
+    let votes = vec![
+        run.vote(0, &change),
+        run.vote(1, &change),
+        run.vote(2, &change),
+        run.vote(0, &removal),
+    ];
+    let block_2 = run.build(votes, vec![]);
+    assert_eq!(block_2.block.txs.len(), 4);
+    run.apply(block_2, &ALL);
+    assert_eq!(
+        run.state
+            .validator_set_at(4)
+            .unwrap()
+            .unwrap()
+            .validators()
+            .len(),
+        5
+    );
+
+    // The chain halts at 2; its operators override the set from height 3.
+    let plain = run.chain.clone();
+    let two = set_of(&["validator-0", "validator-1"]);
+    run.chain = plain
+        .clone()
+        .with_overrides(vec![(3, two.clone())])
+        .unwrap();
+    let two = tally_ledger::ValidatorSet::new(two);
+    let block_3 = run.build(vec![], vec![]);
+    assert_eq!(block_3.block.header.validators_hash, two.hash());
+    assert_eq!(
+        block_3.block.header.next_validators_hash,
+        two.hash(),
+        "the set a vote scheduled for height 4 never takes effect"
+    );
+    assert!(block_3.executed.overridden);
+    assert!(block_3.executed.validators_changed);
+    assert!(
+        block_3.executed.validators.open.is_empty(),
+        "open votes are dropped"
+    );
+    // A node without the override refuses the block: it names another set.
+    let refused = execute_block(
+        &run.state,
+        &plain,
+        &run.parent,
+        &block_3.block,
+        SigCheck::Verify,
+    );
+    assert!(matches!(refused, Err(BlockError::Header(_))), "{refused:?}");
+    // Block 3 carries block 2's commit by the old set, and is signed by the
+    // new one: both of its validators make its quorum.
+    run.apply(block_3, &["validator-0", "validator-1"]);
+    assert_eq!(
+        run.state.validator_set_since(3).unwrap(),
+        Some((3, two.clone()))
+    );
+    assert_eq!(
+        run.state.validator_set_since(4).unwrap(),
+        Some((3, two.clone())),
+        "the set announced for height 4 is forgotten"
+    );
+    let block_4 = run.build(vec![], vec![]);
+    assert!(!block_4.executed.overridden);
+    assert_eq!(block_4.block.header.validators_hash, two.hash());
+    let mut foreign = block_4.block.clone();
+    foreign.last_commit = Some(commit(
+        &run.chain,
+        3,
+        run.parent.hash,
+        &["validator-2", "validator-3"],
+    ));
+    foreign.header.last_commit_hash = tally_ledger::last_commit_hash(&foreign.last_commit);
+    assert!(matches!(
+        run.execute(&foreign),
+        Err(BlockError::LastCommit(_))
+    ));
+    run.apply(block_4, &["validator-0", "validator-1"]);
+    // A validator outside the override set no longer votes on changes.
+    let late = run.vote(2, &removal);
+    let block_5 = run.build(vec![late], vec![]);
+    assert!(
+        matches!(
+            &block_5.rejected[0].1,
+            TxError::Validator(e) if matches!(**e, ValidatorChangeError::NotAValidator(_))
+        ),
+        "{:?}",
+        block_5.rejected
+    );
+}
+
+#[test]
+fn overrides_are_checked_and_named_by_their_content() {
+    let plain = ChainContext::new(devnet_genesis(4, "tally-devnet").unwrap());
+    assert_eq!(plain.overrides_id(), None);
+    let two = set_of(&["validator-0", "validator-1"]);
+    assert_eq!(
+        plain
+            .clone()
+            .with_overrides(vec![(1, two.clone())])
+            .unwrap_err(),
+        tally_ledger::OverrideError::TooLow(1)
+    );
+    assert_eq!(
+        plain
+            .clone()
+            .with_overrides(vec![(5, two.clone()), (5, two.clone())])
+            .unwrap_err(),
+        tally_ledger::OverrideError::TooClose(5, 5)
+    );
+    assert_eq!(
+        plain
+            .clone()
+            .with_overrides(vec![(6, two.clone()), (5, two.clone())])
+            .unwrap_err(),
+        tally_ledger::OverrideError::TooClose(5, 6)
+    );
+    assert!(plain
+        .clone()
+        .with_overrides(vec![(5, two.clone()), (7, two.clone())])
+        .is_ok());
+    assert!(matches!(
+        plain.clone().with_overrides(vec![(5, Vec::new())]),
+        Err(tally_ledger::OverrideError::BadSet { height: 5, .. })
+    ));
+    let mut strict = devnet_genesis(4, "tally-devnet").unwrap();
+    strict.params.min_validators = 3;
+    let strict = ChainContext::new(strict);
+    assert!(matches!(
+        strict.with_overrides(vec![(5, two.clone())]),
+        Err(tally_ledger::OverrideError::BadSet { height: 5, ref reason }) if reason.contains("minimum 3")
+    ));
+    let twice = set_of(&["validator-0", "validator-0"]);
+    assert!(matches!(
+        plain.clone().with_overrides(vec![(5, twice)]),
+        Err(tally_ledger::OverrideError::BadSet { height: 5, .. })
+    ));
+    let a = plain
+        .clone()
+        .with_overrides(vec![(5, two.clone())])
+        .unwrap();
+    let same = plain
+        .clone()
+        .with_overrides(vec![(5, two.clone())])
+        .unwrap();
+    let other_height = plain
+        .clone()
+        .with_overrides(vec![(6, two.clone())])
+        .unwrap();
+    let three = set_of(&["validator-0", "validator-1", "validator-2"]);
+    let other_set = plain.clone().with_overrides(vec![(5, three)]).unwrap();
+    assert!(a.overrides_id().is_some());
+    assert_eq!(a.overrides_id(), same.overrides_id());
+    assert_ne!(a.overrides_id(), other_height.overrides_id());
+    assert_ne!(a.overrides_id(), other_set.overrides_id());
+}
