@@ -107,6 +107,15 @@ enum Command {
         #[command(flatten)]
         common: RpcArgs,
     },
+    /// Show what the node's mempool holds of an account and why its
+    /// transactions wait: the pending run, the queued ones with the
+    /// missing nonces that hold them and when each expires.
+    Pending {
+        /// The account: `tally1…` or `devnet:NAME`.
+        address: String,
+        #[command(flatten)]
+        common: RpcArgs,
+    },
     /// Show a transaction's status.
     Tx {
         /// The transaction id (0x…).
@@ -497,6 +506,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             prove,
             common,
         } => runtime()?.block_on(wallet::tx(&hash, &prove, &common)),
+        Command::Pending { address, common } => {
+            runtime()?.block_on(wallet::pending(&address, &common))
+        }
         Command::Verify {
             genesis,
             overrides,

@@ -278,6 +278,108 @@ pub async fn peers(args: &RpcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `2 min 5 s`, `4 s`, `800 ms`.
+fn duration_text(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=59_999 => format!("{} s", ms / 1_000),
+        _ => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1_000),
+    }
+}
+
+/// `7`, `7 and 8`, `7, 8 and 9`.
+fn list_text(items: &[u64]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => {
+            let rest: Vec<String> = rest.iter().map(u64::to_string).collect();
+            format!("{} and {last}", rest.join(", "))
+        }
+    }
+}
+
+/// One sentence on why an account's transactions wait, e.g. "waiting for
+/// nonce 7; 8 and 9 are queued; 9 expires in 2 min 0 s".
+pub(crate) fn pending_summary(info: &tally_client::PendingInfo) -> String {
+    if info.queued.is_empty() {
+        return match info.pending.len() {
+            0 => format!(
+                "nothing held; the next transaction takes nonce {}",
+                info.next_nonce
+            ),
+            n => format!(
+                "{n} pending, ready for the next block; the next transaction takes nonce {}",
+                info.next_nonce
+            ),
+        };
+    }
+    let missing = &info.missing_nonces;
+    let queued: Vec<u64> = info.queued.iter().map(|t| t.nonce).collect();
+    let verb = if queued.len() == 1 { "is" } else { "are" };
+    let soonest = info
+        .queued
+        .iter()
+        .min_by_key(|t| t.expires_in_ms.unwrap_or(u64::MAX))
+        .map(|t| {
+            format!(
+                "{} expires in {}",
+                t.nonce,
+                duration_text(t.expires_in_ms.unwrap_or(0))
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "waiting for nonce {}; {} {verb} queued; {soonest}",
+        list_text(missing),
+        list_text(&queued)
+    )
+}
+
+pub async fn pending(address: &str, args: &RpcArgs) -> anyhow::Result<()> {
+    let address = resolve_address(address)?;
+    let info = client(args)?.pending(&address).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!(
+        "{address}: committed nonce {}, next nonce {}",
+        info.nonce, info.next_nonce
+    );
+    println!("{}", pending_summary(&info));
+    if !info.pending.is_empty() || !info.queued.is_empty() {
+        println!(
+            "{:>8}  {:<8}  {:>10}  {:<22}  hash",
+            "nonce", "state", "fee", "waits"
+        );
+    }
+    for t in &info.pending {
+        println!(
+            "{:>8}  {:<8}  {:>10}  {:<22}  {}",
+            t.nonce, "pending", t.fee, "", t.hash
+        );
+    }
+    for t in &info.queued {
+        let waits = format!(
+            "nonce {}, expires {}",
+            t.waiting_for_nonce.unwrap_or(info.next_nonce),
+            duration_text(t.expires_in_ms.unwrap_or(0))
+        );
+        println!(
+            "{:>8}  {:<8}  {:>10}  {:<22}  {}",
+            t.nonce, "queued", t.fee, waits, t.hash
+        );
+    }
+    let l = &info.limits;
+    println!(
+        "limits: {} transactions per sender, nonces up to {} past the next one, queued ones expire after {}",
+        l.max_txs,
+        l.max_nonce_gap,
+        duration_text(l.queued_ttl_ms)
+    );
+    Ok(())
+}
+
 pub async fn status(args: &RpcArgs) -> anyhow::Result<()> {
     let status = client(args)?.status().await?;
     if args.json {
@@ -342,5 +444,56 @@ pub(crate) fn describe(action: &Action) -> String {
                 None => format!("votes to {what}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+    use tally_client::{HeldTxInfo, PendingInfo, SenderLimits};
+    use tally_ledger::Hash;
+
+    fn held(nonce: u64, expires_in_ms: Option<u64>) -> HeldTxInfo {
+        HeldTxInfo {
+            hash: Hash::ZERO,
+            nonce,
+            fee: 1,
+            waiting_for_nonce: expires_in_ms.map(|_| 7),
+            expires_in_ms,
+        }
+    }
+
+    #[test]
+    fn the_pending_summary_says_what_waits_for_what() {
+        let mut info = PendingInfo {
+            address: tally_ledger::devnet_key("alice").address(),
+            nonce: 6,
+            next_nonce: 7,
+            pending: vec![held(6, None)],
+            queued: vec![held(8, Some(240_000)), held(9, Some(231_000))],
+            missing_nonces: vec![7],
+            limits: SenderLimits {
+                max_txs: 1024,
+                max_nonce_gap: 64,
+                queued_ttl_ms: 300_000,
+            },
+        };
+        assert_eq!(
+            pending_summary(&info),
+            "waiting for nonce 7; 8 and 9 are queued; 9 expires in 3 min 51 s"
+        );
+        info.queued = vec![held(12, Some(240_000))];
+        info.missing_nonces = vec![7, 8, 9, 10, 11];
+        assert_eq!(
+            pending_summary(&info),
+            "waiting for nonce 7, 8, 9, 10 and 11; 12 is queued; 12 expires in 4 min 0 s"
+        );
+        info.queued.clear();
+        assert_eq!(
+            pending_summary(&info),
+            "1 pending, ready for the next block; the next transaction takes nonce 7"
+        );
+        assert_eq!(duration_text(800), "800 ms");
+        assert_eq!(duration_text(4_500), "4 s");
     }
 }

@@ -22,6 +22,7 @@ pub use tally_rpc::{
     ConsensusInfo, GenesisInfo, NodeRole, PeerEntry, PeersInfo, SubmitResult, TxInfo, TxProofInfo,
     TxRejection, TxState, ValidatorsInfo, WaitMode,
 };
+pub use tally_rpc::{HeldTxInfo, PendingInfo, SenderLimits};
 
 /// What went wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +134,14 @@ impl Client {
     pub async fn tx(&self, hash: &Hash) -> Result<TxInfo, ClientError> {
         self.http
             .tx_get(hash.to_hex())
+            .await
+            .map_err(|e| self.map(e))
+    }
+
+    /// `account_getPending`: what the node's mempool holds of `address`.
+    pub async fn pending(&self, address: &Address) -> Result<PendingInfo, ClientError> {
+        self.http
+            .account_get_pending(address.to_text())
             .await
             .map_err(|e| self.map(e))
     }

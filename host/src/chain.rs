@@ -509,6 +509,21 @@ impl Chain {
         lock(&self.pool).has_pending()
     }
 
+    /// What the mempool holds of `address` at `now_ms`, with the pool's
+    /// limits ([`Mempool::sender_view`]).
+    pub fn pending_of(
+        &self,
+        address: &Address,
+        account: &Account,
+        now_ms: u64,
+    ) -> (tally_mempool::SenderView, tally_mempool::Config) {
+        let pool = lock(&self.pool);
+        (
+            pool.sender_view(address, account, now_ms),
+            pool.config().clone(),
+        )
+    }
+
     /// The nonce the account's next transaction should carry.
     pub fn next_nonce(&self, address: &Address, account: &Account) -> u64 {
         lock(&self.pool).next_nonce(address, account)

@@ -124,6 +124,38 @@ pub struct Admission {
     pub replaced: Option<Hash>,
 }
 
+/// One transaction a sender has in the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldTx {
+    /// Its id.
+    pub id: Hash,
+    /// Its nonce.
+    pub nonce: u64,
+    /// Its fee.
+    pub fee: u64,
+    /// When it arrived (the caller's clock).
+    pub arrived_ms: u64,
+}
+
+/// What the pool holds of one sender, and what keeps its queued
+/// transactions waiting ([`Mempool::sender_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderView {
+    /// The nonce its next transaction in a block must carry: the committed
+    /// nonce.
+    pub committed_nonce: u64,
+    /// The nonce a new transaction should carry: past the pending run.
+    pub next_nonce: u64,
+    /// The run of nonces from `committed_nonce` on, ready for a block.
+    pub pending: Vec<HeldTx>,
+    /// Transactions behind a gap, in nonce order, each with the time left
+    /// before it expires.
+    pub queued: Vec<(HeldTx, u64)>,
+    /// The nonces missing below the highest queued one: the gaps that hold
+    /// the queued transactions back (at most `max_nonce_gap` of them).
+    pub missing: Vec<u64>,
+}
+
 /// Why a transaction left the pool other than by being included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
@@ -437,6 +469,58 @@ impl Mempool {
         self.senders
             .get(address)
             .map_or(account.nonce, Sender::first_gap)
+    }
+
+    /// The limits the pool was made with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the pool holds of `address`, whose committed state is
+    /// `account`, at `now_ms`: its pending run, its queued transactions
+    /// with the time each has left, and the missing nonces that hold them.
+    pub fn sender_view(&self, address: &Address, account: &Account, now_ms: u64) -> SenderView {
+        let held = |entry: &Entry| HeldTx {
+            id: entry.id,
+            nonce: entry.tx.tx.nonce,
+            fee: entry.tx.tx.fee,
+            arrived_ms: entry.arrived_ms,
+        };
+        let Some(sender) = self.senders.get(address) else {
+            return SenderView {
+                committed_nonce: account.nonce,
+                next_nonce: account.nonce,
+                pending: Vec::new(),
+                queued: Vec::new(),
+                missing: Vec::new(),
+            };
+        };
+        let pending: Vec<HeldTx> = sender.pending().map(held).collect();
+        let gap = sender.first_gap();
+        let ttl = self.config.queued_ttl_ms;
+        let queued: Vec<(HeldTx, u64)> = sender
+            .txs
+            .range(gap..)
+            .map(|(_, e)| {
+                (
+                    held(e),
+                    ttl.saturating_sub(now_ms.saturating_sub(e.arrived_ms)),
+                )
+            })
+            .collect();
+        let missing = match queued.last() {
+            Some((last, _)) => (gap..last.nonce)
+                .filter(|n| !sender.txs.contains_key(n))
+                .collect(),
+            None => Vec::new(),
+        };
+        SenderView {
+            committed_nonce: sender.next_nonce,
+            next_nonce: gap,
+            pending,
+            queued,
+            missing,
+        }
     }
 
     /// Whether the pool holds a validator-set vote (pending or queued).

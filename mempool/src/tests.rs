@@ -388,3 +388,43 @@ fn the_pool_knows_when_it_holds_a_validator_set_vote() {
     assert!(!pool.holds_validator_votes());
     assert!(pool.is_empty());
 }
+
+#[test]
+fn a_senders_view_names_the_nonces_its_queued_transactions_wait_for() {
+    let mut pool = Mempool::new(Config::default());
+    let empty = pool.sender_view(&key("alice").address(), &rich(), 0);
+    assert_eq!((empty.committed_nonce, empty.next_nonce), (0, 0));
+    assert!(empty.pending.is_empty() && empty.queued.is_empty() && empty.missing.is_empty());
+    // Nonces 0 and 1 pending; 3, 4 and 7 queued at different times.
+    for (nonce, at) in [(0, 0), (1, 0), (3, 1_000), (4, 2_000), (7, 5_000)] {
+        let (t, id) = tx("alice", nonce, 10, 1);
+        pool.insert(t, id, rich(), at).unwrap();
+    }
+    let view = pool.sender_view(&key("alice").address(), &rich(), 10_000);
+    assert_eq!(view.committed_nonce, 0);
+    assert_eq!(view.next_nonce, 2, "a wallet fills the first gap");
+    let nonces = |txs: &[HeldTx]| txs.iter().map(|t| t.nonce).collect::<Vec<_>>();
+    assert_eq!(nonces(&view.pending), [0, 1]);
+    let queued: Vec<(u64, u64)> = view
+        .queued
+        .iter()
+        .map(|(t, left)| (t.nonce, *left))
+        .collect();
+    let ttl = Config::default().queued_ttl_ms;
+    assert_eq!(
+        queued,
+        [(3, ttl - 9_000), (4, ttl - 8_000), (7, ttl - 5_000)]
+    );
+    assert_eq!(view.missing, [2, 5, 6]);
+    // Nonce 2 arrives: 3 and 4 join the run, 7 still waits for 5 and 6.
+    let (t, id) = tx("alice", 2, 10, 1);
+    pool.insert(t, id, rich(), 10_000).unwrap();
+    let view = pool.sender_view(&key("alice").address(), &rich(), 10_000);
+    assert_eq!(nonces(&view.pending), [0, 1, 2, 3, 4]);
+    assert_eq!(view.next_nonce, 5);
+    assert_eq!(view.missing, [5, 6]);
+    assert_eq!(
+        pool.status(&view.queued[0].0.id),
+        Some(PoolState::Queued { waiting_for: 5 })
+    );
+}

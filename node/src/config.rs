@@ -425,3 +425,35 @@ impl NodeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const ADDRESS: &str = "tally1z04f02rmafpmxy5mjv3zf3j4y5qycp4hvhur7zs2zgggvw5gqges3vf350";
+
+    #[test]
+    fn a_validator_override_reads_as_written_by_hand_or_by_the_node() {
+        let inline = format!(
+            "[[validator_override]]\nheight = 58\nvalidators = [\n    \
+             {{ name = \"validator-0\", address = \"{ADDRESS}\", power = 1 }},\n]\n"
+        );
+        let config: NodeConfig = toml::from_str(&inline).unwrap();
+        assert_eq!(config.validator_override.len(), 1);
+        assert_eq!(config.validator_overrides()[0].0, 58);
+        assert_eq!(config.validator_overrides()[0].1[0].name, "validator-0");
+        let written = config.to_toml();
+        assert!(written.contains("[[validator_override]]"), "{written}");
+        let again: NodeConfig = toml::from_str(&written).unwrap();
+        assert_eq!(again, config);
+        // A config without overrides writes none.
+        assert!(!NodeConfig::default()
+            .to_toml()
+            .contains("validator_override"));
+        // A typo is an error, not an override ignored.
+        let typo = inline.replace("height", "heigth");
+        assert!(toml::from_str::<NodeConfig>(&typo).is_err());
+    }
+}

@@ -25,9 +25,10 @@ use tally_rpc::codes::{self, error};
 use tally_rpc::{
     AccountInfo, AccountProofInfo, BatchEntry, BlockId, BlockInfo, BlockTxs, ChainStatus,
     ChangeVoteInfo, ConsensusInfo, EvidenceInfo, EvidenceList, FinishedChangeInfo, FullTx,
-    GenesisInfo, NodeRole, OverrideInfo, PeerEntry, PeersInfo, PendingChangeInfo,
-    PendingChangesInfo, SubmitResult, TallyApiServer, TxInfo, TxProofInfo, TxRejection, TxState,
-    ValidatorInfo, ValidatorsInfo, WaitMode, MAX_EVIDENCE_PAGE, MAX_SUBMIT_BATCH,
+    GenesisInfo, HeldTxInfo, NodeRole, OverrideInfo, PeerEntry, PeersInfo, PendingChangeInfo,
+    PendingChangesInfo, PendingInfo, SenderLimits, SubmitResult, TallyApiServer, TxInfo,
+    TxProofInfo, TxRejection, TxState, ValidatorInfo, ValidatorsInfo, WaitMode, MAX_EVIDENCE_PAGE,
+    MAX_SUBMIT_BATCH,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -317,6 +318,37 @@ impl TallyApiServer for Api {
             balance: account.balance,
             nonce: account.nonce,
             next_nonce: self.node.chain().next_nonce(&address, &account),
+        })
+    }
+
+    async fn account_get_pending(&self, address: String) -> RpcResult<PendingInfo> {
+        let address = parse_address(&address)?;
+        let chain = self.node.chain();
+        let account = chain.store().account(&address).map_err(unavailable)?;
+        let (view, limits) = chain.pending_of(&address, &account, crate::node::now_ms());
+        let held = |t: &tally_mempool::HeldTx, queued: Option<u64>| HeldTxInfo {
+            hash: t.id,
+            nonce: t.nonce,
+            fee: t.fee,
+            waiting_for_nonce: queued.map(|_| view.next_nonce),
+            expires_in_ms: queued,
+        };
+        Ok(PendingInfo {
+            address,
+            nonce: view.committed_nonce,
+            next_nonce: view.next_nonce,
+            pending: view.pending.iter().map(|t| held(t, None)).collect(),
+            queued: view
+                .queued
+                .iter()
+                .map(|(t, left)| held(t, Some(*left)))
+                .collect(),
+            missing_nonces: view.missing.clone(),
+            limits: SenderLimits {
+                max_txs: limits.max_txs_per_sender as u64,
+                max_nonce_gap: limits.max_nonce_gap,
+                queued_ttl_ms: limits.queued_ttl_ms,
+            },
         })
     }
 

@@ -29,6 +29,7 @@ pub use types::{
 };
 pub use types::{ChangeVoteInfo, FinishedChangeInfo, PendingChangeInfo, PendingChangesInfo};
 pub use types::{EvidenceInfo, EvidenceList, OverrideInfo};
+pub use types::{HeldTxInfo, PendingInfo, SenderLimits};
 
 /// Most pieces of recorded evidence in one `chain_getEvidence` answer.
 pub const MAX_EVIDENCE_PAGE: u32 = 100;
@@ -58,6 +59,12 @@ pub trait TallyApi {
     /// An account's balance and nonces.
     #[method(name = "account_get")]
     async fn account_get(&self, address: String) -> RpcResult<AccountInfo>;
+
+    /// What this node's mempool holds of a sender: its pending run, its
+    /// queued transactions with the missing nonces that hold them and the
+    /// time each has left, and the pool's limits for one sender.
+    #[method(name = "account_getPending")]
+    async fn account_get_pending(&self, address: String) -> RpcResult<PendingInfo>;
 
     /// An account at `height` (the tip when absent) with the header, the
     /// certificate and the Merkle proof that prove it.

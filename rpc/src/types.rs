@@ -136,6 +136,63 @@ pub struct AccountInfo {
     pub next_nonce: u64,
 }
 
+/// The answer of `account_getPending`: what this node's mempool holds of
+/// one sender, and why its queued transactions wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingInfo {
+    /// The account.
+    pub address: Address,
+    /// Committed nonce: the nonce the sender's next transaction in a block
+    /// must carry.
+    pub nonce: u64,
+    /// The nonce a new transaction should carry: past the pending run (the
+    /// first missing nonce when transactions are queued).
+    pub next_nonce: u64,
+    /// Transactions ready for the next block, in nonce order.
+    pub pending: Vec<HeldTxInfo>,
+    /// Transactions behind a nonce gap, in nonce order.
+    pub queued: Vec<HeldTxInfo>,
+    /// The nonces missing below the highest queued one, lowest first: a
+    /// transaction with each must arrive before the queued ones behind it
+    /// can go into a block.
+    pub missing_nonces: Vec<u64>,
+    /// The mempool's limits for one sender.
+    pub limits: SenderLimits,
+}
+
+/// One of a sender's transactions in the mempool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldTxInfo {
+    /// Transaction id.
+    pub hash: Hash,
+    /// Its nonce.
+    pub nonce: u64,
+    /// Its fee.
+    #[serde(with = "amount_string")]
+    pub fee: u64,
+    /// When queued: the missing nonce it waits for (the lowest one), as
+    /// `tx_get` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_nonce: Option<u64>,
+    /// When queued: milliseconds left before it expires unless the gap is
+    /// filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+}
+
+/// The mempool's limits for one sender (`config.toml` `[mempool]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderLimits {
+    /// Most transactions held for one sender (`max_txs_per_sender`).
+    pub max_txs: u64,
+    /// How far past its next nonce a transaction may be queued
+    /// (`max_nonce_gap`).
+    pub max_nonce_gap: u64,
+    /// How long a queued transaction waits before it expires
+    /// (`queued_ttl_ms`).
+    pub queued_ttl_ms: u64,
+}
+
 /// Which block `chain_getBlock` returns: a height, `"latest"`, or
 /// `{"hash": "0x…"}` (the hash is parsed by the server so that a malformed
 /// one gets its own error code).

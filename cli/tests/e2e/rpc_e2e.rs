@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::{call_raw, NodeProcess};
+use common::{call_raw, tally, NodeProcess};
 use serde_json::json;
 use tally_client::{BlockId, BlockTxs, TxState, WaitMode};
 use tally_ledger::{devnet_key, to_hex, ChainContext, Genesis, Hash, Transaction};
@@ -254,4 +254,82 @@ async fn a_submitted_batch_is_answered_per_transaction_in_order() {
     )
     .await;
     assert_eq!(answer["result"], json!([]), "{answer}");
+}
+
+/// The nonce-gap inspector: transactions behind a gap are listed with the
+/// nonce they wait for (as `tx_get` says) and the time each has left, by
+/// `account_getPending` and `tally pending`; the missing one releases them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_inspector_names_the_missing_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::dev(&dir.path().join("home"));
+    let client = node.client();
+    let status = client.status().await.unwrap();
+    let bob = devnet_key("bob");
+    let nonce = client.account(&bob.address()).await.unwrap().nonce;
+    let sign = |n: u64| {
+        Transaction::transfer(
+            status.chain_id.clone(),
+            bob.address(),
+            devnet_key("alice").address(),
+            5,
+            1,
+            n,
+        )
+        .sign(&bob, &status.genesis_hash)
+    };
+    let (second, third) = (sign(nonce + 1), sign(nonce + 2));
+    for tx in [&second, &third] {
+        let answer = client.submit(tx, WaitMode::None).await.unwrap();
+        assert_eq!(answer.status, TxState::Queued);
+    }
+    let info = client.pending(&bob.address()).await.unwrap();
+    assert_eq!((info.nonce, info.next_nonce), (nonce, nonce));
+    assert!(info.pending.is_empty());
+    assert_eq!(info.missing_nonces, [nonce]);
+    let queued: Vec<u64> = info.queued.iter().map(|t| t.nonce).collect();
+    assert_eq!(queued, [nonce + 1, nonce + 2]);
+    assert_eq!(info.queued[0].hash, second.id());
+    let ttl = info.limits.queued_ttl_ms;
+    for t in &info.queued {
+        assert_eq!(t.waiting_for_nonce, Some(nonce));
+        let left = t.expires_in_ms.unwrap();
+        assert!(left > 0 && left <= ttl, "{left} of {ttl}");
+    }
+    let by_tx_get = client.tx(&third.id()).await.unwrap();
+    assert_eq!(by_tx_get.waiting_for_nonce, Some(nonce), "tx_get agrees");
+
+    let (ok, out, err) = tally(&["pending", "devnet:bob", "--rpc", &node.url]);
+    assert!(ok, "tally pending: {err}");
+    assert!(
+        out.contains(&format!(
+            "waiting for nonce {nonce}; {} and {} are queued;",
+            nonce + 1,
+            nonce + 2
+        )),
+        "{out}"
+    );
+    assert!(out.contains("queued"), "{out}");
+
+    // The missing transaction releases the queue: all three commit.
+    let first = sign(nonce);
+    let answer = client.submit(&first, WaitMode::Committed).await.unwrap();
+    assert_eq!(answer.status, TxState::Committed);
+    let deadline = tokio::time::Instant::now() + common::STEP_DEADLINE;
+    while client.tx(&third.id()).await.unwrap().status != TxState::Committed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue was not released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let after = client.pending(&bob.address()).await.unwrap();
+    assert!(
+        after.queued.is_empty() && after.missing_nonces.is_empty(),
+        "{after:?}"
+    );
+    let (ok, out, _) = tally(&["pending", "devnet:bob", "--rpc", &node.url]);
+    assert!(ok);
+    assert!(out.contains("nothing held"), "{out}");
+    assert!(node.terminate(), "clean shutdown");
 }
