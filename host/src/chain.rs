@@ -17,7 +17,7 @@
 //! only for a read or a write, never while taking another lock. No lock is
 //! held while a listener is told anything.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -568,31 +568,46 @@ impl Chain {
     }
 
     /// Checks that the operator overrides of the context fit the chain in
-    /// the store: an override at or below the tip must have been applied
-    /// there (its set stored as in force from its height). An override
-    /// added after its height was committed, or changed since, would make
-    /// this node judge blocks by another set than its peers did.
+    /// the store: the overrides at or below the tip are exactly those its
+    /// blocks took, with the same sets. An override added after its height
+    /// was committed, changed since, or removed would make this node judge
+    /// blocks by another set than its peers (and than itself before).
     pub fn check_overrides(&self) -> Result<(), String> {
         let tip = self.tip().map_err(|e| e.to_string())?.height;
+        let applied: BTreeMap<u64, Hash> = self
+            .store
+            .applied_overrides()
+            .map_err(|e| format!("cannot read the overrides this chain took: {e}"))?
+            .into_iter()
+            .collect();
         for (&height, set) in self.context.overrides.range(..=tip) {
-            let stored = self
-                .store
-                .validator_set_since(height)
-                .map_err(|e| format!("cannot read the validator set of height {height}: {e}"))?;
-            match stored {
-                Some((since, stored)) if since == height && &stored == set => {}
-                Some((since, stored)) => {
+            match applied.get(&height) {
+                Some(hash) if *hash == set.hash() => {}
+                Some(hash) => {
                     return Err(format!(
-                        "the [[validator_override]] at height {height} does not match this \
-                         node's chain (at height {tip}): its set at {height} has hash {} and \
-                         is in force since height {since}, the override names a set with hash \
-                         {}. An override takes effect only at a height above the tip when it \
-                         is first configured, and stays exactly as it was; remove or correct it",
-                        stored.hash(),
+                        "the [[validator_override]] at height {height} names a set with hash {}, \
+                         but this node's chain (at height {tip}) took an override there with \
+                         set {hash}: an override stays exactly as it was first applied; restore it",
                         set.hash()
                     ))
                 }
-                None => return Err(format!("no validator set is stored for height {height}")),
+                None => {
+                    return Err(format!(
+                        "the [[validator_override]] at height {height} does not match this \
+                         node's chain (at height {tip}), which committed height {height} without \
+                         it: an override takes effect only at a height above the tip when it is \
+                         first configured; remove it, or give it a height above {tip}"
+                    ))
+                }
+            }
+        }
+        for (height, hash) in applied {
+            if !self.context.overrides.contains_key(&height) {
+                return Err(format!(
+                    "this node's chain took an operator override at height {height} (set {hash}) \
+                     that config.toml no longer names: put its [[validator_override]] entry \
+                     back (every node needs it, forever)"
+                ));
             }
         }
         Ok(())

@@ -120,6 +120,10 @@ pub trait ChainRead: AccountRead + TreeReader + ChainHistory + Send + Sync {
         from_height: u64,
         limit: usize,
     ) -> Result<Vec<EvidenceRecord>, StorageError>;
+    /// The heights at which committed blocks took an operator override of
+    /// the validator set ([`BlockWrite::overridden`]), in order, with the
+    /// hash of the set each put in force.
+    fn applied_overrides(&self) -> Result<Vec<(u64, Hash)>, StorageError>;
 }
 
 /// Everything one block changes, written atomically by [`ChainWrite::commit`].

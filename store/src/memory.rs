@@ -24,6 +24,8 @@ struct Inner {
     sets: BTreeMap<u64, ValidatorSet>,
     offences: BTreeMap<Offence, Hash>,
     evidence: HashMap<Hash, EvidenceRecord>,
+    /// Operator overrides taken, by height: the set's hash.
+    overrides: BTreeMap<u64, Hash>,
 }
 
 /// Says why a commit fails now (a full disk, a dead process), or `None`.
@@ -63,6 +65,7 @@ impl MemoryStore {
                 sets: [(1, chain.validators.clone())].into_iter().collect(),
                 offences: BTreeMap::new(),
                 evidence: HashMap::new(),
+                overrides: BTreeMap::new(),
             }),
             genesis_hash: chain.genesis_hash,
             commit_fault: None,
@@ -148,6 +151,15 @@ impl ChainRead for MemoryStore {
         found.truncate(limit);
         Ok(found)
     }
+
+    fn applied_overrides(&self) -> Result<Vec<(u64, Hash)>, StorageError> {
+        Ok(self
+            .read()?
+            .overrides
+            .iter()
+            .map(|(h, s)| (*h, *s))
+            .collect())
+    }
 }
 
 impl ChainWrite for MemoryStore {
@@ -194,6 +206,9 @@ impl ChainWrite for MemoryStore {
                 .sets
                 .insert(header.height, write.validators.last.clone());
             inner.sets.remove(&(header.height + 1));
+            inner
+                .overrides
+                .insert(header.height, write.validators.last.hash());
         }
         if write.validators.next != write.validators.current {
             inner

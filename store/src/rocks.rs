@@ -476,6 +476,29 @@ impl ChainRead for RocksStore {
         }
         Ok(found)
     }
+
+    fn applied_overrides(&self) -> Result<Vec<(u64, Hash)>, StorageError> {
+        let start = override_key(0);
+        let iter = self.db.iterator_cf(
+            &self.cf(CF_VALIDATORS)?,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut found = Vec::new();
+        for item in iter {
+            let (key, hash) = item.map_err(io)?;
+            if key.first() != Some(&b'v') {
+                break;
+            }
+            let bad = || StorageError::Corrupt("a stored override entry is malformed".into());
+            let height: [u8; 8] = key
+                .get(1..)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(bad)?;
+            let hash = Hash(hash.as_ref().try_into().map_err(|_| bad())?);
+            found.push((u64::from_be_bytes(height), hash));
+        }
+        Ok(found)
+    }
 }
 
 impl ChainWrite for RocksStore {
@@ -535,6 +558,11 @@ impl ChainWrite for RocksStore {
                 encode(&write.validators.last)?,
             );
             batch.delete_cf(&validators, set_key(height + 1));
+            batch.put_cf(
+                &validators,
+                override_key(height),
+                write.validators.last.hash().0,
+            );
         }
         // A change completed by this block: the set it makes signs from
         // height + 2 on.
@@ -563,6 +591,13 @@ impl ChainWrite for RocksStore {
 
 fn set_key(height: u64) -> Vec<u8> {
     let mut key = b"s".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
+/// `v` ‖ BE height → the hash of the set an operator override put in force.
+fn override_key(height: u64) -> Vec<u8> {
+    let mut key = b"v".to_vec();
     key.extend_from_slice(&height.to_be_bytes());
     key
 }

@@ -12,7 +12,8 @@
 //! - `tally verify` accepts the history across the override only when told
 //!   to trust it (`--override HEIGHT:HASH`);
 //! - a node whose override names a height its chain committed otherwise
-//!   refuses to start.
+//!   refuses to start, and so does one whose chain took an override that
+//!   its config no longer names.
 
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
@@ -196,8 +197,24 @@ async fn operators_restart_a_halted_chain_with_an_agreed_override() {
     // the node refuses to start and says why.
     let stale = entry.replace(&format!("height = {height}"), "height = 2");
     append_config(&net.homes["validator-2"], &stale);
+    let err = refused_start(&net.homes["validator-2"]);
+    assert!(err.contains("does not match this node's chain"), "{err}");
+
+    // 7. The override taken out of a node whose chain took it: it refuses
+    // to start and says to put it back.
+    assert!(net.running.remove("validator-1").unwrap().terminate());
+    let config = net.homes["validator-1"].join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&entry, "")).unwrap();
+    let err = refused_start(&net.homes["validator-1"]);
+    assert!(err.contains("no longer names"), "{err}");
+}
+
+/// Runs `tally run --home HOME`, which must exit with an error within a
+/// minute; returns its stderr.
+fn refused_start(home: &Path) -> String {
     let mut child = std::process::Command::new(crate::common::tally_bin())
-        .args(["run", "--home", net.homes["validator-2"].to_str().unwrap()])
+        .args(["run", "--home", home.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -209,12 +226,12 @@ async fn operators_restart_a_halted_chain_with_an_agreed_override() {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("a node started with an override its chain did not take kept running");
+            panic!("a node with a wrong override kept running");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "{err}");
-    assert!(err.contains("does not match this node's chain"), "{err}");
+    err
 }
