@@ -1407,21 +1407,14 @@ mod tests {
     }
 
     fn decided(chain: &ChainContext, block: Block) -> StoredBlock {
-        let key = devnet_key("validator-0");
-        let vote = Vote {
-            chain_id: chain.genesis.chain_id.clone(),
-            height: block.header.height,
-            round: 0,
-            kind: VoteKind::Precommit,
-            block_hash: Some(block.hash()),
-        };
+        let vote = precommit_of(chain, "validator-0", &block);
         let commit = Commit {
             height: block.header.height,
             round: 0,
             block_hash: block.hash(),
             signatures: vec![CommitSignature {
-                validator: key.address(),
-                signature: vote.sign(&key, &chain.genesis_hash),
+                validator: vote.validator,
+                signature: vote.signature,
             }],
         };
         StoredBlock { block, commit }

@@ -382,3 +382,10 @@ impl Devnet {
         hashes
     }
 }
+
+/// Saves `answer` as `dir/NAME.json` for `tally verify`; returns its path.
+pub fn save_answer(dir: &Path, name: &str, answer: impl serde::Serialize) -> String {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string(&answer).expect("JSON")).expect("write");
+    path.to_str().expect("utf-8 path").to_owned()
+}

@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{tally, Devnet, STEP_DEADLINE};
+use crate::common::{save_answer, tally, Devnet, STEP_DEADLINE};
 
 use tally_client::BlockId;
 use tokio::time::Instant;
@@ -32,12 +32,6 @@ fn append_config(home: &Path, text: &str) {
         .open(home.join("config.toml"))
         .unwrap();
     writeln!(file, "\n{text}").unwrap();
-}
-
-fn save(dir: &Path, name: &str, answer: impl serde::Serialize) -> String {
-    let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string(&answer).unwrap()).unwrap();
-    path.to_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,17 +156,17 @@ async fn operators_restart_a_halted_chain_with_an_agreed_override() {
     let answers = dir.path().join("answers");
     std::fs::create_dir(&answers).unwrap();
     let files = [
-        save(
+        save_answer(
             &answers,
             "announcing",
             full.block(BlockId::Height(halted_at), false).await.unwrap(),
         ),
-        save(
+        save_answer(
             &answers,
             "override",
             full.validators(Some(height)).await.unwrap(),
         ),
-        save(
+        save_answer(
             &answers,
             "tip",
             full.block(BlockId::Height(tip), false).await.unwrap(),

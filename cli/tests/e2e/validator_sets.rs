@@ -21,7 +21,6 @@
 
 #![allow(clippy::unwrap_used)] // tests report failure by panicking
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,13 +161,6 @@ async fn double_sign(chain: &ChainContext, key: &Keypair, peer: &str, next: u64)
     // The messages are on their way; the peer may go.
     tokio::time::sleep(Duration::from_millis(500)).await;
     gossip.stop().await;
-}
-
-/// Saves `answer` as `dir/NAME.json` for `tally verify`.
-fn save(dir: &Path, name: &str, answer: impl serde::Serialize) -> String {
-    let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string(&answer).unwrap()).unwrap();
-    path.to_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,12 +411,20 @@ async fn validators_join_rotate_and_leave_by_vote() {
     let mut files = Vec::new();
     for at in [added_at, rotated_at, removed_at] {
         let announcing = full.block(BlockId::Height(at - 1), false).await.unwrap();
-        files.push(save(&answers, &format!("block-{}", at - 1), announcing));
+        files.push(common::save_answer(
+            &answers,
+            &format!("block-{}", at - 1),
+            announcing,
+        ));
         let set = full.validators(Some(at)).await.unwrap();
-        files.push(save(&answers, &format!("validators-{at}"), set));
+        files.push(common::save_answer(
+            &answers,
+            &format!("validators-{at}"),
+            set,
+        ));
     }
     let last = full.block(BlockId::Height(tip), false).await.unwrap();
-    files.push(save(&answers, "tip", last));
+    files.push(common::save_answer(&answers, "tip", last));
     let verify = |files: &[String]| {
         let mut args = vec!["verify", "--genesis", genesis_path.to_str().unwrap()];
         args.extend(files.iter().map(String::as_str));
