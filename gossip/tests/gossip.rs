@@ -293,3 +293,40 @@ async fn a_node_of_another_chain_is_dropped_when_it_identifies_itself() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_other_validator_overrides_is_dropped_when_it_identifies_itself() {
+    let chain = chain();
+    let (a, _a_rx) = node("override-a", vec![], 10).await;
+    // Same genesis, but an operator override of the validator set that `a`
+    // was not given: it would judge blocks by another set.
+    let config = Config {
+        peers: vec![a.address()],
+        validator_overrides: Some(Hash::digest(b"an override list")),
+        ..Config::default()
+    };
+    let (overridden, _rx) = tally_gossip::start(
+        config,
+        Hash::digest(b"node-key/overridden").0,
+        chain.genesis_hash,
+        Intake(ConsensusIntake::new(
+            chain.clone(),
+            tally_host::ValidatorView::genesis(&chain),
+            8 * 1024 * 1024,
+        )),
+        fixed(b"tip 0"),
+    )
+    .await
+    .unwrap();
+    wait_connected(&a, &overridden, false).await;
+    let (honest, _h_rx) = node("override-peer", vec![a.address()], 10).await;
+    wait_connected(&a, &honest, true).await;
+    assert!(
+        !a.peers().iter().any(|p| p.id == overridden.peer_id()),
+        "the node with other overrides stays out"
+    );
+    assert!(overridden
+        .request(a.peer_id(), b"status?".to_vec())
+        .await
+        .is_err());
+}
