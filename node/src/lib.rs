@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod home;
+pub mod jsonrpc;
 pub mod node;
 pub mod records;
 pub mod rpc_server;

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jsonrpsee::core::{async_trait, RpcResult};
-use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
-use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::types::{ErrorCode, ErrorObjectOwned};
 use serde_json::json;
 use tally_ledger::state_tree::{prove_account, tree_root};
 use tally_ledger::{Address, Hash, StorageError};
@@ -36,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::RpcConfig;
+use crate::jsonrpc::{self, Dispatcher};
 use crate::node::{Node, SubmitError};
 use tally_host::{AdmitError, Rejection, TxStatus};
 
@@ -238,6 +238,7 @@ impl TallyApiServer for Api {
             index: info.index,
             block_hash: info.block_hash,
             waiting_for_nonce: info.waiting_for_nonce,
+            error: info.error,
         })
     }
 
@@ -723,28 +724,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let server_config = ServerConfig::builder()
-        .max_request_body_size(config.max_body_bytes)
-        .max_response_body_size(config.max_response_bytes)
-        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_len))
-        .max_connections(config.max_concurrent_requests)
-        .http_only()
-        .build();
-    let (stop_handle, server_handle) = jsonrpsee::server::stop_channel();
-    let methods = Api { node: node.clone() }.into_rpc();
-    let service = Server::builder()
-        .set_config(server_config)
-        .to_service_builder()
-        .build(methods, stop_handle);
-
-    let rpc = move |request: Request| {
-        let mut service = service.clone();
-        async move {
-            match tower::Service::call(&mut service, request).await {
-                Ok(response) => response.map(axum::body::Body::new),
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-            }
-        }
+    let dispatcher = Dispatcher::new(
+        Api { node: node.clone() }.into_rpc(),
+        config.max_response_bytes as usize,
+        config.max_batch_len as usize,
+    );
+    let state = Arc::new(HttpRpc {
+        dispatcher,
+        in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests as usize)),
+        max_concurrent: config.max_concurrent_requests,
+        max_body_bytes: config.max_body_bytes as usize,
+    });
+    let rpc = move |headers: HeaderMap, body: axum::body::Body| {
+        let state = state.clone();
+        async move { state.answer(&headers, body).await }
     };
     let health_node = node.clone();
     let app = Router::new()
@@ -756,12 +749,106 @@ pub async fn serve(
         idle_timeout: Duration::from_millis(config.idle_timeout_ms),
     };
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = server_handle.stop();
-        })
+        .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// `POST /`: the HTTP side of JSON-RPC (transport limits, then
+/// [`Dispatcher`]).
+struct HttpRpc {
+    dispatcher: Dispatcher,
+    in_flight: Arc<Semaphore>,
+    max_concurrent: u32,
+    max_body_bytes: usize,
+}
+
+/// A JSON-RPC error answer (id `null`) with its HTTP status.
+fn transport_error(status: StatusCode, code: i32, message: &str, data: &str) -> Response {
+    json_response(
+        status,
+        jsonrpc::error_answer("null", code, message, Some(data)),
+    )
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+impl HttpRpc {
+    async fn answer(&self, headers: &HeaderMap, body: axum::body::Body) -> Response {
+        let json = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return transport_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::InvalidRequest.code(),
+                ErrorCode::InvalidRequest.message(),
+                "send the request with Content-Type: application/json",
+            );
+        }
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            return transport_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                jsonrpc::SERVER_BUSY,
+                "Server is busy",
+                &format!(
+                    "more than {} requests in flight ([rpc] max_concurrent_requests); try again shortly",
+                    self.max_concurrent
+                ),
+            );
+        };
+        let too_big = || {
+            transport_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpc::OVERSIZED_REQUEST,
+                "Request is too big",
+                &format!(
+                    "the body exceeds {} bytes ([rpc] max_body_bytes)",
+                    self.max_body_bytes
+                ),
+            )
+        };
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return too_big();
+        }
+        // Chunked bodies are counted as they arrive and cut at the limit.
+        let bytes = match axum::body::to_bytes(body, self.max_body_bytes).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let limit = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return match limit {
+                    true => too_big(),
+                    false => transport_error(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::ParseError.code(),
+                        ErrorCode::ParseError.message(),
+                        &format!("the body could not be read: {e}"),
+                    ),
+                };
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return transport_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ParseError.code(),
+                ErrorCode::ParseError.message(),
+                "the body is not UTF-8 text",
+            );
+        };
+        match self.dispatcher.handle(text).await {
+            Some(answer) => json_response(StatusCode::OK, answer),
+            None => StatusCode::NO_CONTENT.into_response(),
+        }
+    }
 }
 
 async fn health(node: Arc<Node>) -> Response {

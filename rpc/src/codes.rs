@@ -3,8 +3,9 @@
 //!
 //! Standard JSON-RPC codes are used for malformed requests: -32700 parse
 //! error, -32600 invalid request, -32601 method not found, -32602 invalid
-//! params (wrong type or count), -32603 internal error; jsonrpsee adds -32007
-//! request too big and -32010 batch too big.
+//! params (wrong type or count), -32603 internal error; the server adds
+//! -32007 request too big, -32008 answer too big, -32009 busy and -32010
+//! batch too long (tally-node's `jsonrpc` module).
 
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::json;

@@ -56,6 +56,9 @@ pub struct SubmitResult {
     /// The missing nonce, when queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for_nonce: Option<u64>,
+    /// Why, when it was rejected while waiting (as `tx_get` tells it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TxRejection>,
 }
 
 /// One transaction's answer in `tx_submitBatch`, in the order submitted:

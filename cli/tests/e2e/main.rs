@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod crash_recovery;
 mod hostile_peers;
+mod jsonrpc_spec;
 mod operator_override;
 mod pause;
 mod replication;
