@@ -227,3 +227,20 @@ fn protocol_md_overrides_id() {
         "0x202abd980485db6dc14e61b9e5a835e69c865043c132a7296f2d9ea7660a85e1"
     );
 }
+
+/// The worked example's genesis is printed in PROTOCOL.md: that copy is the
+/// shipped genesis.json, which is the devnet genesis the example hashes.
+#[test]
+fn protocol_md_prints_the_shipped_genesis() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shipped = std::fs::read_to_string(root.join("genesis.json")).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/PROTOCOL.md")).unwrap();
+    let example = &doc[doc.find("## Worked example").unwrap()..];
+    let start = example.find("```json\n").unwrap() + "```json\n".len();
+    let printed = &example[start..start + example[start..].find("```").unwrap()];
+    assert_eq!(printed.trim_end(), shipped.trim_end());
+    assert_eq!(
+        tally_ledger::Genesis::from_json(&shipped).unwrap(),
+        devnet_genesis(4, "tally-devnet").unwrap()
+    );
+}
