@@ -209,6 +209,20 @@ pub fn edit_config(home: &Path, edit: impl FnOnce(&mut toml::Table)) {
     std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
 }
 
+/// Sets integer settings of one section of a home's config.toml.
+pub fn set_config(home: &Path, section: &str, settings: &[(&str, i64)]) {
+    edit_config(home, |config| {
+        let table = config
+            .entry(section)
+            .or_insert(toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+        for (key, value) in settings {
+            table.insert((*key).into(), toml::Value::Integer(*value));
+        }
+    });
+}
+
 /// Initialises a dev-chain home (single validator, funded devnet accounts)
 /// without starting it.
 pub fn init_dev_home(home: &Path) {

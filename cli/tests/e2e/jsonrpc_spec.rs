@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::{edit_config, init_dev_home, post_raw, NodeProcess};
+use common::{init_dev_home, post_raw, set_config, NodeProcess};
 use serde_json::{json, Value};
 use tally_client::{Client, TxState};
 use tally_ledger::{devnet_key, to_hex, Hash, Transaction};
@@ -82,16 +82,15 @@ fn assert_error(answer: &Value, code: i32, id: Value, what: &str) {
 async fn start(dir: &std::path::Path) -> Node {
     let home = dir.join("home");
     init_dev_home(&home);
-    edit_config(&home, |config| {
-        let rpc = config
-            .entry("rpc")
-            .or_insert(toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .unwrap();
-        rpc.insert("max_body_bytes".into(), toml::Value::Integer(64 * 1024));
-        rpc.insert("max_response_bytes".into(), toml::Value::Integer(8 * 1024));
-        rpc.insert("max_batch_len".into(), toml::Value::Integer(20));
-    });
+    set_config(
+        &home,
+        "rpc",
+        &[
+            ("max_body_bytes", 64 * 1024),
+            ("max_response_bytes", 8 * 1024),
+            ("max_batch_len", 20),
+        ],
+    );
     let node = NodeProcess::run(&home);
     let client = node.client();
     client.status().await.unwrap();

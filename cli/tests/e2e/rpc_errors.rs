@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::{call_raw, edit_config, init_dev_home, post_raw, NodeProcess};
+use common::{call_raw, init_dev_home, post_raw, set_config, NodeProcess};
 use serde_json::{json, Value};
 use tally_client::{ClientError, TxState, WaitMode};
 use tally_ledger::{
@@ -77,25 +77,22 @@ async fn start() -> (tempfile::TempDir, Ctx) {
     let home = dir.path().join("home");
     init_dev_home(&home);
     // Small pool limits so that "sender queue full" and "mempool full" can
-    // be reached with a handful of transactions.
-    edit_config(&home, |config| {
-        let mempool = config
-            .entry("mempool")
-            .or_insert(toml::Value::Table(Default::default()));
-        let table = mempool.as_table_mut().unwrap();
-        table.insert("max_txs".into(), toml::Value::Integer(4));
-        table.insert("max_txs_per_sender".into(), toml::Value::Integer(2));
-        // The whole pool for clients: the share kept for peers is the
-        // mempool's own test.
-        table.insert("client_fill_percent".into(), toml::Value::Integer(100));
-        let rpc = config
-            .entry("rpc")
-            .or_insert(toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .unwrap();
-        rpc.insert("max_body_bytes".into(), toml::Value::Integer(64 * 1024));
-        rpc.insert("max_batch_len".into(), toml::Value::Integer(10));
-    });
+    // be reached with a handful of transactions; the whole pool for
+    // clients (the share kept for peers is the mempool's own test).
+    set_config(
+        &home,
+        "mempool",
+        &[
+            ("max_txs", 4),
+            ("max_txs_per_sender", 2),
+            ("client_fill_percent", 100),
+        ],
+    );
+    set_config(
+        &home,
+        "rpc",
+        &[("max_body_bytes", 64 * 1024), ("max_batch_len", 10)],
+    );
     let node = NodeProcess::run(&home);
     let status = node.client().status().await.unwrap();
     let ctx = Ctx {
@@ -447,16 +444,15 @@ async fn a_silent_connection_is_closed_and_frees_its_slot() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     init_dev_home(&home);
-    edit_config(&home, |config| {
-        let rpc = config
-            .entry("rpc")
-            .or_insert(toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .unwrap();
-        rpc.insert("max_connections".into(), toml::Value::Integer(2));
-        rpc.insert("wait_timeout_ms".into(), toml::Value::Integer(500));
-        rpc.insert("idle_timeout_ms".into(), toml::Value::Integer(1_000));
-    });
+    set_config(
+        &home,
+        "rpc",
+        &[
+            ("max_connections", 2),
+            ("wait_timeout_ms", 500),
+            ("idle_timeout_ms", 1_000),
+        ],
+    );
     let node = NodeProcess::run(&home);
     let addr = node.url.trim_start_matches("http://").to_owned();
     // Two silent connections take both slots ...
