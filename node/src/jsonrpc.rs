@@ -71,11 +71,6 @@ impl Dispatcher {
         }
     }
 
-    /// The method names the dispatcher serves.
-    pub fn method_names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.methods.method_names()
-    }
-
     /// Answers one body of JSON text: `None` when nothing is to be sent
     /// back (a notification, or a batch of notifications only).
     pub async fn handle(&self, body: &str) -> Option<String> {

@@ -79,6 +79,14 @@ fn assert_error(answer: &Value, code: i32, id: Value, what: &str) {
     );
 }
 
+/// A transport refusal: HTTP `status` with a JSON-RPC error `code`, id null.
+fn assert_refused((status, text): (u16, String), http: u16, code: i32, what: &str) {
+    assert_eq!(status, http, "{what}: {text}");
+    let answer =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+    assert_error(&answer, code, Value::Null, what);
+}
+
 async fn start(dir: &std::path::Path) -> Node {
     let home = dir.join("home");
     init_dev_home(&home);
@@ -313,32 +321,21 @@ async fn ids_bodies_and_limits_follow_the_specification_and_rpc_md() {
     }
 
     // Transport: the media type, and bodies over the limit however sent.
-    let (status, text) = post_raw(&n.node.url, "{}".to_owned(), "text/plain").await;
-    assert_eq!(status, 415, "{text}");
-    assert_error(
-        &serde_json::from_str(&text).unwrap(),
+    assert_refused(
+        post_raw(&n.node.url, "{}".to_owned(), "text/plain").await,
+        415,
         -32600,
-        Value::Null,
         "text/plain",
     );
     let big = format!(
         r#"{{"jsonrpc":"2.0","method":"chain_status","params":["{}"],"id":1}}"#,
         "x".repeat(100 * 1024)
     );
-    let (status, text) = n.post(&big).await;
-    assert_eq!(status, 413, "{text}");
-    assert_error(
-        &serde_json::from_str(&text).unwrap(),
+    assert_refused(n.post(&big).await, 413, -32007, "big body");
+    assert_refused(
+        post_chunked(&n.node.url, big.as_bytes()).await,
+        413,
         -32007,
-        Value::Null,
-        "big body",
-    );
-    let (status, text) = post_chunked(&n.node.url, big.as_bytes()).await;
-    assert_eq!(status, 413, "chunked: {text}");
-    assert_error(
-        &serde_json::from_str(&text).unwrap(),
-        -32007,
-        Value::Null,
         "chunked",
     );
 
